@@ -1,0 +1,258 @@
+//! Writing a [`Plan`] into the store in ONE transaction, together with the run's `sync_runs`
+//! row, a `change_log` row per applied change (old → new values) and the run's reports.
+//!
+//! Makes no decisions: everything it writes was decided by [`crate::plan`]. Either all of a
+//! run's writes are visible or none (SPEC 5.4).
+
+use std::collections::HashMap;
+
+use rusqlite::{Transaction, TransactionBehavior, params, params_from_iter};
+use serde_json::{Map, Value, json};
+
+use crate::plan::{Action, Change, GroupChange, Plan, RecordRef};
+use crate::record::RecordKind;
+use crate::store::{RunRecord, Store, StoreError, insert_run};
+
+/// RFC 3339 UTC, second precision: `2026-11-23T17:04:05Z`.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn table(kind: RecordKind) -> &'static str {
+    match kind {
+        RecordKind::Employee => "employees",
+        RecordKind::Contact => "contacts",
+    }
+}
+
+fn sql_value(v: &Value) -> rusqlite::types::Value {
+    match v {
+        Value::Null => rusqlite::types::Value::Null,
+        Value::Number(n) => rusqlite::types::Value::Integer(n.as_i64().unwrap_or(0)),
+        Value::Bool(b) => rusqlite::types::Value::Integer(i64::from(*b)),
+        Value::String(s) => rusqlite::types::Value::Text(s.clone()),
+        other => rusqlite::types::Value::Text(other.to_string()),
+    }
+}
+
+impl Store {
+    /// Applies `plan` and records `run` (its counts are filled from the plan). Returns the run id.
+    pub fn apply(&mut self, plan: &Plan, run: &RunRecord) -> Result<i64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let run_id = insert_run(&tx, run)?;
+        let now = now_rfc3339();
+        let mut created: HashMap<(RecordKind, String), i64> = HashMap::new();
+        for change in &plan.changes {
+            let id = apply_change(&tx, change, &now)?;
+            if let RecordRef::New(object_id) = &change.record {
+                created.insert((change.kind, object_id.clone()), id);
+            }
+            if let Some(source) = &change.source {
+                tx.execute(
+                    "INSERT OR REPLACE INTO sync_links (tenant, object_id, record_kind, record_id, source, synced_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        plan.tenant,
+                        change.object_id,
+                        change.kind.as_str(),
+                        id,
+                        serde_json::to_string(source).unwrap_or_default(),
+                        now
+                    ],
+                )?;
+            }
+            if change.action != Action::Resnapshot {
+                let mut fields = Map::new();
+                for (name, old, new) in change.field_changes() {
+                    fields.insert(name.to_string(), json!([old, new]));
+                }
+                log(
+                    &tx,
+                    run_id,
+                    &now,
+                    &plan.tenant,
+                    &change.object_id,
+                    change.kind.as_str(),
+                    Some(id),
+                    change.action.as_str(),
+                    Value::Object(fields),
+                )?;
+            }
+        }
+        for group in &plan.groups {
+            apply_group(&tx, run_id, &now, &plan.tenant, group, &created)?;
+        }
+        for report in &plan.reports {
+            tx.execute(
+                "INSERT INTO sync_reports (run_id, tenant, object_id, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    run_id,
+                    plan.tenant,
+                    report.object_id,
+                    serde_json::to_value(report.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    report.message
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(run_id)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    now: &str,
+    tenant: &str,
+    object_id: &str,
+    kind: &str,
+    record_id: Option<i64>,
+    action: &str,
+    changes: Value,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO change_log (run_id, at, tenant, object_id, record_kind, record_id, action, changes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![run_id, now, tenant, object_id, kind, record_id, action, changes.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Writes one record change; returns the record id.
+fn apply_change(tx: &Transaction<'_>, change: &Change, now: &str) -> Result<i64, StoreError> {
+    let table = table(change.kind);
+    let columns = change.after.columns();
+    match (&change.record, change.action) {
+        (RecordRef::New(_), _) => {
+            let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
+            let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+            let sql = format!(
+                "INSERT INTO {table} ({}, active, created_at, updated_at) VALUES ({}, 1, '{now}', '{now}')",
+                names.join(", "),
+                placeholders.join(", ")
+            );
+            tx.execute(
+                &sql,
+                params_from_iter(columns.iter().map(|(_, v)| sql_value(v))),
+            )?;
+            Ok(tx.last_insert_rowid())
+        }
+        (RecordRef::Existing(id), action) => {
+            let changed: Vec<(&str, Value)> = match &change.before {
+                Some(before) => crate::record::diff(before, &change.after)
+                    .into_iter()
+                    .map(|(n, _, new)| (n, new))
+                    .collect(),
+                None => columns,
+            };
+            let state = match action {
+                Action::Reactivate => ", active = 1, deactivated_at = NULL",
+                Action::Deactivate | Action::Archive => ", active = 0, deactivated_at = ?1",
+                _ => "",
+            };
+            if changed.is_empty() && state.is_empty() {
+                return Ok(*id);
+            }
+            let mut sets: Vec<String> = changed
+                .iter()
+                .enumerate()
+                .map(|(i, (n, _))| format!("{n} = ?{}", i + 2))
+                .collect();
+            sets.push("updated_at = ?1".into());
+            let id_param = changed.len() + 2;
+            let sql = format!(
+                "UPDATE {table} SET {}{state} WHERE id = ?{id_param}",
+                sets.join(", ")
+            );
+            let mut values: Vec<rusqlite::types::Value> = vec![now.to_string().into()];
+            values.extend(changed.iter().map(|(_, v)| sql_value(v)));
+            values.push((*id).into());
+            tx.execute(&sql, params_from_iter(values))?;
+            Ok(*id)
+        }
+    }
+}
+
+fn apply_group(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    now: &str,
+    tenant: &str,
+    group: &GroupChange,
+    created: &HashMap<(RecordKind, String), i64>,
+) -> Result<(), StoreError> {
+    let resolve = |kind: RecordKind, r: &RecordRef| -> Option<i64> {
+        match r {
+            RecordRef::Existing(id) => Some(*id),
+            RecordRef::New(obj) => created.get(&(kind, obj.clone())).copied(),
+        }
+    };
+    let (group_id, action) = match group.group {
+        Some(id) if group.remove_group => {
+            tx.execute("DELETE FROM group_members WHERE group_id = ?1", [id])?;
+            tx.execute("DELETE FROM groups WHERE id = ?1", [id])?;
+            log(
+                tx,
+                run_id,
+                now,
+                tenant,
+                &group.object_id,
+                "group",
+                Some(id),
+                "remove_group",
+                json!({}),
+            )?;
+            return Ok(());
+        }
+        Some(id) => {
+            tx.execute(
+                "UPDATE groups SET display_name = ?1 WHERE id = ?2 AND display_name IS NOT ?1",
+                params![group.display_name, id],
+            )?;
+            (id, "update_group")
+        }
+        None => {
+            tx.execute(
+                "INSERT INTO groups (tenant, object_id, display_name, read_only) VALUES (?1, ?2, ?3, 1)",
+                params![tenant, group.object_id, group.display_name],
+            )?;
+            (tx.last_insert_rowid(), "create_group")
+        }
+    };
+    let mut added = Vec::new();
+    for (kind, r) in &group.add {
+        if let Some(member) = resolve(*kind, r) {
+            tx.execute(
+                "INSERT OR IGNORE INTO group_members (group_id, member_kind, member_id) VALUES (?1, ?2, ?3)",
+                params![group_id, kind.as_str(), member],
+            )?;
+            added.push(json!([kind.as_str(), member]));
+        }
+    }
+    let mut removed = Vec::new();
+    for (kind, member) in &group.remove {
+        tx.execute(
+            "DELETE FROM group_members WHERE group_id = ?1 AND member_kind = ?2 AND member_id = ?3",
+            params![group_id, kind.as_str(), member],
+        )?;
+        removed.push(json!([kind.as_str(), member]));
+    }
+    log(
+        tx,
+        run_id,
+        now,
+        tenant,
+        &group.object_id,
+        "group",
+        Some(group_id),
+        action,
+        json!({"display_name": group.display_name, "members_added": added, "members_removed": removed}),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! Signing in to Entra ID with OAuth 2.0 client credentials (the `oauth2` crate), caching the
+//! access token and renewing it before it expires.
+//!
+//! Owns the token endpoint conversation and turns Microsoft's error answers (`error`,
+//! `error_codes` / AADSTS) into one readable [`AuthError`] with what to do. It must never put
+//! the client secret or a token in an error, a log line or a `Debug` output.
+
+use std::fmt;
+use std::time::Duration;
+
+use oauth2::basic::{
+    BasicErrorResponseType, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
+use oauth2::{
+    AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet, ExtraTokenFields,
+    RequestTokenError, Scope, StandardRevocableToken, StandardTokenResponse, TokenResponse,
+    TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::config::TenantConfig;
+use crate::secret::Secret;
+
+/// Renew this long before the token expires.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// The identity platform refused the credentials or the request: retrying will not help.
+    #[error("sign-in for tenant \"{tenant}\" refused: {summary}; {fix}")]
+    Rejected {
+        tenant: String,
+        summary: String,
+        fix: String,
+    },
+    /// The token endpoint could not be reached or answered oddly: worth retrying later.
+    #[error("sign-in for tenant \"{tenant}\" failed: {reason}")]
+    Unavailable { tenant: String, reason: String },
+}
+
+impl AuthError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AuthError::Unavailable { .. })
+    }
+}
+
+/// Microsoft's `ext_expires_in`, kept for completeness.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EntraTokenFields {
+    #[serde(default)]
+    pub ext_expires_in: Option<u64>,
+}
+impl ExtraTokenFields for EntraTokenFields {}
+
+/// The token endpoint's error body, with the AADSTS codes `BasicErrorResponse` drops.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntraTokenError {
+    pub error: BasicErrorResponseType,
+    #[serde(default)]
+    pub error_description: Option<String>,
+    #[serde(default)]
+    pub error_codes: Vec<u64>,
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+}
+
+impl fmt::Display for EntraTokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error.as_ref())
+    }
+}
+impl oauth2::ErrorResponse for EntraTokenError {}
+
+type EntraTokenResponse = StandardTokenResponse<EntraTokenFields, BasicTokenType>;
+type EntraClient = oauth2::Client<
+    EntraTokenError,
+    EntraTokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+struct Cached {
+    token: Secret,
+    renew_at: Instant,
+}
+
+/// One tenant's access tokens.
+pub struct TokenSource {
+    tenant: String,
+    tenant_id: String,
+    client_id: String,
+    token_url: String,
+    scope: String,
+    client: EntraClient,
+    http: reqwest::Client,
+    cached: Mutex<Option<Cached>>,
+}
+
+impl TokenSource {
+    pub fn new(tenant: &TenantConfig) -> Result<TokenSource, AuthError> {
+        let unavailable = |reason: String| AuthError::Unavailable {
+            tenant: tenant.name.clone(),
+            reason,
+        };
+        let secret = tenant.secret.as_ref().ok_or_else(|| AuthError::Rejected {
+            tenant: tenant.name.clone(),
+            summary: "no client secret loaded".into(),
+            fix: "set client_secret_file or client_secret_env".into(),
+        })?;
+        let token_url = format!(
+            "{}/{}/oauth2/v2.0/token",
+            tenant.authority, tenant.tenant_id
+        );
+        let client = oauth2::Client::new(ClientId::new(tenant.client_id.clone()))
+            .set_client_secret(ClientSecret::new(secret.expose().to_string()))
+            .set_auth_type(AuthType::RequestBody)
+            .set_token_uri(
+                TokenUrl::new(token_url.clone())
+                    .map_err(|e| unavailable(format!("bad token URL {token_url}: {e}")))?,
+            );
+        // oauth2's docs: the token client must not follow redirects.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| unavailable(format!("cannot build HTTP client: {e}")))?;
+        Ok(TokenSource {
+            tenant: tenant.name.clone(),
+            tenant_id: tenant.tenant_id.clone(),
+            client_id: tenant.client_id.clone(),
+            token_url,
+            scope: format!("{}/.default", tenant.graph_url),
+            client,
+            http,
+            cached: Mutex::new(None),
+        })
+    }
+
+    /// A valid access token, from the cache or freshly requested.
+    pub async fn token(&self) -> Result<Secret, AuthError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.as_ref()
+            && Instant::now() < c.renew_at
+        {
+            return Ok(c.token.clone());
+        }
+        let response = self
+            .client
+            .exchange_client_credentials()
+            .add_scope(Scope::new(self.scope.clone()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| self.explain(e))?;
+        let lifetime = response.expires_in().unwrap_or(Duration::from_secs(3599));
+        // Renew 5 minutes early, or halfway through a short test lifetime.
+        let margin = REFRESH_MARGIN.min(lifetime / 2);
+        let token = Secret::new(response.access_token().secret().clone());
+        *cached = Some(Cached {
+            token: token.clone(),
+            renew_at: Instant::now() + lifetime - margin,
+        });
+        tracing::debug!(tenant = %self.tenant, lifetime_s = lifetime.as_secs(), "access token acquired");
+        Ok(token)
+    }
+
+    /// Forgets the cached token (after Graph answered 401 to it).
+    pub async fn invalidate(&self) {
+        *self.cached.lock().await = None;
+    }
+
+    fn explain(
+        &self,
+        e: RequestTokenError<oauth2::HttpClientError<reqwest::Error>, EntraTokenError>,
+    ) -> AuthError {
+        let unavailable = |reason: String| AuthError::Unavailable {
+            tenant: self.tenant.clone(),
+            reason,
+        };
+        match e {
+            RequestTokenError::ServerResponse(body) => self.rejected(&body),
+            RequestTokenError::Request(e) => unavailable(format!(
+                "cannot reach the token endpoint {}: {}",
+                self.token_url,
+                error_chain(&e)
+            )),
+            RequestTokenError::Parse(_, body) => unavailable(format!(
+                "the token endpoint {} answered with something that is not a token ({} bytes)",
+                self.token_url,
+                body.len()
+            )),
+            RequestTokenError::Other(m) => {
+                unavailable(format!("unexpected answer from {}: {m}", self.token_url))
+            }
+        }
+    }
+
+    fn rejected(&self, body: &EntraTokenError) -> AuthError {
+        let code = body.error_codes.first().copied();
+        // The first line of the description is Microsoft's sentence; the rest are trace ids.
+        let first_line = body
+            .error_description
+            .as_deref()
+            .and_then(|d| d.lines().next())
+            .unwrap_or("")
+            .to_string();
+        let aadsts = code.map(|c| format!("AADSTS{c}")).unwrap_or_default();
+        let fix = match code {
+            Some(7000215) => format!(
+                "the client secret of app {} is wrong: put the secret's Value (not its Secret ID) in the secret file",
+                self.client_id
+            ),
+            Some(7000222) => "the client secret has expired: create a new one under Certificates & secrets and update the secret file".into(),
+            Some(700016) => format!(
+                "application {} was not found in tenant {}: check client_id and tenant_id, and that an admin consented the app in this tenant",
+                self.client_id, self.tenant_id
+            ),
+            Some(90002) => format!(
+                "tenant {} does not exist: check tenant_id, and authority for national clouds",
+                self.tenant_id
+            ),
+            Some(7000112) => "the application is disabled in this tenant: enable it in Enterprise applications".into(),
+            Some(53003) => "blocked by a Conditional Access policy: exclude this workload identity from the policy".into(),
+            Some(70011) | Some(700022) => "the scope was refused: graph_url must be the Graph root of the tenant's cloud".into(),
+            Some(90024) | Some(50033) | Some(90006) | Some(90033) => {
+                return AuthError::Unavailable {
+                    tenant: self.tenant.clone(),
+                    reason: format!("{aadsts} {first_line} (transient; will retry)"),
+                };
+            }
+            _ if matches!(body.error, BasicErrorResponseType::Extension(ref s) if s == "temporarily_unavailable") => {
+                return AuthError::Unavailable {
+                    tenant: self.tenant.clone(),
+                    reason: format!("{aadsts} {first_line} (temporarily unavailable; will retry)"),
+                };
+            }
+            _ => "check tenant_id, client_id and the secret in the config".into(),
+        };
+        AuthError::Rejected {
+            tenant: self.tenant.clone(),
+            summary: format!("{} {aadsts} {first_line}", body.error.as_ref())
+                .trim()
+                .replace("  ", " "),
+            fix,
+        }
+    }
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn microsoft_error_bodies_parse_with_their_aadsts_codes() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/graph-fixtures");
+        for (file, code) in [
+            ("token-error-invalid-client.json", 7000215),
+            ("token-error-invalid-scope.json", 70011),
+            ("token-error-invalid-scope-with-error-uri.json", 70011),
+        ] {
+            let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+            let body: EntraTokenError = serde_json::from_str(&text).unwrap();
+            assert_eq!(body.error_codes.first().copied(), Some(code), "{file}");
+        }
+    }
+
+    #[test]
+    fn microsoft_success_bodies_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/graph-fixtures");
+        for file in ["token-success.json", "token-success-ext-expires-in.json"] {
+            let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+            let body: EntraTokenResponse = serde_json::from_str(&text).unwrap();
+            assert_eq!(body.expires_in(), Some(Duration::from_secs(3599)), "{file}");
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! graph-sim binary (being built).
+
+fn main() {}

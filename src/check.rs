@@ -1,0 +1,111 @@
+//! `entra-sync check`: tests every connection the config implies — a token per tenant, every
+//! rule's group, one page of its members with the mapped fields — and says OK or FAIL with the
+//! reason for each. Reads only; never touches the store.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::directory::MemberType;
+use crate::graph::wire::{USER_SELECT, member_type, parse_user};
+use crate::graph::{GraphClient, fetch};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckLine {
+    pub ok: bool,
+    pub subject: String,
+    pub detail: String,
+}
+
+pub async fn run(config: &Config) -> Vec<CheckLine> {
+    let mut lines = Vec::new();
+    for tenant in &config.tenants {
+        let subject = format!("tenant \"{}\" sign-in", tenant.name);
+        let client = match GraphClient::new(tenant, &config.sync) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                lines.push(CheckLine {
+                    ok: false,
+                    subject,
+                    detail: e.to_string(),
+                });
+                continue;
+            }
+        };
+        match client.sign_in().await {
+            Ok(()) => lines.push(CheckLine {
+                ok: true,
+                subject,
+                detail: format!("token from {}", tenant.authority),
+            }),
+            Err(e) => {
+                lines.push(CheckLine {
+                    ok: false,
+                    subject,
+                    detail: e.to_string(),
+                });
+                continue;
+            }
+        }
+        let groups: Vec<String> = config
+            .rules_of(&tenant.name)
+            .map(|r| r.group_id.clone())
+            .collect();
+        let infos = match fetch::group_infos(&client, &groups).await {
+            Ok(i) => i,
+            Err(e) => {
+                lines.push(CheckLine {
+                    ok: false,
+                    subject: format!("tenant \"{}\" rule groups", tenant.name),
+                    detail: e.to_string(),
+                });
+                continue;
+            }
+        };
+        for group in &groups {
+            let name = infos
+                .get(group)
+                .and_then(|g| g.display_name.clone())
+                .unwrap_or_default();
+            let subject = format!("tenant \"{}\" group {group}", tenant.name);
+            let url = client.url(&format!(
+                "/groups/{group}/members?$select={USER_SELECT}&$top=5"
+            ));
+            match client
+                .get_page(&url, &format!("members of group {group}"))
+                .await
+            {
+                Ok(page) => {
+                    let users: Vec<_> = page
+                        .value
+                        .iter()
+                        .filter(|v| member_type(v) == MemberType::User)
+                        .filter_map(parse_user)
+                        .collect();
+                    if !users.is_empty() && users.iter().all(|u| u.is_limited()) {
+                        lines.push(CheckLine {
+                            ok: false,
+                            subject,
+                            detail: format!(
+                                "\"{name}\": members come back without properties; grant User.Read.All (Application) with admin consent"
+                            ),
+                        });
+                    } else {
+                        lines.push(CheckLine {
+                            ok: true,
+                            subject,
+                            detail: format!("\"{name}\" readable"),
+                        });
+                    }
+                }
+                Err(e) => lines.push(CheckLine {
+                    ok: false,
+                    subject,
+                    detail: e.to_string(),
+                }),
+            }
+        }
+    }
+    lines
+}

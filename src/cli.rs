@@ -1,0 +1,276 @@
+//! The command line (clap): one function per subcommand that loads what it needs, calls the
+//! library and prints the result for a person or as JSON. No business logic here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, config_path};
+use crate::plan::{Action, Change, RecordRef};
+use crate::store::Store;
+use crate::sync::{self, RunStatus, SyncOptions, SyncSummary};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "entra-sync",
+    version,
+    about = "Sync Microsoft Entra ID security groups into a PSA store"
+)]
+pub struct Cli {
+    /// Config file [default: $ENTRA_SYNC_CONFIG or /etc/entra-sync/config.toml]
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sync once (safe while the daemon runs: waits for its turn).
+    Sync {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Ignore stored delta cursors and read every group in full.
+        #[arg(long)]
+        full: bool,
+        /// Print the planned changes and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Resync one person: Entra object id, UPN or email.
+        #[arg(long, value_name = "UPN|EMAIL|OBJECT-ID")]
+        user: Option<String>,
+        /// Apply deactivations held by the safety limits.
+        #[arg(long)]
+        allow_mass_deactivation: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the config and test every connection.
+    Check,
+    /// Last runs per tenant and store totals.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a full demo against a built-in simulated tenant (no network, no credentials).
+    Demo,
+}
+
+/// Exit codes of SPEC 1.
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+/// Prints one error line and returns the exit code for it.
+pub fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+pub fn load_config(flag: &Option<PathBuf>) -> Result<Config, ExitCode> {
+    let path = config_path(flag.clone());
+    Config::load(&path).map_err(|e| fail(EXIT_USAGE, e))
+}
+
+pub async fn sync_command(config: &Config, opts: SyncOptions, json: bool) -> ExitCode {
+    let summary = match sync::run(config, &opts).await {
+        Ok(s) => s,
+        Err(e @ sync::SyncError::UnknownTenant(_)) => return fail(EXIT_USAGE, e),
+        Err(e) => return fail(EXIT_FAILED, e),
+    };
+    if json {
+        let mut printable = summary.clone();
+        if !opts.dry_run {
+            for t in &mut printable.tenants {
+                t.plan = None;
+            }
+        }
+        match serde_json::to_string_pretty(&printable) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return fail(EXIT_FAILED, e),
+        }
+    } else {
+        print!("{}", render_summary(&summary, opts.dry_run));
+    }
+    ExitCode::from(summary.exit_code() as u8)
+}
+
+/// The human summary: one line per tenant, its reports, and with `dry_run` the plan.
+pub fn render_summary(summary: &SyncSummary, dry_run: bool) -> String {
+    let mut out = String::new();
+    for t in &summary.tenants {
+        let status = match t.status {
+            RunStatus::Success => "ok",
+            RunStatus::Held => "HELD",
+            RunStatus::Failed => "FAILED",
+            RunStatus::DryRun => "dry run",
+        };
+        let c = &t.counts;
+        out.push_str(&format!(
+            "tenant {}: {} sync {status} in {:.1} s: {} created, {} updated, {} reactivated, {} deactivated, {} archived, {} held; {} reports; {} Graph requests\n",
+            t.tenant, t.mode, t.duration_ms as f64 / 1000.0,
+            c.created, c.updated, c.reactivated, c.deactivated, c.archived, c.held, c.reports, t.graph_requests
+        ));
+        if let Some(e) = &t.error {
+            out.push_str(&format!("  error: {e}\n"));
+        }
+        if let Some(reason) = &t.hold_reason {
+            out.push_str(&format!(
+                "  held: {reason}; apply with `entra-sync sync --allow-mass-deactivation`\n"
+            ));
+        }
+        for r in &t.reports {
+            out.push_str(&format!("  report: {}: {}\n", r.user, r.message));
+        }
+        if dry_run && let Some(plan) = &t.plan {
+            for change in &plan.changes {
+                if change.action != Action::Resnapshot {
+                    out.push_str(&format!("  {}\n", render_change(change)));
+                }
+            }
+            for change in &plan.held {
+                out.push_str(&format!("  (held) {}\n", render_change(change)));
+            }
+            for g in &plan.groups {
+                out.push_str(&format!(
+                    "  group {} ({}): +{} -{} members{}\n",
+                    g.display_name.as_deref().unwrap_or("?"),
+                    g.object_id,
+                    g.add.len(),
+                    g.remove.len(),
+                    if g.remove_group {
+                        ", removed"
+                    } else if g.group.is_none() {
+                        ", new"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `update employee #12 ada@contoso.com: job_title "Dev" → "Lead"`
+pub fn render_change(c: &Change) -> String {
+    let target = match &c.record {
+        RecordRef::Existing(id) => format!("{} #{id}", c.kind),
+        RecordRef::New(_) => format!("new {}", c.kind),
+    };
+    let fields: Vec<String> = c
+        .field_changes()
+        .into_iter()
+        .map(|(name, old, new)| {
+            if old.is_null() {
+                format!("{name}={new}")
+            } else {
+                format!("{name} {old} → {new}")
+            }
+        })
+        .collect();
+    format!(
+        "{} {target} {}{}{}",
+        c.action.as_str(),
+        c.user,
+        if fields.is_empty() { "" } else { ": " },
+        fields.join(", ")
+    )
+}
+
+pub async fn check_command(config: &Config) -> ExitCode {
+    let lines = crate::check::run(config).await;
+    println!(
+        "config OK: {} tenant(s), {} rule(s)",
+        config.tenants.len(),
+        config.rules.len()
+    );
+    for line in &lines {
+        println!(
+            "{} {}: {}",
+            if line.ok { "OK  " } else { "FAIL" },
+            line.subject,
+            line.detail
+        );
+    }
+    if lines.iter().all(|l| l.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+pub fn status_command(config: &Config, json: bool) -> ExitCode {
+    let store = match Store::open_read_only(&config.store.path) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            if json {
+                println!("{{\"runs\":[],\"totals\":null}}");
+            } else {
+                println!(
+                    "no store yet at {}: no sync has run",
+                    config.store.path.display()
+                );
+            }
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return fail(EXIT_FAILED, e),
+    };
+    let (runs, totals) = match (store.last_runs(5), store.totals()) {
+        (Ok(r), Ok(t)) => (r, t),
+        (Err(e), _) | (_, Err(e)) => return fail(EXIT_FAILED, e),
+    };
+    if json {
+        let value = serde_json::json!({ "runs": runs, "totals": totals });
+        println!("{value:#}");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "store {}: employees {} active / {}, contacts {} active / {}, groups {}",
+        config.store.path.display(),
+        totals.employees_active,
+        totals.employees,
+        totals.contacts_active,
+        totals.contacts,
+        totals.groups
+    );
+    for tenant in &config.tenants {
+        let mine: Vec<_> = runs.iter().filter(|r| r.tenant == tenant.name).collect();
+        if mine.is_empty() {
+            println!("tenant {}: never synced", tenant.name);
+        }
+        for r in mine {
+            let c = &r.counts;
+            println!(
+                "tenant {}: {} {} {} (+{} ~{} ↑{} -{} archived {} held {}; {} reports){}",
+                r.tenant,
+                r.started_at,
+                r.mode,
+                r.status,
+                c.created,
+                c.updated,
+                c.reactivated,
+                c.deactivated,
+                c.archived,
+                c.held,
+                c.reports,
+                r.error
+                    .as_ref()
+                    .map(|e| format!(" error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}

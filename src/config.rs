@@ -1,0 +1,726 @@
+//! The configuration: TOML file + `ENTRA_SYNC__SECTION__KEY` overrides → a validated [`Config`].
+//!
+//! Owns parsing, defaults and validation, and turns every problem into one [`ConfigError`] that
+//! names the key path and the fix. It reads the client secrets (through [`crate::secret`]) so a
+//! broken secret is a config error at start-up, not a failed run an hour later. It must not
+//! talk to the network or the store.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::secret::{Secret, SecretSource};
+
+/// Prefix of environment overrides: `ENTRA_SYNC__SYNC__MAX_ATTEMPTS=3`.
+pub const ENV_PREFIX: &str = "ENTRA_SYNC";
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/entra-sync/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub sync: SyncConfig,
+    #[serde(default)]
+    pub safety: SafetyConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub employee_defaults: EmployeeDefaults,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    pub sync: String,
+    pub full_sync: String,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            sync: "0 */1 * * * *".into(),
+            full_sync: "0 30 2 * * *".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailSource {
+    Mail,
+    Upn,
+    ExternalUpn,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    pub email_source: EmailSource,
+    pub nested_groups: bool,
+    pub default_phone_type: String,
+    pub reconnect_after_seconds: u64,
+    pub max_attempts: u32,
+    /// Graph requests in flight per tenant.
+    pub max_concurrency: usize,
+    /// Timeout of one Graph request.
+    pub request_timeout_seconds: u64,
+    /// First step of the exponential backoff between retries (no `Retry-After`).
+    pub retry_base_ms: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            email_source: EmailSource::Mail,
+            nested_groups: true,
+            default_phone_type: "Work".into(),
+            reconnect_after_seconds: 120,
+            max_attempts: 6,
+            max_concurrency: 4,
+            request_timeout_seconds: 60,
+            retry_base_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SafetyConfig {
+    pub max_deactivations: u64,
+    pub max_deactivation_percent: u64,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        SafetyConfig {
+            max_deactivations: 50,
+            max_deactivation_percent: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    pub purge_deactivated_after_days: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: String,
+    pub token_file: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:8650".into(),
+            token_file: String::new(),
+        }
+    }
+}
+
+/// Values for mandatory employee columns when Entra has none (null or empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmployeeDefaults {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub job_title: Option<String>,
+    pub phone: Option<String>,
+    pub department: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Filled in by [`Config::load`]; never deserialized from the file.
+    #[serde(skip)]
+    pub secret: Option<Secret>,
+}
+
+fn default_authority() -> String {
+    "https://login.microsoftonline.com".into()
+}
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    Employee,
+    Contact,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub tenant: String,
+    pub group_id: String,
+    pub order: i64,
+    pub target: Target,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub portal_access: Option<bool>,
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+impl Config {
+    /// Reads `path`, applies `ENTRA_SYNC__…` overrides from `env`, validates, and reads secrets.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            path: path.display().to_string(),
+            reason: io_reason(&e),
+        })?;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let mut config = Self::parse(&text, &env)?;
+        config.resolve_relative_paths(path.parent().unwrap_or(Path::new(".")));
+        config.load_secrets(&|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text with overrides, without touching secrets or files.
+    pub fn parse(text: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let prefix = format!("{ENV_PREFIX}__");
+        let overrides: Vec<(String, String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for (key, _) in &overrides {
+            if !known_env_key(&key[prefix.len()..]) {
+                return Err(invalid(
+                    key.clone(),
+                    "unknown environment override; remove it or fix its name \
+                     (ENTRA_SYNC__SECTION__KEY for keys of [store], [schedule], [sync], [safety], \
+                     [retention], [admin], [employee_defaults]; tenants and rules live in the file)",
+                ));
+            }
+        }
+        let source = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(overrides.iter().cloned().collect()));
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(source)
+            .build()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(built).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if path == "." || path.is_empty() {
+                ConfigError::Parse(inner)
+            } else {
+                invalid(path, inner)
+            }
+        })?;
+        config.validate()
+    }
+}
+
+/// Whether an `ENTRA_SYNC__A__B` override names a key of a known section.
+fn known_env_key(rest: &str) -> bool {
+    {
+        const KEYS: &[(&str, &[&str])] = &[
+            ("store", &["path"]),
+            ("schedule", &["sync", "full_sync"]),
+            (
+                "sync",
+                &[
+                    "email_source",
+                    "nested_groups",
+                    "default_phone_type",
+                    "reconnect_after_seconds",
+                    "max_attempts",
+                    "max_concurrency",
+                    "request_timeout_seconds",
+                    "retry_base_ms",
+                ],
+            ),
+            ("safety", &["max_deactivations", "max_deactivation_percent"]),
+            ("retention", &["purge_deactivated_after_days"]),
+            ("admin", &["listen", "token_file"]),
+            (
+                "employee_defaults",
+                &[
+                    "first_name",
+                    "last_name",
+                    "job_title",
+                    "phone",
+                    "department",
+                ],
+            ),
+        ];
+        let lower = rest.to_ascii_lowercase();
+        let mut parts = lower.splitn(2, "__");
+        let (Some(section), Some(key)) = (parts.next(), parts.next()) else {
+            return false;
+        };
+        KEYS.iter()
+            .any(|(s, keys)| *s == section && keys.contains(&key))
+    }
+}
+
+impl Config {
+    fn validate(mut self) -> Result<Config, ConfigError> {
+        if self.store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path", "must name the SQLite file"));
+        }
+        for (key, expr) in [
+            ("schedule.sync", &self.schedule.sync),
+            ("schedule.full_sync", &self.schedule.full_sync),
+        ] {
+            crate::schedule::validate_cron(expr).map_err(|m| invalid(key, m))?;
+        }
+        if self.sync.max_attempts == 0 {
+            return Err(invalid("sync.max_attempts", "must be at least 1"));
+        }
+        if self.sync.request_timeout_seconds == 0 {
+            return Err(invalid(
+                "sync.request_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.sync.max_concurrency == 0 {
+            return Err(invalid("sync.max_concurrency", "must be at least 1"));
+        }
+        if self.safety.max_deactivation_percent > 100 {
+            return Err(invalid(
+                "safety.max_deactivation_percent",
+                "must be between 0 (off) and 100",
+            ));
+        }
+        self.admin
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| invalid("admin.listen", "must be an address like 127.0.0.1:8650"))?;
+        if self.tenants.is_empty() {
+            return Err(invalid(
+                "tenants",
+                "no [[tenants]] configured; add one (see config.example.toml)",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, t) in self.tenants.iter_mut().enumerate() {
+            let key = |k: &str| format!("tenants[{i}].{k}");
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    key("name"),
+                    "must be a short name of letters, digits, '-' or '_'",
+                ));
+            }
+            if !names.insert(t.name.to_ascii_lowercase()) {
+                return Err(invalid(
+                    key("name"),
+                    format!(
+                        "duplicate tenant name \"{}\"; tenant names must be unique",
+                        t.name
+                    ),
+                ));
+            }
+            if t.tenant_id.is_empty()
+                || (parse_guid(&t.tenant_id).is_none() && !is_domain(&t.tenant_id))
+            {
+                return Err(invalid(
+                    key("tenant_id"),
+                    format!(
+                        "\"{}\" is neither a GUID nor a domain name (e.g. contoso.onmicrosoft.com)",
+                        t.tenant_id
+                    ),
+                ));
+            }
+            if matches!(
+                t.tenant_id.to_ascii_lowercase().as_str(),
+                "common" | "organizations" | "consumers"
+            ) {
+                return Err(invalid(
+                    key("tenant_id"),
+                    "client credentials need a tenant-specific authority, not common/organizations",
+                ));
+            }
+            t.client_id = parse_guid(&t.client_id).ok_or_else(|| {
+                invalid(
+                    key("client_id"),
+                    format!(
+                        "\"{}\" is not a GUID; use the Application (client) ID of the app registration",
+                        t.client_id
+                    ),
+                )
+            })?;
+            match (&t.client_secret_file, &t.client_secret_env) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        key("client_secret_file"),
+                        "set either client_secret_file or client_secret_env, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        key("client_secret_file"),
+                        "missing: set client_secret_file (a file holding the secret) or client_secret_env",
+                    ));
+                }
+                _ => {}
+            }
+            t.authority = check_url(&key("authority"), &t.authority)?;
+            t.graph_url = check_url(&key("graph_url"), &t.graph_url)?;
+        }
+        let mut seen_rules = HashSet::new();
+        for (i, r) in self.rules.iter_mut().enumerate() {
+            let key = |k: &str| format!("rules[{i}].{k}");
+            if !self.tenants.iter().any(|t| t.name == r.tenant) {
+                return Err(invalid(
+                    key("tenant"),
+                    format!(
+                        "names tenant \"{}\", which is not configured; add a [[tenants]] entry or fix the name",
+                        r.tenant
+                    ),
+                ));
+            }
+            r.group_id = parse_guid(&r.group_id).ok_or_else(|| {
+                invalid(
+                    key("group_id"),
+                    format!(
+                        "\"{}\" is not a GUID; use the group's Object ID from the Entra admin center",
+                        r.group_id
+                    ),
+                )
+            })?;
+            if !seen_rules.insert((r.tenant.clone(), r.group_id.clone())) {
+                return Err(invalid(
+                    key("group_id"),
+                    "this group already has a rule for this tenant; merge the two rules",
+                ));
+            }
+            match r.target {
+                Target::Employee => {
+                    if r.portal_access.is_some() || r.account.is_some() {
+                        return Err(invalid(
+                            key("target"),
+                            "portal_access and account apply to contact rules only",
+                        ));
+                    }
+                }
+                Target::Contact => {
+                    if r.role.is_some() {
+                        return Err(invalid(key("role"), "role applies to employee rules only"));
+                    }
+                    let tenant_account = self
+                        .tenants
+                        .iter()
+                        .find(|t| t.name == r.tenant)
+                        .and_then(|t| t.account.clone());
+                    if r.account.is_none() && tenant_account.is_none() {
+                        return Err(invalid(
+                            key("account"),
+                            "contact rules need an account: set it here or on the tenant",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    fn resolve_relative_paths(&mut self, base: &Path) {
+        if self.store.path.is_relative() {
+            self.store.path = base.join(&self.store.path);
+        }
+    }
+
+    /// Reads every tenant's client secret. `env` looks up environment variables.
+    pub fn load_secrets(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let credentials_dir = env("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        for (i, t) in self.tenants.iter_mut().enumerate() {
+            let source = match (&t.client_secret_file, &t.client_secret_env) {
+                (Some(file), _) => SecretSource::File(file.clone()),
+                (_, Some(var)) => SecretSource::Env(var.clone()),
+                (None, None) => continue,
+            };
+            let key = match source {
+                SecretSource::File(_) => format!("tenants[{i}].client_secret_file"),
+                SecretSource::Env(_) => format!("tenants[{i}].client_secret_env"),
+            };
+            t.secret = Some(
+                source
+                    .read(credentials_dir.as_deref(), env)
+                    .map_err(|m| invalid(key, m))?,
+            );
+        }
+        Ok(())
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+
+    pub fn rules_of<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = &'a RuleConfig> + 'a {
+        self.rules.iter().filter(move |r| r.tenant == tenant)
+    }
+}
+
+/// The file a CLI should read: `--config`, else `$ENTRA_SYNC_CONFIG`, else the default.
+pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("ENTRA_SYNC_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// A GUID in canonical lower-case form, or `None`.
+pub fn parse_guid(s: &str) -> Option<String> {
+    uuid::Uuid::try_parse(s.trim())
+        .ok()
+        .filter(|_| s.trim().len() == 36)
+        .map(|u| u.hyphenated().to_string())
+}
+
+fn is_domain(s: &str) -> bool {
+    s.contains('.')
+        && s.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn check_url(key: &str, raw: &str) -> Result<String, ConfigError> {
+    let url =
+        url::Url::parse(raw).map_err(|e| invalid(key, format!("\"{raw}\" is not a URL ({e})")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                None => false,
+            };
+            if !loopback {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "\"{raw}\" uses plain http://, allowed only for loopback test servers; use https://"
+                    ),
+                ));
+            }
+        }
+        other => {
+            return Err(invalid(
+                key,
+                format!("\"{raw}\" has scheme {other}:, expected https://"),
+            ));
+        }
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            key,
+            format!("\"{raw}\" must be a base URL without ? or #"),
+        ));
+    }
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[store]
+path = "/tmp/psa.db"
+
+[[tenants]]
+name = "msp"
+tenant_id = "contoso.onmicrosoft.com"
+client_id = "00000000-0000-0000-0000-0000000000AA"
+client_secret_env = "MSP_SECRET"
+account = "Contoso Ltd"
+
+[[rules]]
+tenant = "msp"
+group_id = "11111111-1111-1111-1111-111111111111"
+order = 10
+target = "employee"
+role = "Admin"
+"#;
+
+    fn err(text: &str, env: &[(&str, &str)]) -> String {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::parse(text, &env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn example_config_parses_and_documents_every_key() {
+        let text = include_str!("../config.example.toml");
+        let config = Config::parse(text, &[]).unwrap();
+        assert_eq!(config.tenants.len(), 2);
+        assert!(config.rules.len() >= 3);
+    }
+
+    #[test]
+    fn minimal_config_gets_spec_defaults_and_canonical_ids() {
+        let c = Config::parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.sync.max_attempts, 6);
+        assert_eq!(c.safety.max_deactivations, 50);
+        assert_eq!(c.safety.max_deactivation_percent, 20);
+        assert_eq!(
+            c.tenants[0].client_id,
+            "00000000-0000-0000-0000-0000000000aa"
+        );
+        assert_eq!(c.tenants[0].authority, "https://login.microsoftonline.com");
+    }
+
+    #[test]
+    fn env_override_changes_a_key_and_unknown_override_is_refused() {
+        let env = vec![(
+            "ENTRA_SYNC__SYNC__MAX_ATTEMPTS".to_string(),
+            "3".to_string(),
+        )];
+        assert_eq!(Config::parse(MINIMAL, &env).unwrap().sync.max_attempts, 3);
+        let e = err(MINIMAL, &[("ENTRA_SYNC__SYNC__MAX_ATEMPTS", "3")]);
+        assert!(e.contains("ENTRA_SYNC__SYNC__MAX_ATEMPTS"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path() {
+        let e = err(&MINIMAL.replace("order = 10", "order = 10\nordr = 3"), &[]);
+        assert!(e.contains("rules[0]") && e.contains("ordr"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[sync]\nnested = true\n"), &[]);
+        assert!(e.contains("sync") && e.contains("nested"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = err(&MINIMAL.replace("order = 10", "order = \"ten\""), &[]);
+        assert!(e.contains("rules[0].order"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_fix() {
+        let cases = [
+            (
+                MINIMAL.replace("11111111-1111-1111-1111-111111111111", "sales-team"),
+                "rules[0].group_id",
+            ),
+            (
+                MINIMAL.replace("tenant = \"msp\"", "tenant = \"mps\""),
+                "rules[0].tenant",
+            ),
+            (
+                MINIMAL.replace("0000000000AA", "0000000000"),
+                "tenants[0].client_id",
+            ),
+            (
+                MINIMAL.replace(
+                    "account = \"Contoso Ltd\"",
+                    "graph_url = \"http://graph.example.com\"",
+                ),
+                "tenants[0].graph_url",
+            ),
+            (
+                MINIMAL.replace("client_secret_env = \"MSP_SECRET\"", ""),
+                "tenants[0].client_secret_file",
+            ),
+            (
+                MINIMAL.replace("contoso.onmicrosoft.com", "common"),
+                "tenants[0].tenant_id",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = err(&text, &[]);
+            assert!(e.contains(key), "expected {key} in: {e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_tenant_names_are_refused() {
+        let dup = MINIMAL.replace(
+            "[[rules]]",
+            "[[tenants]]\nname = \"MSP\"\ntenant_id = \"fabrikam.com\"\nclient_id = \"00000000-0000-0000-0000-000000000001\"\nclient_secret_env = \"X\"\n\n[[rules]]",
+        );
+        let e = err(&dup, &[]);
+        assert!(
+            e.contains("tenants[1].name") && e.contains("duplicate"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn loopback_http_is_allowed_for_test_servers() {
+        let text = MINIMAL.replace(
+            "account = \"Contoso Ltd\"",
+            "account = \"C\"\nauthority = \"http://127.0.0.1:8080/\"\ngraph_url = \"http://localhost:9\"",
+        );
+        let c = Config::parse(&text, &[]).unwrap();
+        assert_eq!(c.tenants[0].authority, "http://127.0.0.1:8080");
+    }
+}

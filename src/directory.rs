@@ -1,0 +1,117 @@
+//! What entra-sync knows of one tenant's Entra directory at one moment: the users and the
+//! direct memberships of the groups it tracks.
+//!
+//! Plain data, built by the Graph client (full listing or delta rounds) and read by
+//! [`crate::resolve`]. It must not do I/O or decide anything about records.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The Entra attributes of a user that the sync reads (`$select`). `None` = null or absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntraUser {
+    pub id: String,
+    pub user_principal_name: Option<String>,
+    pub mail: Option<String>,
+    pub given_name: Option<String>,
+    pub surname: Option<String>,
+    pub job_title: Option<String>,
+    pub department: Option<String>,
+    pub business_phone: Option<String>,
+    pub account_enabled: Option<bool>,
+    pub user_type: Option<String>,
+}
+
+impl EntraUser {
+    /// Graph returns users with every property null when the app lacks User.Read.All.
+    pub fn is_limited(&self) -> bool {
+        self.user_principal_name.is_none() || self.account_enabled.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberType {
+    User,
+    Group,
+    /// Devices, service principals, org contacts: not synced.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntraGroup {
+    pub id: String,
+    pub display_name: Option<String>,
+    pub created: Option<DateTime<Utc>>,
+    /// Direct members by object id.
+    pub members: BTreeMap<String, MemberType>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Users that are direct members of a tracked group, by object id.
+    pub users: BTreeMap<String, EntraUser>,
+    /// The rule groups and the nested groups reached from them, by object id.
+    pub groups: BTreeMap<String, EntraGroup>,
+}
+
+impl Snapshot {
+    /// Users that are members of `group` (directly, or through nested groups when `nested`).
+    /// Cycles in nesting are followed once.
+    pub fn members_of(&self, group: &str, nested: bool) -> BTreeSet<&str> {
+        let mut users = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![group];
+        while let Some(g) = stack.pop() {
+            if !seen.insert(g) {
+                continue;
+            }
+            let Some(group) = self.groups.get(g) else {
+                continue;
+            };
+            for (id, kind) in &group.members {
+                match kind {
+                    MemberType::User => {
+                        users.insert(id.as_str());
+                    }
+                    MemberType::Group if nested => stack.push(id.as_str()),
+                    _ => {}
+                }
+            }
+        }
+        users
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(id: &str, members: &[(&str, MemberType)]) -> EntraGroup {
+        EntraGroup {
+            id: id.into(),
+            display_name: None,
+            created: None,
+            members: members.iter().map(|(m, k)| (m.to_string(), *k)).collect(),
+        }
+    }
+
+    #[test]
+    fn nested_membership_follows_cycles_once() {
+        let mut s = Snapshot::default();
+        s.groups.insert(
+            "a".into(),
+            group("a", &[("u1", MemberType::User), ("b", MemberType::Group)]),
+        );
+        s.groups.insert(
+            "b".into(),
+            group("b", &[("u2", MemberType::User), ("a", MemberType::Group)]),
+        );
+        let all: Vec<_> = s.members_of("a", true).into_iter().collect();
+        assert_eq!(all, vec!["u1", "u2"]);
+        let direct: Vec<_> = s.members_of("a", false).into_iter().collect();
+        assert_eq!(direct, vec!["u1"]);
+    }
+}

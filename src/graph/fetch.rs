@@ -1,0 +1,181 @@
+//! Reading a tenant's directory [`Snapshot`] through Graph: the rule groups (in `$batch`es),
+//! their members page by page with `$select` and `$top=999`, and nested groups reached from
+//! them, read once each even when nesting has cycles.
+//!
+//! Any group that cannot be read fails the whole snapshot: a partial snapshot would look like
+//! users leaving and must never reach the planner (SPEC 5.2).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use super::wire::{USER_SELECT, member_type, object_id, parse_user};
+use super::{GraphClient, GraphError};
+use crate::directory::{EntraGroup, MemberType, Snapshot};
+
+const GROUP_SELECT: &str = "id,displayName,createdDateTime,securityEnabled";
+
+/// The rule groups' metadata (display name, `createdDateTime`) by id.
+pub async fn group_infos(
+    client: &GraphClient,
+    group_ids: &[String],
+) -> Result<BTreeMap<String, EntraGroup>, GraphError> {
+    let paths: Vec<String> = group_ids
+        .iter()
+        .map(|id| format!("/groups/{id}?$select={GROUP_SELECT}"))
+        .collect();
+    let answers = client.batch_get(&paths, "reading the rule groups").await?;
+    let mut out = BTreeMap::new();
+    for (id, (status, body)) in group_ids.iter().zip(answers) {
+        let what = format!("group {id}");
+        let code = body
+            .pointer("/error/code")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        match status {
+            200..=299 => {}
+            404 => return Err(GraphError::NotFound { what, code }),
+            403 => return Err(GraphError::Forbidden { what, code }),
+            _ => {
+                return Err(GraphError::Status {
+                    what,
+                    status,
+                    code,
+                    message: body
+                        .pointer("/error/message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                });
+            }
+        }
+        let created = body
+            .get("createdDateTime")
+            .and_then(Value::as_str)
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|d| d.with_timezone(&chrono::Utc));
+        if body.get("securityEnabled").and_then(Value::as_bool) == Some(false) {
+            tracing::warn!(tenant = client.tenant(), group = %id, "group is not a security group; synced anyway");
+        }
+        out.insert(
+            id.clone(),
+            EntraGroup {
+                id: id.clone(),
+                display_name: body
+                    .get("displayName")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                created,
+                members: BTreeMap::new(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// One group's direct members: (member id → type) and the user objects among them.
+pub async fn group_members(
+    client: &GraphClient,
+    group_id: &str,
+) -> Result<
+    (
+        BTreeMap<String, MemberType>,
+        Vec<crate::directory::EntraUser>,
+    ),
+    GraphError,
+> {
+    let url = client.url(&format!(
+        "/groups/{group_id}/members?$select={USER_SELECT}&$top=999"
+    ));
+    let what = format!("members of group {group_id}");
+    let items = client.get_all(&url, &what).await?;
+    let mut members = BTreeMap::new();
+    let mut users = Vec::new();
+    for item in &items {
+        let Some(id) = object_id(item) else {
+            tracing::warn!(
+                tenant = client.tenant(),
+                group = group_id,
+                "a member without an id was ignored"
+            );
+            continue;
+        };
+        let kind = member_type(item);
+        if kind == MemberType::User
+            && let Some(user) = parse_user(item)
+        {
+            users.push(user);
+        }
+        members.insert(id, kind);
+    }
+    Ok((members, users))
+}
+
+/// The whole snapshot of `rule_groups` (and, when `nested`, the groups inside them).
+pub async fn full_snapshot(
+    client: &Arc<GraphClient>,
+    rule_groups: &[String],
+    nested: bool,
+) -> Result<Snapshot, GraphError> {
+    let mut snapshot = Snapshot {
+        groups: group_infos(client, rule_groups).await?,
+        users: BTreeMap::new(),
+    };
+    let mut queue: BTreeSet<String> = rule_groups.iter().cloned().collect();
+    let mut read: BTreeSet<String> = BTreeSet::new();
+    while !queue.is_empty() {
+        let mut tasks = JoinSet::new();
+        for group in std::mem::take(&mut queue) {
+            read.insert(group.clone());
+            let client = Arc::clone(client);
+            tasks.spawn(async move {
+                let result = group_members(&client, &group).await;
+                (group, result)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (group, result) = joined.map_err(|e| GraphError::BadResponse {
+                what: "reading group members".into(),
+                reason: format!("a reader task failed: {e}"),
+            })?;
+            let (members, users) = result?;
+            for (id, kind) in &members {
+                if nested && *kind == MemberType::Group && !read.contains(id) {
+                    queue.insert(id.clone());
+                }
+            }
+            for user in users {
+                snapshot.users.insert(user.id.clone(), user);
+            }
+            snapshot
+                .groups
+                .entry(group.clone())
+                .or_insert_with(|| EntraGroup {
+                    id: group.clone(),
+                    display_name: None,
+                    created: None,
+                    members: BTreeMap::new(),
+                })
+                .members = members;
+        }
+    }
+    check_permissions(&snapshot)?;
+    Ok(snapshot)
+}
+
+/// SPEC 5.6: with too narrow a permission Graph returns every user with null properties.
+/// Such a snapshot must fail the run, not look like users losing their email.
+pub fn check_permissions(snapshot: &Snapshot) -> Result<(), GraphError> {
+    if !snapshot.users.is_empty() && snapshot.users.values().all(|u| u.is_limited()) {
+        return Err(GraphError::BadResponse {
+            what: "reading group members".into(),
+            reason: "Graph returned every user without its properties (userPrincipalName, accountEnabled are null): \
+                     the app lacks the User.Read.All Application permission; grant it with admin consent"
+                .into(),
+        });
+    }
+    Ok(())
+}

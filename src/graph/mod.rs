@@ -1,0 +1,465 @@
+//! Microsoft Graph v1.0 client for one tenant (reqwest + rustls): bearer tokens from
+//! [`crate::auth`], retries with backoff and jitter, `Retry-After` honoured exactly, a bounded
+//! number of requests in flight, `@odata.nextLink` followed verbatim, `$batch`.
+//!
+//! Owns HTTP and Graph's error semantics ([`GraphError`] names the caller's reaction). It must
+//! not decide anything about records; [`fetch`] builds directory snapshots on top of it.
+
+pub mod fetch;
+pub mod wire;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::auth::{AuthError, TokenSource, error_chain};
+use crate::config::{SyncConfig, TenantConfig};
+use wire::{Page, parse_error, parse_page};
+
+/// The longest `Retry-After` the client waits out before giving up the run.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GraphError {
+    #[error("{what}: not found in Entra (404 {code}); check the object id in the config")]
+    NotFound { what: String, code: String },
+    #[error(
+        "{what}: access denied (403 {code}); grant the app the Application permissions GroupMember.Read.All and User.Read.All with admin consent"
+    )]
+    Forbidden { what: String, code: String },
+    #[error("{what}: the delta cursor has expired ({code})")]
+    CursorExpired { what: String, code: String },
+    #[error("{what}: Graph answered {status} {code}: {message}")]
+    Status {
+        what: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("{what}: gave up after {attempts} attempts; last: {last}")]
+    Exhausted {
+        what: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("{what}: {reason}")]
+    BadResponse { what: String, reason: String },
+    #[error(
+        "{what}: Graph refused a fresh access token (401 {code}); check the app's API permissions"
+    )]
+    Unauthorized { what: String, code: String },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+/// Counters a run reports and `/metrics` exposes.
+#[derive(Debug, Default)]
+pub struct GraphStats {
+    pub requests: AtomicU64,
+    pub throttle_waits: AtomicU64,
+    pub throttle_wait_ms: AtomicU64,
+    pub by_status: std::sync::Mutex<BTreeMap<u16, u64>>,
+}
+
+impl GraphStats {
+    fn count(&self, status: u16) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut map) = self.by_status.lock() {
+            *map.entry(status).or_default() += 1;
+        }
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+enum Body {
+    None,
+    Json(Value),
+}
+
+pub struct GraphClient {
+    tenant: String,
+    graph_root: String,
+    http: reqwest::Client,
+    tokens: TokenSource,
+    max_attempts: u32,
+    retry_base: Duration,
+    in_flight: Semaphore,
+    pub stats: Arc<GraphStats>,
+}
+
+impl GraphClient {
+    pub fn new(tenant: &TenantConfig, sync: &SyncConfig) -> Result<GraphClient, GraphError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(sync.request_timeout_seconds))
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("entra-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GraphError::BadResponse {
+                what: format!("tenant \"{}\"", tenant.name),
+                reason: format!("cannot build HTTP client: {e}"),
+            })?;
+        Ok(GraphClient {
+            tenant: tenant.name.clone(),
+            graph_root: tenant.graph_url.clone(),
+            http,
+            tokens: TokenSource::new(tenant)?,
+            max_attempts: sync.max_attempts,
+            retry_base: Duration::from_millis(sync.retry_base_ms),
+            in_flight: Semaphore::new(sync.max_concurrency),
+            stats: Arc::new(GraphStats::default()),
+        })
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// `https://graph.microsoft.com/v1.0` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/v1.0{path}", self.graph_root)
+    }
+
+    /// A token now (used by `check` to test sign-in on its own).
+    pub async fn sign_in(&self) -> Result<(), GraphError> {
+        self.tokens.token().await?;
+        Ok(())
+    }
+
+    pub async fn get_page(&self, url: &str, what: &str) -> Result<Page, GraphError> {
+        let body = self.send(url, Body::None, what).await?;
+        parse_page(&body).map_err(|reason| GraphError::BadResponse {
+            what: what.to_string(),
+            reason,
+        })
+    }
+
+    pub async fn get_object(&self, url: &str, what: &str) -> Result<Value, GraphError> {
+        let body = self.send(url, Body::None, what).await?;
+        serde_json::from_slice(&body).map_err(|e| GraphError::BadResponse {
+            what: what.to_string(),
+            reason: format!("the answer is not valid JSON ({e})"),
+        })
+    }
+
+    /// Every item of a collection, following `@odata.nextLink` verbatim.
+    pub async fn get_all(&self, url: &str, what: &str) -> Result<Vec<Value>, GraphError> {
+        let mut items = Vec::new();
+        let mut next = Some(url.to_string());
+        while let Some(url) = next {
+            let page = self.get_page(&url, what).await?;
+            items.extend(page.value);
+            next = page.next_link;
+        }
+        Ok(items)
+    }
+
+    /// `POST /$batch` of GETs (at most 20 per call, more are split). Returns each item's
+    /// status and body by position; throttled items are retried after their `Retry-After`.
+    pub async fn batch_get(
+        &self,
+        paths: &[String],
+        what: &str,
+    ) -> Result<Vec<(u16, Value)>, GraphError> {
+        let mut results: Vec<Option<(u16, Value)>> = vec![None; paths.len()];
+        for chunk_start in (0..paths.len()).step_by(20) {
+            let mut pending: Vec<usize> =
+                (chunk_start..(chunk_start + 20).min(paths.len())).collect();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                attempt += 1;
+                let requests: Vec<Value> = pending
+                    .iter()
+                    .map(|i| json!({"id": i.to_string(), "method": "GET", "url": paths[*i]}))
+                    .collect();
+                let body = self
+                    .send(
+                        &self.url("/$batch"),
+                        Body::Json(json!({ "requests": requests })),
+                        what,
+                    )
+                    .await?;
+                let parsed: Value =
+                    serde_json::from_slice(&body).map_err(|e| GraphError::BadResponse {
+                        what: what.to_string(),
+                        reason: format!("the $batch answer is not valid JSON ({e})"),
+                    })?;
+                let responses = parsed
+                    .get("responses")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| GraphError::BadResponse {
+                        what: what.to_string(),
+                        reason: "the $batch answer has no responses".into(),
+                    })?;
+                let mut wait = Duration::ZERO;
+                let mut retry = Vec::new();
+                for r in responses {
+                    let Some(i) = r
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse::<usize>().ok())
+                        .filter(|i| pending.contains(i))
+                    else {
+                        continue;
+                    };
+                    let status = r.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
+                    if matches!(status, 429 | 503 | 504) {
+                        let after = r
+                            .get("headers")
+                            .and_then(|h| {
+                                h.as_object()?.iter().find_map(|(k, v)| {
+                                    k.eq_ignore_ascii_case("retry-after").then_some(v)
+                                })
+                            })
+                            .and_then(Value::as_str)
+                            .and_then(parse_retry_after);
+                        wait = wait.max(after.unwrap_or_else(|| self.backoff(attempt)));
+                        retry.push(i);
+                        continue;
+                    }
+                    results[i] = Some((status, r.get("body").cloned().unwrap_or(Value::Null)));
+                }
+                // Items the answer did not mention are retried too.
+                let unanswered: Vec<usize> = pending
+                    .iter()
+                    .copied()
+                    .filter(|i| results[*i].is_none() && !retry.contains(i))
+                    .collect();
+                retry.extend(unanswered);
+                if retry.is_empty() {
+                    break;
+                }
+                if attempt >= self.max_attempts {
+                    return Err(GraphError::Exhausted {
+                        what: what.to_string(),
+                        attempts: attempt,
+                        last: format!("{} $batch items still throttled", retry.len()),
+                    });
+                }
+                self.wait_throttled(wait, what).await?;
+                pending = retry;
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or((0, Value::Null)))
+            .collect())
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .retry_base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let capped = exp.min(Duration::from_secs(30));
+        // Full jitter between half and all of the step.
+        let factor = rand::thread_rng().gen_range(0.5..=1.0);
+        capped.mul_f64(factor)
+    }
+
+    async fn wait_throttled(&self, wait: Duration, what: &str) -> Result<(), GraphError> {
+        if wait > MAX_RETRY_AFTER {
+            return Err(GraphError::Exhausted {
+                what: what.to_string(),
+                attempts: 1,
+                last: format!(
+                    "Graph asked to wait {} s, longer than this run waits",
+                    wait.as_secs()
+                ),
+            });
+        }
+        self.stats.throttle_waits.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .throttle_wait_ms
+            .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
+        tracing::info!(tenant = %self.tenant, wait_ms = wait.as_millis() as u64, "{what}: throttled by Graph, waiting as asked");
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// One request with retries; returns the body of a 2xx answer.
+    async fn send(&self, url: &str, body: Body, what: &str) -> Result<bytes::Bytes, GraphError> {
+        if !url.starts_with(&self.graph_root) {
+            // A link to another host must never receive our bearer token.
+            return Err(GraphError::BadResponse {
+                what: what.to_string(),
+                reason: format!("Graph returned a link outside {}; refused", self.graph_root),
+            });
+        }
+        let mut attempt = 0u32;
+        let mut refreshed = false;
+        loop {
+            attempt += 1;
+            let token = match self.tokens.token().await {
+                Ok(t) => t,
+                Err(e) if e.is_transient() && attempt < self.max_attempts => {
+                    tracing::warn!(tenant = %self.tenant, "{e}; retrying");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let request = match &body {
+                Body::None => self.http.get(url),
+                Body::Json(v) => self.http.post(url).json(v),
+            }
+            .bearer_auth(token.expose())
+            .header("client-request-id", uuid::Uuid::new_v4().to_string())
+            .header("x-ms-throttle-priority", "Low");
+            let outcome = {
+                let _permit = self.in_flight.acquire().await;
+                match request.send().await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let retry_after = resp
+                            .headers()
+                            .get(reqwest::header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(parse_retry_after);
+                        let location = resp.headers().get(reqwest::header::LOCATION).is_some();
+                        match resp.bytes().await {
+                            Ok(bytes) => Ok((status, retry_after, location, bytes)),
+                            Err(e) => Err(format!("the answer was cut off: {}", error_chain(&e))),
+                        }
+                    }
+                    Err(e) => Err(error_chain(&e)),
+                }
+            };
+            let (status, retry_after, _location, bytes) = match outcome {
+                Ok(parts) => parts,
+                Err(reason) => {
+                    self.stats.count(0);
+                    if attempt >= self.max_attempts {
+                        return Err(GraphError::Exhausted {
+                            what: what.to_string(),
+                            attempts: attempt,
+                            last: reason,
+                        });
+                    }
+                    tracing::debug!(tenant = %self.tenant, attempt, "{what}: {reason}; retrying");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    continue;
+                }
+            };
+            self.stats.count(status.as_u16());
+            if status.is_success() {
+                return Ok(bytes);
+            }
+            let err = parse_error(&bytes).unwrap_or_default();
+            let code = if err.code.is_empty() {
+                status.canonical_reason().unwrap_or("").to_string()
+            } else {
+                err.code.clone()
+            };
+            let expired_cursor = [Some(&err.code), err.inner_code.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|c| {
+                    c.eq_ignore_ascii_case("syncStateNotFound")
+                        || c.eq_ignore_ascii_case("resyncRequired")
+                });
+            match status {
+                StatusCode::UNAUTHORIZED if !refreshed => {
+                    // The token expired or was revoked early: get a new one, once.
+                    refreshed = true;
+                    attempt -= 1;
+                    self.tokens.invalidate().await;
+                    continue;
+                }
+                StatusCode::UNAUTHORIZED => {
+                    return Err(GraphError::Unauthorized {
+                        what: what.to_string(),
+                        code,
+                    });
+                }
+                StatusCode::GONE => {
+                    return Err(GraphError::CursorExpired {
+                        what: what.to_string(),
+                        code,
+                    });
+                }
+                _ if expired_cursor => {
+                    return Err(GraphError::CursorExpired {
+                        what: what.to_string(),
+                        code,
+                    });
+                }
+                StatusCode::NOT_FOUND => {
+                    return Err(GraphError::NotFound {
+                        what: what.to_string(),
+                        code,
+                    });
+                }
+                StatusCode::FORBIDDEN => {
+                    return Err(GraphError::Forbidden {
+                        what: what.to_string(),
+                        code,
+                    });
+                }
+                StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::GATEWAY_TIMEOUT
+                | StatusCode::INTERNAL_SERVER_ERROR
+                | StatusCode::BAD_GATEWAY => {
+                    if attempt >= self.max_attempts {
+                        return Err(GraphError::Exhausted {
+                            what: what.to_string(),
+                            attempts: attempt,
+                            last: format!("{} {code}", status.as_u16()),
+                        });
+                    }
+                    match retry_after {
+                        Some(wait) => self.wait_throttled(wait, what).await?,
+                        None => tokio::time::sleep(self.backoff(attempt)).await,
+                    }
+                }
+                _ => {
+                    return Err(GraphError::Status {
+                        what: what.to_string(),
+                        status: status.as_u16(),
+                        code,
+                        message: err.message.chars().take(300).collect(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// `Retry-After` as seconds (fractional allowed, as Graph has sent `2.128`) or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delta = date.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_fractions_integers_and_dates() {
+        assert_eq!(parse_retry_after("10"), Some(Duration::from_secs(10)));
+        assert_eq!(
+            parse_retry_after("2.128"),
+            Some(Duration::from_millis(2128))
+        );
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+    }
+}

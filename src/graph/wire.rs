@@ -1,0 +1,239 @@
+//! Microsoft Graph's JSON shapes: collection pages, directory objects, error bodies.
+//!
+//! Parses leniently — a property of the wrong type is treated as absent rather than failing
+//! the page — because one odd user must not stop a tenant's sync. No I/O.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::directory::{EntraUser, MemberType};
+
+/// The `$select` list for users: only what the mapping and scope need.
+pub const USER_SELECT: &str = "id,userPrincipalName,mail,givenName,surname,jobTitle,department,businessPhones,accountEnabled,userType";
+
+/// One page of a collection (`value` + `@odata.nextLink` / `@odata.deltaLink`).
+#[derive(Debug, Default)]
+pub struct Page {
+    pub value: Vec<Value>,
+    pub next_link: Option<String>,
+    pub delta_link: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawPage {
+    value: Option<Vec<Value>>,
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<Value>,
+    #[serde(rename = "@odata.deltaLink")]
+    delta_link: Option<Value>,
+}
+
+pub fn parse_page(body: &[u8]) -> Result<Page, String> {
+    let raw: RawPage = serde_json::from_slice(body).map_err(|e| {
+        if e.is_eof() {
+            "the answer was cut short (truncated JSON)".to_string()
+        } else {
+            format!("the answer is not valid JSON ({e})")
+        }
+    })?;
+    let link = |v: Option<Value>, name: &str| -> Result<Option<String>, String> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(format!("{name} is not a string")),
+        }
+    };
+    let page = Page {
+        value: raw
+            .value
+            .ok_or_else(|| "the answer has no \"value\" collection".to_string())?,
+        next_link: link(raw.next_link, "@odata.nextLink")?,
+        delta_link: link(raw.delta_link, "@odata.deltaLink")?,
+    };
+    if page.next_link.is_some() && page.delta_link.is_some() {
+        return Err("a page carries both @odata.nextLink and @odata.deltaLink".into());
+    }
+    Ok(page)
+}
+
+fn string(obj: &Value, key: &str) -> Option<String> {
+    obj.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// The object's id, lower-cased when it is a GUID.
+pub fn object_id(obj: &Value) -> Option<String> {
+    let id = obj.get("id")?.as_str()?;
+    Some(crate::config::parse_guid(id).unwrap_or_else(|| id.to_string()))
+}
+
+pub fn member_type(obj: &Value) -> MemberType {
+    match obj.get("@odata.type").and_then(Value::as_str) {
+        Some("#microsoft.graph.user") => MemberType::User,
+        Some("#microsoft.graph.group") => MemberType::Group,
+        _ => MemberType::Other,
+    }
+}
+
+/// A user object from a listing, `/users/{id}` or a delta page.
+pub fn parse_user(obj: &Value) -> Option<EntraUser> {
+    Some(EntraUser {
+        id: object_id(obj)?,
+        user_principal_name: string(obj, "userPrincipalName"),
+        mail: string(obj, "mail"),
+        given_name: string(obj, "givenName"),
+        surname: string(obj, "surname"),
+        job_title: string(obj, "jobTitle"),
+        department: string(obj, "department"),
+        business_phone: obj
+            .get("businessPhones")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        account_enabled: obj.get("accountEnabled").and_then(Value::as_bool),
+        user_type: string(obj, "userType"),
+    })
+}
+
+/// `{"error":{"code","message","innerError":{…}}}`; the inner key is matched case-insensitively.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GraphErrorBody {
+    pub code: String,
+    pub message: String,
+    pub inner_code: Option<String>,
+    pub request_id: Option<String>,
+}
+
+pub fn parse_error(body: &[u8]) -> Option<GraphErrorBody> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let err = v.get("error")?;
+    let inner = err.as_object().and_then(|o| {
+        o.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("innererror"))
+            .map(|(_, v)| v)
+    });
+    Some(GraphErrorBody {
+        code: string(err, "code").unwrap_or_default(),
+        message: string(err, "message").unwrap_or_default(),
+        inner_code: inner.and_then(|i| string(i, "code")),
+        request_id: inner.and_then(|i| string(i, "request-id")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/graph-fixtures/");
+        std::fs::read(format!("{path}{name}")).unwrap()
+    }
+
+    #[test]
+    fn every_collection_fixture_parses_as_a_page() {
+        for name in [
+            "group-members-page1.json",
+            "group-members-user-cast-search.json",
+            "group-members-filter-count.json",
+            "group-members-limited-info.json",
+            "group-transitivemembers.json",
+            "group-transitivemembers-group-cast.json",
+            "group-transitivemembers-user-cast.json",
+            "groups-delta-initial-members.json",
+            "groups-delta-next.json",
+            "groups-delta-final-deltalink.json",
+            "groups-delta-no-changes.json",
+            "groups-delta-members-changes.json",
+            "groups-delta-large-group-page1.json",
+            "groups-delta-large-group-page2.json",
+            "group-delta-default-properties.json",
+            "group-delta-select-minimal.json",
+            "users-delta-initial.json",
+            "users-delta-next.json",
+            "users-delta-final-deltalink.json",
+            "users-delta-no-changes.json",
+            "users-delta-changes.json",
+            "users-list-default-properties.json",
+            "users-silent-count-ignored.json",
+            "deleteditems-groups.json",
+            "deleteditems-groups-count-select.json",
+            "directoryobjects-getbyids.json",
+        ] {
+            let page = parse_page(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                page.value.iter().all(|v| v.is_object()),
+                "{name}: items are objects"
+            );
+        }
+        let first = parse_page(&fixture("groups-delta-initial-members.json")).unwrap();
+        assert!(first.next_link.unwrap().contains("$skiptoken="));
+        let last = parse_page(&fixture("users-delta-final-deltalink.json")).unwrap();
+        assert!(last.delta_link.unwrap().contains("$deltatoken="));
+    }
+
+    #[test]
+    fn every_error_fixture_parses_with_its_code() {
+        for (name, code) in [
+            ("error-throttled-429.json", "TooManyRequests"),
+            ("error-not-found.json", "Request_ResourceNotFound"),
+            (
+                "error-count-without-consistencylevel.json",
+                "Request_BadRequest",
+            ),
+            (
+                "error-search-without-consistencylevel.json",
+                "Request_UnsupportedQuery",
+            ),
+            (
+                "error-advanced-query-params-missing.json",
+                "Request_UnsupportedQuery",
+            ),
+            (
+                "error-unsupported-filter-property.json",
+                "Request_UnsupportedQuery",
+            ),
+            ("error-not-implemented-501.json", "NotImplemented"),
+        ] {
+            let e = parse_error(&fixture(name)).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(e.code, code, "{name}");
+        }
+        let generic = parse_error(&fixture("error-generic-example.json")).unwrap();
+        assert!(!generic.code.is_empty());
+    }
+
+    #[test]
+    fn users_parse_with_odd_types_treated_as_absent() {
+        let v: Value = serde_json::json!({
+            "@odata.type": "#microsoft.graph.user",
+            "id": "25DCFFFF-959E-4ECE-9973-E5D9B800E8CC",
+            "mail": 42, "givenName": null, "businessPhones": ["+1 425"],
+            "accountEnabled": "yes", "userPrincipalName": "a@b.c"
+        });
+        let u = parse_user(&v).unwrap();
+        assert_eq!(u.id, "25dcffff-959e-4ece-9973-e5d9b800e8cc");
+        assert_eq!(u.mail, None);
+        assert_eq!(u.business_phone.as_deref(), Some("+1 425"));
+        assert_eq!(u.account_enabled, None);
+        assert_eq!(member_type(&v), MemberType::User);
+    }
+
+    #[test]
+    fn truncated_and_invalid_pages_are_explained() {
+        assert!(
+            parse_page(br#"{"value":[{"id":"a"#)
+                .unwrap_err()
+                .contains("cut short")
+        );
+        assert!(
+            parse_page(b"<html>")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+        assert!(
+            parse_page(br#"{"error":{}}"#)
+                .unwrap_err()
+                .contains("no \"value\"")
+        );
+    }
+}

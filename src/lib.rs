@@ -1,0 +1,22 @@
+//! entra-sync: pull-based directory sync from Microsoft Entra ID security groups into a PSA
+//! store (employees, client-portal contacts, read-only groups) in SQLite.
+//!
+//! Data flows one way: [`graph`] → [`resolve`] → [`plan`] → [`apply`] → [`store`], driven by
+//! [`sync`]. See ARCHITECTURE.md for the map.
+
+pub mod apply;
+pub mod auth;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod directory;
+pub mod graph;
+pub mod plan;
+pub mod record;
+pub mod resolve;
+pub mod schedule;
+pub mod secret;
+pub mod sim;
+pub mod store;
+pub mod sync;

@@ -1,0 +1,667 @@
+//! PURE: from what Entra wants ([`Resolution`]) and what the store holds ([`StoreView`]) to the
+//! list of changes of one tenant's run — matching (SPEC 4.3), kind changes (4.4), the root
+//! (4.5), updates (4.6), deactivation (4.7), usernames (4.8), groups (4.9), email claims (4.11)
+//! and the mass-deactivation guard (5.3).
+//!
+//! Makes every decision and no I/O; [`crate::apply`] writes the result without deciding anything.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::record::{FieldChange, RecordKind, StoredRecord, Values, diff, fold};
+use crate::resolve::{Report, ReportKind, Resolution};
+
+/// Which Entra user a record was written from, and the values it was last written with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub tenant: String,
+    pub object_id: String,
+    pub kind: RecordKind,
+    pub record_id: i64,
+    pub source: Option<Values>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredGroup {
+    pub id: i64,
+    pub object_id: String,
+    pub display_name: Option<String>,
+    pub members: BTreeSet<(RecordKind, i64)>,
+}
+
+/// What the planner needs to know of the store.
+#[derive(Debug, Clone, Default)]
+pub struct StoreView {
+    /// Every employee and contact.
+    pub records: BTreeMap<(RecordKind, i64), StoredRecord>,
+    /// Links of every tenant (emails claimed by another tenant stay there).
+    pub links: Vec<Link>,
+    /// The read-only groups of the tenant being planned.
+    pub groups: Vec<StoredGroup>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Safety {
+    pub max_deactivations: u64,
+    pub max_deactivation_percent: u64,
+    pub allow_mass_deactivation: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(tag = "ref", content = "value", rename_all = "snake_case")]
+pub enum RecordRef {
+    Existing(i64),
+    /// A record this plan creates for the Entra user with this object id.
+    New(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    /// An existing record written from Entra because the source or the rule outcome changed.
+    Update,
+    /// An active record with the same email, linked to the user and written from Entra.
+    Merge,
+    /// A linked record that was inactive or archived, activated and written from Entra.
+    Reactivate,
+    /// Bookkeeping only: the source changed but the record already holds the new values.
+    Resnapshot,
+    Deactivate,
+    /// Kind change: the record of the other kind is renamed `…_Archived` and deactivated.
+    Archive,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Merge => "merge",
+            Action::Reactivate => "reactivate",
+            Action::Resnapshot => "resnapshot",
+            Action::Deactivate => "deactivate",
+            Action::Archive => "archive",
+        }
+    }
+
+    /// Whether it takes a record out of service (counted by the mass-deactivation guard).
+    pub fn removes(self) -> bool {
+        matches!(self, Action::Deactivate | Action::Archive)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub action: Action,
+    pub kind: RecordKind,
+    pub record: RecordRef,
+    pub object_id: String,
+    pub user: String,
+    #[serde(skip)]
+    pub before: Option<Values>,
+    #[serde(skip)]
+    pub after: Values,
+    /// The link's new source snapshot; `None` leaves the link as it is.
+    #[serde(skip)]
+    pub source: Option<Values>,
+}
+
+impl Change {
+    /// The fields this change writes, old → new (all fields for a create).
+    pub fn field_changes(&self) -> Vec<FieldChange> {
+        match &self.before {
+            Some(before) => diff(before, &self.after),
+            None => self
+                .after
+                .columns()
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(name, v)| (name, serde_json::Value::Null, v))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupChange {
+    pub object_id: String,
+    /// The stored group, or `None` when this plan creates it.
+    pub group: Option<i64>,
+    pub display_name: Option<String>,
+    /// The group's rule is gone from the config: the group and its members are removed.
+    pub remove_group: bool,
+    pub add: Vec<(RecordKind, RecordRef)>,
+    pub remove: Vec<(RecordKind, i64)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    pub tenant: String,
+    pub changes: Vec<Change>,
+    /// Deactivations and kind changes held by the mass-deactivation guard.
+    pub held: Vec<Change>,
+    pub hold_reason: Option<String>,
+    pub groups: Vec<GroupChange>,
+    pub reports: Vec<Report>,
+}
+
+impl Plan {
+    pub fn count(&self, action: Action) -> usize {
+        self.changes.iter().filter(|c| c.action == action).count()
+    }
+
+    /// Whether applying it would write anything to the record or group tables.
+    pub fn writes_records(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::Resnapshot) || !self.groups.is_empty()
+    }
+}
+
+/// One user's decision: applied or held together (a held kind change is held whole).
+struct Unit {
+    changes: Vec<Change>,
+    live: Option<(RecordKind, RecordRef)>,
+}
+
+struct Planner<'a> {
+    tenant: &'a str,
+    store: &'a StoreView,
+    resolution: &'a Resolution,
+    my_links: HashMap<(&'a str, RecordKind), &'a Link>,
+    link_of_record: HashMap<(RecordKind, i64), &'a Link>,
+    active_by_email: HashMap<(RecordKind, String), Vec<i64>>,
+    any_by_email: HashMap<String, Vec<(RecordKind, i64)>>,
+    /// Folded username → who holds it (a stored record, or a user this plan creates).
+    usernames: HashMap<String, RecordRef>,
+    claimed: HashSet<(RecordKind, i64)>,
+    emails_this_run: HashMap<String, String>,
+    skipped: HashSet<String>,
+    reports: Vec<Report>,
+}
+
+pub fn plan(
+    tenant: &str,
+    resolution: &Resolution,
+    store: &StoreView,
+    group_names: &BTreeMap<String, Option<String>>,
+    safety: &Safety,
+) -> Plan {
+    let mut p = Planner::new(tenant, resolution, store);
+    let mut units: BTreeMap<String, Unit> = BTreeMap::new();
+    for (object_id, desired) in &resolution.desired {
+        if let Some(unit) = p.user_unit(desired) {
+            units.insert(object_id.clone(), unit);
+        }
+    }
+    let deactivations = p.deactivations(&units);
+
+    let active_synced_before: HashSet<(RecordKind, i64)> = p
+        .my_links
+        .values()
+        .filter(|l| {
+            store
+                .records
+                .get(&(l.kind, l.record_id))
+                .is_some_and(|r| r.active)
+        })
+        .map(|l| (l.kind, l.record_id))
+        .collect();
+    let removals = units
+        .values()
+        .flat_map(|u| &u.changes)
+        .chain(&deactivations)
+        .filter(|c| c.action.removes())
+        .count();
+    let hold_reason = over_limit(removals, active_synced_before.len(), safety);
+
+    let mut plan = Plan {
+        tenant: tenant.to_string(),
+        hold_reason: hold_reason.clone(),
+        ..Plan::default()
+    };
+    let mut live: BTreeMap<String, (RecordKind, RecordRef)> = BTreeMap::new();
+    for (object_id, unit) in units {
+        let held = hold_reason.is_some() && unit.changes.iter().any(|c| c.action.removes());
+        if held {
+            plan.held.extend(unit.changes);
+            continue;
+        }
+        if let Some(l) = unit.live {
+            live.insert(object_id, l);
+        }
+        plan.changes.extend(unit.changes);
+    }
+    if hold_reason.is_some() {
+        plan.held.extend(deactivations);
+    } else {
+        plan.changes.extend(deactivations);
+    }
+    plan.groups = p.groups(&live, group_names);
+    p.reports.sort();
+    p.reports.dedup();
+    plan.reports = p.reports;
+    plan
+}
+
+/// `Some(reason)` when `removals` exceeds a configured limit (SPEC 5.3).
+fn over_limit(removals: usize, active_before: usize, safety: &Safety) -> Option<String> {
+    if safety.allow_mass_deactivation || removals == 0 {
+        return None;
+    }
+    let removals64 = removals as u64;
+    if safety.max_deactivations > 0 && removals64 > safety.max_deactivations {
+        return Some(format!(
+            "{removals} deactivations exceed safety.max_deactivations = {}",
+            safety.max_deactivations
+        ));
+    }
+    let pct = safety.max_deactivation_percent;
+    if pct > 0 && active_before > 0 && removals64 * 100 > pct * active_before as u64 {
+        return Some(format!(
+            "{removals} deactivations are more than safety.max_deactivation_percent = {pct}% of {active_before} active synced records"
+        ));
+    }
+    None
+}
+
+impl<'a> Planner<'a> {
+    fn new(tenant: &'a str, resolution: &'a Resolution, store: &'a StoreView) -> Planner<'a> {
+        let mut my_links = HashMap::new();
+        let mut link_of_record = HashMap::new();
+        for link in &store.links {
+            if !store.records.contains_key(&(link.kind, link.record_id)) {
+                continue; // the record was deleted outside the sync: the link is stale
+            }
+            link_of_record.insert((link.kind, link.record_id), link);
+            if link.tenant == tenant {
+                my_links.insert((link.object_id.as_str(), link.kind), link);
+            }
+        }
+        let mut active_by_email: HashMap<(RecordKind, String), Vec<i64>> = HashMap::new();
+        let mut any_by_email: HashMap<String, Vec<(RecordKind, i64)>> = HashMap::new();
+        let mut usernames = HashMap::new();
+        for ((kind, id), rec) in &store.records {
+            if let Some(email) = rec.values.email() {
+                let key = fold(email);
+                any_by_email
+                    .entry(key.clone())
+                    .or_default()
+                    .push((*kind, *id));
+                if rec.active {
+                    active_by_email.entry((*kind, key)).or_default().push(*id);
+                }
+            }
+            if let Some(name) = rec.values.username() {
+                usernames.insert(fold(name), RecordRef::Existing(*id));
+            }
+        }
+        Planner {
+            tenant,
+            store,
+            resolution,
+            my_links,
+            link_of_record,
+            active_by_email,
+            any_by_email,
+            usernames,
+            claimed: HashSet::new(),
+            emails_this_run: HashMap::new(),
+            skipped: HashSet::new(),
+            reports: Vec::new(),
+        }
+    }
+
+    fn record(&self, kind: RecordKind, id: i64) -> Option<&'a StoredRecord> {
+        self.store.records.get(&(kind, id))
+    }
+
+    /// Whether another Entra user of this tenant, still in scope, owns the record.
+    fn owned_by_other_in_scope(&self, link: &Link, object_id: &str) -> bool {
+        link.object_id != object_id
+            && (self.resolution.desired.contains_key(&link.object_id)
+                || self.resolution.untouchable.contains(&link.object_id))
+    }
+
+    fn skip(&mut self, desired: &crate::resolve::Desired, kind: ReportKind, message: String) {
+        self.skipped.insert(desired.object_id.clone());
+        self.reports.push(Report {
+            kind,
+            object_id: desired.object_id.clone(),
+            user: desired.user.clone(),
+            message,
+        });
+    }
+
+    fn user_unit(&mut self, d: &crate::resolve::Desired) -> Option<Unit> {
+        let kind = d.kind();
+        let obj = d.object_id.as_str();
+        let email = d.values.email().map(fold).unwrap_or_default();
+
+        // SPEC 4.11: an email linked to another tenant's record stays there.
+        let foreign = self.any_by_email.get(&email).and_then(|recs| {
+            recs.iter()
+                .filter_map(|r| self.link_of_record.get(r))
+                .find(|l| l.tenant != self.tenant)
+        });
+        if let Some(link) = foreign {
+            let message = format!(
+                "email {} already belongs to a record of tenant \"{}\"; not synced here",
+                d.values.email().unwrap_or_default(),
+                link.tenant
+            );
+            self.skip(d, ReportKind::EmailClaimed, message);
+            return None;
+        }
+        if let Some(other) = self.emails_this_run.get(&email) {
+            let message = format!(
+                "email {} is also the email of Entra user {other}, synced first; fix the duplicate in Entra",
+                d.values.email().unwrap_or_default()
+            );
+            self.skip(d, ReportKind::DuplicateEmail, message);
+            return None;
+        }
+
+        // SPEC 4.3: the linked record, else an active record of the kind with the same email.
+        let mut merged_by_email = false;
+        let matched: Option<&StoredRecord> = match self.my_links.get(&(obj, kind)) {
+            Some(link) => self.record(kind, link.record_id),
+            None => {
+                let candidates: Vec<i64> = self
+                    .active_by_email
+                    .get(&(kind, email.clone()))
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|id| !self.claimed.contains(&(kind, *id)))
+                    .collect();
+                let mut found = None;
+                for id in candidates {
+                    match self.link_of_record.get(&(kind, id)) {
+                        Some(link) if self.owned_by_other_in_scope(link, obj) => {
+                            let message = format!(
+                                "email {} belongs to the record of Entra user {}; fix the duplicate in Entra",
+                                d.values.email().unwrap_or_default(),
+                                link.object_id
+                            );
+                            self.skip(d, ReportKind::DuplicateEmail, message);
+                            return None;
+                        }
+                        _ => {
+                            found = self.record(kind, id);
+                            break;
+                        }
+                    }
+                }
+                merged_by_email = found.is_some();
+                found
+            }
+        };
+        if matched.is_some_and(|r| r.is_root) {
+            self.skip(
+                d,
+                ReportKind::RootConflict,
+                "would change the root employee, which the sync never touches".into(),
+            );
+            return None;
+        }
+
+        // SPEC 4.4: active records of the other kind, linked to the user or with its email.
+        let other = kind.other();
+        let mut to_archive: BTreeSet<i64> = BTreeSet::new();
+        if let Some(link) = self.my_links.get(&(obj, other))
+            && self.record(other, link.record_id).is_some_and(|r| r.active)
+        {
+            to_archive.insert(link.record_id);
+        }
+        for id in self
+            .active_by_email
+            .get(&(other, email.clone()))
+            .into_iter()
+            .flatten()
+        {
+            let mine = match self.link_of_record.get(&(other, *id)) {
+                None => true,
+                Some(link) => link.tenant == self.tenant && link.object_id == obj,
+            };
+            if mine {
+                to_archive.insert(*id);
+            }
+        }
+        to_archive.retain(|id| !self.claimed.contains(&(other, *id)));
+        if to_archive
+            .iter()
+            .any(|id| self.record(other, *id).is_some_and(|r| r.is_root))
+        {
+            self.skip(
+                d,
+                ReportKind::RootConflict,
+                "would archive the root employee, which the sync never touches".into(),
+            );
+            return None;
+        }
+
+        // SPEC 4.8: usernames are unique across all employees; never steal one.
+        let username = d.values.username().map(fold);
+        if let Some(name) = &username {
+            let mine = match (self.usernames.get(name), matched) {
+                (None, _) => true,
+                (Some(RecordRef::Existing(id)), Some(rec)) => *id == rec.id,
+                _ => false,
+            };
+            if !mine {
+                let message = format!(
+                    "username {} is taken by another employee record; the user is skipped until it is freed",
+                    d.values.username().unwrap_or_default()
+                );
+                self.skip(d, ReportKind::UsernameCollision, message);
+                return None;
+            }
+        }
+
+        // Decided: build the changes.
+        self.emails_this_run.insert(email, d.user.clone());
+        let mut changes = Vec::new();
+        for id in &to_archive {
+            if let Some(rec) = self.record(other, *id) {
+                self.claimed.insert((other, *id));
+                let archived = self.archived_values(&rec.values);
+                changes.push(Change {
+                    action: Action::Archive,
+                    kind: other,
+                    record: RecordRef::Existing(*id),
+                    object_id: obj.to_string(),
+                    user: d.user.clone(),
+                    before: Some(rec.values.clone()),
+                    after: archived,
+                    source: None,
+                });
+            }
+        }
+        let (action, record) = match matched {
+            None => (Some(Action::Create), RecordRef::New(obj.to_string())),
+            Some(rec) => {
+                self.claimed.insert((kind, rec.id));
+                let source = self
+                    .my_links
+                    .get(&(obj, kind))
+                    .and_then(|l| l.source.as_ref());
+                let action = if !rec.active {
+                    Some(Action::Reactivate)
+                } else if merged_by_email {
+                    Some(Action::Merge)
+                } else if source == Some(&d.values) {
+                    None
+                } else if rec.values == d.values {
+                    Some(Action::Resnapshot)
+                } else {
+                    Some(Action::Update)
+                };
+                if let Some(old) = rec.values.username() {
+                    self.usernames.remove(&fold(old));
+                }
+                (action, RecordRef::Existing(rec.id))
+            }
+        };
+        if let Some(name) = username {
+            self.usernames.insert(name, record.clone());
+        }
+        if let Some(action) = action {
+            changes.push(Change {
+                action,
+                kind,
+                record: record.clone(),
+                object_id: obj.to_string(),
+                user: d.user.clone(),
+                before: matched.map(|r| r.values.clone()),
+                after: d.values.clone(),
+                source: Some(d.values.clone()),
+            });
+        }
+        Some(Unit {
+            changes,
+            live: Some((kind, record)),
+        })
+    }
+
+    /// `…_Archived` on the email and a free username (`…_Archived2` when taken).
+    fn archived_values(&mut self, values: &Values) -> Values {
+        let mut suffix = "_Archived".to_string();
+        if let Some(name) = values.username() {
+            let mut n = 1;
+            while self
+                .usernames
+                .contains_key(&fold(&format!("{name}{suffix}")))
+            {
+                n += 1;
+                suffix = format!("_Archived{n}");
+            }
+            self.usernames.remove(&fold(name));
+        }
+        let archived = values.archived(&suffix, "_Archived");
+        if let Some(name) = archived.username() {
+            self.usernames
+                .insert(fold(name), RecordRef::New(String::new()));
+        }
+        archived
+    }
+
+    /// SPEC 4.7: linked records whose user left scope.
+    fn deactivations(&mut self, units: &BTreeMap<String, Unit>) -> Vec<Change> {
+        let mut links: Vec<&&Link> = self.my_links.values().collect();
+        links.sort_by(|a, b| (&a.object_id, a.kind).cmp(&(&b.object_id, b.kind)));
+        let mut out = Vec::new();
+        for link in links {
+            let Some(rec) = self.record(link.kind, link.record_id) else {
+                continue;
+            };
+            if !rec.active
+                || self.claimed.contains(&(link.kind, link.record_id))
+                || self.skipped.contains(&link.object_id)
+                || self.resolution.untouchable.contains(&link.object_id)
+                || units.contains_key(&link.object_id)
+                || self.resolution.desired.contains_key(&link.object_id)
+            {
+                continue;
+            }
+            if rec.is_root {
+                self.reports.push(Report {
+                    kind: ReportKind::RootConflict,
+                    object_id: link.object_id.clone(),
+                    user: link.object_id.clone(),
+                    message: "left scope, but the root employee is never deactivated".into(),
+                });
+                continue;
+            }
+            out.push(Change {
+                action: Action::Deactivate,
+                kind: link.kind,
+                record: RecordRef::Existing(rec.id),
+                object_id: link.object_id.clone(),
+                user: rec
+                    .values
+                    .email()
+                    .map_or_else(|| link.object_id.clone(), str::to_string),
+                before: Some(rec.values.clone()),
+                after: rec.values.revoked(),
+                source: None,
+            });
+        }
+        out
+    }
+
+    /// The active record a user not decided this run still has (kept for group membership).
+    fn current_live(&self, object_id: &str) -> Option<(RecordKind, RecordRef)> {
+        [RecordKind::Employee, RecordKind::Contact]
+            .into_iter()
+            .find_map(|kind| {
+                let link = self.my_links.get(&(object_id, kind))?;
+                let rec = self.record(kind, link.record_id)?;
+                rec.active
+                    .then_some((kind, RecordRef::Existing(link.record_id)))
+            })
+    }
+
+    fn groups(
+        &self,
+        live: &BTreeMap<String, (RecordKind, RecordRef)>,
+        names: &BTreeMap<String, Option<String>>,
+    ) -> Vec<GroupChange> {
+        let mut out = Vec::new();
+        for (group_id, users) in &self.resolution.group_members {
+            let wanted: BTreeSet<(RecordKind, RecordRef)> = users
+                .iter()
+                .filter_map(|u| live.get(u).cloned().or_else(|| self.current_live(u)))
+                .collect();
+            let stored = self.store.groups.iter().find(|g| &g.object_id == group_id);
+            let name = names
+                .get(group_id)
+                .cloned()
+                .flatten()
+                .or_else(|| stored.and_then(|g| g.display_name.clone()));
+            let existing: BTreeSet<(RecordKind, RecordRef)> = stored
+                .map(|g| {
+                    g.members
+                        .iter()
+                        .map(|(k, id)| (*k, RecordRef::Existing(*id)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let add: Vec<_> = wanted.difference(&existing).cloned().collect();
+            let remove: Vec<_> = existing
+                .difference(&wanted)
+                .filter_map(|(k, r)| match r {
+                    RecordRef::Existing(id) => Some((*k, *id)),
+                    RecordRef::New(_) => None,
+                })
+                .collect();
+            let renamed = stored.is_some_and(|g| g.display_name != name);
+            if stored.is_none() || renamed || !add.is_empty() || !remove.is_empty() {
+                out.push(GroupChange {
+                    object_id: group_id.clone(),
+                    group: stored.map(|g| g.id),
+                    display_name: name,
+                    remove_group: false,
+                    add,
+                    remove,
+                });
+            }
+        }
+        for g in &self.store.groups {
+            if !self.resolution.group_members.contains_key(&g.object_id) {
+                out.push(GroupChange {
+                    object_id: g.object_id.clone(),
+                    group: Some(g.id),
+                    display_name: g.display_name.clone(),
+                    remove_group: true,
+                    add: Vec::new(),
+                    remove: g.members.iter().copied().collect(),
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

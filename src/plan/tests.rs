@@ -1,0 +1,525 @@
+//! Planner tests: each plans against a real (temporary) store, applies, and plans again, so
+//! they show what a user of the PSA would see after one run and after the next.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::{EmailSource, EmployeeDefaults, RuleConfig, Target};
+use crate::directory::{EntraGroup, EntraUser, MemberType, Snapshot};
+use crate::resolve::{Rules, resolve};
+use crate::store::{RunCounts, RunRecord, Store};
+
+const EMP: &str = "g-emp";
+const CON: &str = "g-con";
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    users: Vec<EntraUser>,
+    members: BTreeMap<&'static str, Vec<String>>,
+    safety: Safety,
+}
+
+fn user(n: u32) -> EntraUser {
+    EntraUser {
+        id: format!("00000000-0000-0000-0000-{n:012}"),
+        user_principal_name: Some(format!("user{n}@contoso.com")),
+        mail: Some(format!("User{n}@Contoso.com")),
+        given_name: Some(format!("Given{n}")),
+        surname: Some("Surname".into()),
+        job_title: Some("Engineer".into()),
+        account_enabled: Some(true),
+        ..Default::default()
+    }
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("psa.db")).unwrap();
+        World {
+            _dir: dir,
+            store,
+            users: Vec::new(),
+            members: BTreeMap::from([(EMP, vec![]), (CON, vec![])]),
+            safety: Safety::default(),
+        }
+    }
+
+    fn add(&mut self, u: EntraUser, group: &'static str) {
+        self.members.get_mut(group).unwrap().push(u.id.clone());
+        self.users.push(u);
+    }
+
+    fn rules(tenant: &str) -> Rules {
+        Rules {
+            tenant: tenant.into(),
+            tenant_account: Some("Contoso".into()),
+            rules: vec![
+                RuleConfig {
+                    tenant: tenant.into(),
+                    group_id: EMP.into(),
+                    order: 10,
+                    target: Target::Employee,
+                    role: Some("Technician".into()),
+                    portal_access: None,
+                    account: None,
+                },
+                RuleConfig {
+                    tenant: tenant.into(),
+                    group_id: CON.into(),
+                    order: 20,
+                    target: Target::Contact,
+                    role: None,
+                    portal_access: Some(true),
+                    account: None,
+                },
+            ],
+            email_source: EmailSource::Mail,
+            nested_groups: true,
+            default_phone_type: "Work".into(),
+            employee_defaults: EmployeeDefaults::default(),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            users: self
+                .users
+                .iter()
+                .map(|u| (u.id.clone(), u.clone()))
+                .collect(),
+            groups: self
+                .members
+                .iter()
+                .map(|(g, m)| {
+                    (
+                        g.to_string(),
+                        EntraGroup {
+                            id: g.to_string(),
+                            display_name: Some(g.to_uppercase()),
+                            created: None,
+                            members: m.iter().map(|id| (id.clone(), MemberType::User)).collect(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn plan_for(&self, tenant: &str) -> Plan {
+        let resolution = resolve(&Self::rules(tenant), &self.snapshot());
+        let names = resolution
+            .group_members
+            .keys()
+            .map(|g| (g.clone(), Some(g.to_uppercase())))
+            .collect();
+        plan(
+            tenant,
+            &resolution,
+            &self.store.view(tenant).unwrap(),
+            &names,
+            &self.safety,
+        )
+    }
+
+    fn sync_tenant(&mut self, tenant: &str) -> Plan {
+        let p = self.plan_for(tenant);
+        let run = RunRecord {
+            tenant: tenant.into(),
+            mode: "full".into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: None,
+            status: "success".into(),
+            counts: RunCounts::default(),
+            graph_requests: 0,
+            error: None,
+        };
+        self.store.apply(&p, &run).unwrap();
+        p
+    }
+
+    fn sync(&mut self) -> Plan {
+        self.sync_tenant("t")
+    }
+
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let mut stmt = self.store.conn.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            Ok((0..n)
+                .map(|i| {
+                    r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
+                        rusqlite::types::Value::Null => "NULL".to_string(),
+                        rusqlite::types::Value::Integer(i) => i.to_string(),
+                        rusqlite::types::Value::Text(t) => t,
+                        other => format!("{other:?}"),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    fn exec(&self, sql: &str) {
+        self.store.conn.execute_batch(sql).unwrap();
+    }
+}
+
+fn actions(p: &Plan) -> Vec<(Action, String)> {
+    p.changes
+        .iter()
+        .filter(|c| c.action != Action::Resnapshot)
+        .map(|c| (c.action, c.user.clone()))
+        .collect()
+}
+
+#[test]
+fn first_run_creates_records_and_groups_and_second_run_changes_nothing() {
+    let mut w = World::new();
+    w.add(user(1), EMP);
+    w.add(user(2), CON);
+    let first = w.sync();
+    assert_eq!(first.count(Action::Create), 2);
+    assert_eq!(
+        w.rows("SELECT username, email, first_name, security_role, active FROM employees"),
+        vec![vec![
+            "user1",
+            "User1@Contoso.com",
+            "Given1",
+            "Technician",
+            "1"
+        ]]
+    );
+    assert_eq!(
+        w.rows("SELECT account, email, portal_access, phone_type FROM contacts"),
+        vec![vec!["Contoso", "User2@Contoso.com", "1", "NULL"]]
+    );
+    assert_eq!(
+        w.rows("SELECT COUNT(*) FROM group_members"),
+        vec![vec!["2"]]
+    );
+    let second = w.plan_for("t");
+    assert!(
+        !second.writes_records(),
+        "second run plans {:?}",
+        second.changes
+    );
+}
+
+#[test]
+fn existing_record_with_same_email_is_merged_keeping_id_and_ticket() {
+    let mut w = World::new();
+    w.exec(
+        "INSERT INTO employees (id, username, email, first_name, active, is_root) VALUES (42, 'old', 'user1@contoso.com', 'Old', 1, 0);
+         INSERT INTO tickets (id, subject, employee_id) VALUES (7, 'Printer', 42);",
+    );
+    w.add(user(1), EMP);
+    let p = w.sync();
+    assert_eq!(
+        actions(&p),
+        vec![(Action::Merge, "user1@contoso.com".into())]
+    );
+    assert_eq!(
+        w.rows("SELECT id, username, first_name FROM employees"),
+        vec![vec!["42", "user1", "Given1"]]
+    );
+    assert_eq!(
+        w.rows("SELECT employee_id FROM tickets WHERE id = 7"),
+        vec![vec!["42"]]
+    );
+}
+
+#[test]
+fn local_edit_persists_until_the_entra_user_changes() {
+    let mut w = World::new();
+    w.add(user(1), EMP);
+    w.sync();
+    w.exec("UPDATE employees SET job_title = 'Local title'");
+    assert!(!w.plan_for("t").writes_records());
+    w.sync();
+    assert_eq!(
+        w.rows("SELECT job_title FROM employees"),
+        vec![vec!["Local title"]]
+    );
+    w.users[0].surname = Some("Changed".into());
+    let p = w.sync();
+    assert_eq!(p.count(Action::Update), 1);
+    assert_eq!(
+        w.rows("SELECT job_title, last_name FROM employees"),
+        vec![vec!["Engineer", "Changed"]]
+    );
+}
+
+#[test]
+fn user_moved_from_employee_to_contact_group_is_archived_and_gets_a_contact() {
+    let mut w = World::new();
+    w.add(user(1), EMP);
+    w.sync();
+    w.members.get_mut(EMP).unwrap().clear();
+    w.members.get_mut(CON).unwrap().push(user(1).id);
+    let p = w.sync();
+    assert_eq!(p.count(Action::Archive), 1);
+    assert_eq!(p.count(Action::Create), 1);
+    assert_eq!(
+        w.rows("SELECT username, email, active, security_role FROM employees"),
+        vec![vec![
+            "user1_Archived",
+            "User1@Contoso.com_Archived",
+            "0",
+            "NULL"
+        ]]
+    );
+    assert_eq!(
+        w.rows("SELECT email, active FROM contacts"),
+        vec![vec!["User1@Contoso.com", "1"]]
+    );
+    // And back: the archived employee is reactivated (same id) and the contact archived.
+    w.members.get_mut(CON).unwrap().clear();
+    w.members.get_mut(EMP).unwrap().push(user(1).id);
+    let p = w.sync();
+    assert_eq!(p.count(Action::Reactivate), 1);
+    assert_eq!(p.count(Action::Archive), 1);
+    assert_eq!(
+        w.rows("SELECT id, username, active FROM employees"),
+        vec![vec!["1", "user1", "1"]]
+    );
+    assert_eq!(
+        w.rows("SELECT email, active, portal_access FROM contacts"),
+        vec![vec!["User1@Contoso.com_Archived", "0", "0"]]
+    );
+}
+
+#[test]
+fn root_employee_is_never_touched() {
+    let mut w = World::new();
+    w.exec("INSERT INTO employees (id, username, email, first_name, active, is_root) VALUES (1, 'root', 'user1@contoso.com', 'Root', 1, 1)");
+    w.add(user(1), CON);
+    let p = w.sync();
+    assert!(p.changes.is_empty());
+    assert_eq!(p.reports[0].kind, ReportKind::RootConflict);
+    assert_eq!(
+        w.rows("SELECT username, active, is_root FROM employees"),
+        vec![vec!["root", "1", "1"]]
+    );
+    let mut w = World::new();
+    w.exec("INSERT INTO employees (id, username, email, first_name, active, is_root) VALUES (1, 'root', 'user1@contoso.com', 'Root', 1, 1)");
+    w.add(user(1), EMP);
+    let p = w.sync();
+    assert!(p.changes.is_empty());
+    assert_eq!(p.reports[0].kind, ReportKind::RootConflict);
+}
+
+#[test]
+fn username_collision_is_reported_and_never_steals_the_name() {
+    let mut w = World::new();
+    w.exec("INSERT INTO employees (id, username, email, active, is_root) VALUES (5, 'USER1', 'someone@else.com', 0, 0)");
+    w.add(user(1), EMP);
+    w.add(user(2), EMP);
+    let p = w.sync();
+    assert_eq!(
+        actions(&p),
+        vec![(Action::Create, "user2@contoso.com".into())]
+    );
+    assert_eq!(p.reports.len(), 1);
+    assert_eq!(p.reports[0].kind, ReportKind::UsernameCollision);
+    assert_eq!(
+        w.rows("SELECT username FROM employees WHERE id = 5"),
+        vec![vec!["USER1"]]
+    );
+}
+
+#[test]
+fn leaving_scope_deactivates_and_coming_back_reactivates_the_same_record() {
+    let mut w = World::new();
+    for n in 1..=10 {
+        w.add(user(n), EMP);
+    }
+    w.sync();
+    w.users[0].account_enabled = Some(false);
+    let p = w.sync();
+    assert_eq!(
+        actions(&p),
+        vec![(Action::Deactivate, "User1@Contoso.com".into())]
+    );
+    assert_eq!(
+        w.rows("SELECT active, security_role, deactivated_at IS NOT NULL FROM employees WHERE username = 'user1'"),
+        vec![vec!["0", "NULL", "1"]]
+    );
+    assert_eq!(
+        w.rows("SELECT COUNT(*) FROM group_members"),
+        vec![vec!["9"]]
+    );
+    w.users[0].account_enabled = Some(true);
+    let p = w.sync();
+    assert_eq!(p.count(Action::Reactivate), 1);
+    assert_eq!(
+        w.rows("SELECT id, active, security_role, deactivated_at FROM employees WHERE username = 'user1'"),
+        vec![vec!["1", "1", "Technician", "NULL"]]
+    );
+}
+
+#[test]
+fn mass_deactivation_is_held_until_allowed_and_creates_still_apply() {
+    let mut w = World::new();
+    for n in 1..=10 {
+        w.add(user(n), EMP);
+    }
+    w.sync();
+    w.safety = Safety {
+        max_deactivations: 2,
+        max_deactivation_percent: 0,
+        allow_mass_deactivation: false,
+    };
+    w.members
+        .get_mut(EMP)
+        .unwrap()
+        .retain(|id| id.ends_with("01") || id.ends_with("02"));
+    w.add(user(11), EMP);
+    let p = w.sync();
+    assert!(p.hold_reason.is_some());
+    assert_eq!(p.held.len(), 8);
+    assert_eq!(p.count(Action::Create), 1);
+    assert_eq!(
+        w.rows("SELECT COUNT(*) FROM employees WHERE active = 1"),
+        vec![vec!["11"]]
+    );
+    // Still held on the next run, until allowed.
+    assert_eq!(w.plan_for("t").held.len(), 8);
+    w.safety.allow_mass_deactivation = true;
+    let p = w.sync();
+    assert_eq!(p.count(Action::Deactivate), 8);
+    assert_eq!(
+        w.rows("SELECT COUNT(*) FROM employees WHERE active = 1"),
+        vec![vec!["3"]]
+    );
+}
+
+#[test]
+fn percent_limit_counts_active_synced_records_and_holds_kind_changes_whole() {
+    let mut w = World::new();
+    for n in 1..=4 {
+        w.add(user(n), EMP);
+    }
+    w.sync();
+    w.safety = Safety {
+        max_deactivations: 0,
+        max_deactivation_percent: 20,
+        allow_mass_deactivation: false,
+    };
+    w.members
+        .get_mut(EMP)
+        .unwrap()
+        .retain(|id| !id.ends_with("01"));
+    w.members.get_mut(CON).unwrap().push(user(1).id);
+    let p = w.sync();
+    assert!(p.hold_reason.is_some(), "1 of 4 is 25% > 20%");
+    assert_eq!(
+        p.count(Action::Create),
+        0,
+        "the new contact is held with the archive"
+    );
+    assert_eq!(w.rows("SELECT COUNT(*) FROM contacts"), vec![vec!["0"]]);
+    assert_eq!(
+        w.rows("SELECT username, active FROM employees WHERE id = 1"),
+        vec![vec!["user1", "1"]]
+    );
+}
+
+#[test]
+fn an_email_linked_to_another_tenant_stays_there() {
+    let mut w = World::new();
+    w.add(user(1), EMP);
+    w.sync_tenant("first");
+    let p = w.sync_tenant("second");
+    assert!(p.changes.is_empty());
+    assert_eq!(p.reports[0].kind, ReportKind::EmailClaimed);
+    assert!(p.reports[0].message.contains("\"first\""));
+    assert_eq!(w.rows("SELECT COUNT(*) FROM employees"), vec![vec!["1"]]);
+}
+
+#[test]
+fn duplicate_emails_in_one_tenant_create_one_record_and_report_the_other() {
+    let mut w = World::new();
+    let mut twin = user(2);
+    twin.mail = user(1).mail;
+    w.add(user(1), EMP);
+    w.add(twin, EMP);
+    let p = w.sync();
+    assert_eq!(p.count(Action::Create), 1);
+    assert_eq!(p.reports[0].kind, ReportKind::DuplicateEmail);
+    // The report does not turn into a deactivation of anybody on the next run.
+    let again = w.plan_for("t");
+    assert!(!again.writes_records());
+}
+
+#[test]
+fn removing_a_rule_removes_its_read_only_group_but_not_records_of_users_in_other_groups() {
+    let mut w = World::new();
+    w.add(user(1), EMP);
+    w.add(user(2), CON);
+    w.sync();
+    w.members.remove(CON);
+    w.members.get_mut(EMP).unwrap().push(user(2).id);
+    let resolution = resolve(
+        &Rules {
+            rules: World::rules("t")
+                .rules
+                .into_iter()
+                .filter(|r| r.group_id == EMP)
+                .collect(),
+            ..World::rules("t")
+        },
+        &w.snapshot(),
+    );
+    let p = plan(
+        "t",
+        &resolution,
+        &w.store.view("t").unwrap(),
+        &BTreeMap::new(),
+        &Safety {
+            allow_mass_deactivation: true,
+            ..Safety::default()
+        },
+    );
+    assert!(
+        p.groups
+            .iter()
+            .any(|g| g.object_id == CON && g.remove_group)
+    );
+    assert_eq!(
+        p.count(Action::Archive),
+        1,
+        "user2 becomes an employee; the contact is archived"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Whatever memberships users have, a second plan after applying the first changes nothing,
+    /// and no two active records of a kind share an email.
+    #[test]
+    fn any_membership_converges_in_one_run(memberships in proptest::collection::vec(0u8..4, 1..12)) {
+        let mut w = World::new();
+        for (i, m) in memberships.iter().enumerate() {
+            let u = user(i as u32 + 1);
+            if m & 1 != 0 { w.members.get_mut(EMP).unwrap().push(u.id.clone()); }
+            if m & 2 != 0 { w.members.get_mut(CON).unwrap().push(u.id.clone()); }
+            w.users.push(u);
+        }
+        w.safety.allow_mass_deactivation = true;
+        w.sync();
+        let again = w.plan_for("t");
+        prop_assert!(!again.writes_records(), "{:?}", again.changes);
+        let dupes = w.rows("SELECT COUNT(*) FROM (SELECT lower(email) FROM employees WHERE active = 1 GROUP BY lower(email) HAVING COUNT(*) > 1)");
+        prop_assert_eq!(&dupes[0][0], "0");
+        let expected = memberships.iter().filter(|m| **m != 0).count();
+        let live = w.rows("SELECT (SELECT COUNT(*) FROM employees WHERE active = 1) + (SELECT COUNT(*) FROM contacts WHERE active = 1)");
+        prop_assert_eq!(live[0][0].parse::<usize>().unwrap(), expected);
+    }
+}

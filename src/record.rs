@@ -1,0 +1,196 @@
+//! PSA records as the sync sees them: the two kinds, the columns it writes, and the rows it
+//! reads back from the store.
+//!
+//! Plain data shared by [`crate::resolve`], [`crate::plan`] and [`crate::store`]; no I/O.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    Employee,
+    Contact,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Employee => "employee",
+            RecordKind::Contact => "contact",
+        }
+    }
+
+    pub fn other(self) -> RecordKind {
+        match self {
+            RecordKind::Employee => RecordKind::Contact,
+            RecordKind::Contact => RecordKind::Employee,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RecordKind> {
+        match s {
+            "employee" => Some(RecordKind::Employee),
+            "contact" => Some(RecordKind::Contact),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `employees` columns the sync owns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmployeeValues {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub job_title: Option<String>,
+    pub phone: Option<String>,
+    pub department: Option<String>,
+    pub security_role: Option<String>,
+}
+
+/// The `contacts` columns the sync owns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactValues {
+    pub account: Option<String>,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub job_title: Option<String>,
+    pub phone: Option<String>,
+    pub phone_type: Option<String>,
+    pub portal_access: bool,
+}
+
+/// The values of one record of either kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Values {
+    Employee(EmployeeValues),
+    Contact(ContactValues),
+}
+
+impl Values {
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Values::Employee(_) => RecordKind::Employee,
+            Values::Contact(_) => RecordKind::Contact,
+        }
+    }
+
+    pub fn email(&self) -> Option<&str> {
+        match self {
+            Values::Employee(e) => e.email.as_deref(),
+            Values::Contact(c) => c.email.as_deref(),
+        }
+    }
+
+    pub fn username(&self) -> Option<&str> {
+        match self {
+            Values::Employee(e) => e.username.as_deref(),
+            Values::Contact(_) => None,
+        }
+    }
+
+    /// Column name → value, in table order, for SQL and the change log.
+    pub fn columns(&self) -> Vec<(&'static str, Value)> {
+        fn s(v: &Option<String>) -> Value {
+            v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()))
+        }
+        match self {
+            Values::Employee(e) => vec![
+                ("username", s(&e.username)),
+                ("email", s(&e.email)),
+                ("first_name", s(&e.first_name)),
+                ("last_name", s(&e.last_name)),
+                ("job_title", s(&e.job_title)),
+                ("phone", s(&e.phone)),
+                ("department", s(&e.department)),
+                ("security_role", s(&e.security_role)),
+            ],
+            Values::Contact(c) => vec![
+                ("account", s(&c.account)),
+                ("email", s(&c.email)),
+                ("first_name", s(&c.first_name)),
+                ("last_name", s(&c.last_name)),
+                ("job_title", s(&c.job_title)),
+                ("phone", s(&c.phone)),
+                ("phone_type", s(&c.phone_type)),
+                ("portal_access", Value::from(i64::from(c.portal_access))),
+            ],
+        }
+    }
+
+    /// The same record with its access revoked (no security role / no portal access).
+    pub fn revoked(&self) -> Values {
+        match self {
+            Values::Employee(e) => Values::Employee(EmployeeValues {
+                security_role: None,
+                ..e.clone()
+            }),
+            Values::Contact(c) => Values::Contact(ContactValues {
+                portal_access: false,
+                ..c.clone()
+            }),
+        }
+    }
+
+    /// Archived form after a kind change: access revoked and `suffix` appended to the
+    /// username (employees) and email.
+    pub fn archived(&self, username_suffix: &str, email_suffix: &str) -> Values {
+        let add = |v: &Option<String>, suffix: &str| v.as_ref().map(|v| format!("{v}{suffix}"));
+        match self.revoked() {
+            Values::Employee(e) => Values::Employee(EmployeeValues {
+                username: add(&e.username, username_suffix),
+                email: add(&e.email, email_suffix),
+                ..e
+            }),
+            Values::Contact(c) => Values::Contact(ContactValues {
+                email: add(&c.email, email_suffix),
+                ..c
+            }),
+        }
+    }
+}
+
+/// A field that differs between two versions of a record: (column, old, new).
+pub type FieldChange = (&'static str, Value, Value);
+
+/// Columns whose values differ between `old` and `new` (same kind).
+pub fn diff(old: &Values, new: &Values) -> Vec<FieldChange> {
+    old.columns()
+        .into_iter()
+        .zip(new.columns())
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((name, a), (_, b))| (name, a, b))
+        .collect()
+}
+
+/// A record as stored, with the state the sync looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub id: i64,
+    pub values: Values,
+    pub active: bool,
+    pub is_root: bool,
+}
+
+impl StoredRecord {
+    pub fn kind(&self) -> RecordKind {
+        self.values.kind()
+    }
+}
+
+/// Case-insensitive comparison key for emails and usernames.
+pub fn fold(s: &str) -> String {
+    s.trim().to_lowercase()
+}

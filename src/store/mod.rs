@@ -1,0 +1,504 @@
+//! The SQLite store: opening it (WAL, busy timeout, mode 0600), migrations from `migrations/`,
+//! the cross-process writer lock, and typed reads for the planner and `status`.
+//!
+//! This is the narrow interface a PostgreSQL backend would implement again: [`Store::view`],
+//! [`Store::apply`] (in [`crate::apply`]), [`Store::record_failed_run`] and the status reads.
+//! It must not decide anything about records.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use include_dir::{Dir, include_dir};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite_migration::Migrations;
+use serde::Serialize;
+
+use crate::plan::{Link, StoreView, StoredGroup};
+use crate::record::{ContactValues, EmployeeValues, RecordKind, StoredRecord, Values};
+
+static MIGRATIONS_DIR: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error(
+        "store {path} was written by a newer entra-sync (schema version {found}, this binary knows {known}); upgrade entra-sync"
+    )]
+    TooNew {
+        path: String,
+        found: usize,
+        known: usize,
+    },
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+pub fn migrations() -> Result<Migrations<'static>, StoreError> {
+    Migrations::from_directory(&MIGRATIONS_DIR).map_err(|e| StoreError::Open {
+        path: "migrations/".into(),
+        reason: e.to_string(),
+    })
+}
+
+pub struct Store {
+    pub(crate) conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the store.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let err = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| err(format!("cannot create directory {}: {e}", dir.display())))?;
+        }
+        create_private(path).map_err(|e| err(format!("cannot create the file: {e}")))?;
+        let mut conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        configure(&conn)?;
+        let migrations = migrations()?;
+        let known = MIGRATIONS_DIR.dirs().count();
+        let found: usize = conn
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .map(|v| v.max(0) as usize)?;
+        if found > known {
+            return Err(StoreError::TooNew {
+                path: path.display().to_string(),
+                found,
+                known,
+            });
+        }
+        migrations
+            .to_latest(&mut conn)
+            .map_err(|e| err(format!("migration failed: {e}")))?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing store without writing to it; `None` when there is no file yet.
+    pub fn open_read_only(path: &Path) -> Result<Option<Store>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| {
+                StoreError::Open {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        Ok(Some(Store {
+            conn,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the planner needs for `tenant`.
+    pub fn view(&self, tenant: &str) -> Result<StoreView, StoreError> {
+        let mut view = StoreView::default();
+        let mut stmt = self.conn.prepare(
+            "SELECT id, username, email, first_name, last_name, job_title, phone, department,
+                    security_role, active, is_root FROM employees",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredRecord {
+                id: r.get(0)?,
+                values: Values::Employee(EmployeeValues {
+                    username: r.get(1)?,
+                    email: r.get(2)?,
+                    first_name: r.get(3)?,
+                    last_name: r.get(4)?,
+                    job_title: r.get(5)?,
+                    phone: r.get(6)?,
+                    department: r.get(7)?,
+                    security_role: r.get(8)?,
+                }),
+                active: r.get::<_, Option<i64>>(9)?.unwrap_or(0) != 0,
+                is_root: r.get::<_, Option<i64>>(10)?.unwrap_or(0) != 0,
+            })
+        })?;
+        for rec in rows {
+            let rec = rec?;
+            view.records.insert((RecordKind::Employee, rec.id), rec);
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT id, account, email, first_name, last_name, job_title, phone, phone_type,
+                    portal_access, active FROM contacts",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredRecord {
+                id: r.get(0)?,
+                values: Values::Contact(ContactValues {
+                    account: r.get(1)?,
+                    email: r.get(2)?,
+                    first_name: r.get(3)?,
+                    last_name: r.get(4)?,
+                    job_title: r.get(5)?,
+                    phone: r.get(6)?,
+                    phone_type: r.get(7)?,
+                    portal_access: r.get::<_, Option<i64>>(8)?.unwrap_or(0) != 0,
+                }),
+                active: r.get::<_, Option<i64>>(9)?.unwrap_or(0) != 0,
+                is_root: false,
+            })
+        })?;
+        for rec in rows {
+            let rec = rec?;
+            view.records.insert((RecordKind::Contact, rec.id), rec);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT tenant, object_id, record_kind, record_id, source FROM sync_links")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (tenant, object_id, kind, record_id, source) = row?;
+            let Some(kind) = RecordKind::parse(&kind) else {
+                continue;
+            };
+            view.links.push(Link {
+                tenant,
+                object_id,
+                kind,
+                record_id,
+                // An unreadable snapshot only means "rewrite from Entra next time".
+                source: serde_json::from_str(&source).ok(),
+            });
+        }
+        let mut groups: BTreeMap<i64, StoredGroup> = BTreeMap::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, object_id, display_name FROM groups WHERE tenant = ?1")?;
+        let rows = stmt.query_map([tenant], |r| {
+            Ok(StoredGroup {
+                id: r.get(0)?,
+                object_id: r.get(1)?,
+                display_name: r.get(2)?,
+                members: Default::default(),
+            })
+        })?;
+        for g in rows {
+            let g = g?;
+            groups.insert(g.id, g);
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT m.group_id, m.member_kind, m.member_id FROM group_members m
+             JOIN groups g ON g.id = m.group_id WHERE g.tenant = ?1",
+        )?;
+        let rows = stmt.query_map([tenant], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (group, kind, member) = row?;
+            if let (Some(g), Some(kind)) = (groups.get_mut(&group), RecordKind::parse(&kind)) {
+                g.members.insert((kind, member));
+            }
+        }
+        view.groups = groups.into_values().collect();
+        Ok(view)
+    }
+
+    /// Records a run that failed before it could apply anything.
+    pub fn record_failed_run(&mut self, run: &RunRecord) -> Result<i64, StoreError> {
+        insert_run(&self.conn, run)
+    }
+
+    /// The latest runs per tenant, newest first.
+    pub fn last_runs(&self, limit_per_tenant: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT tenant, mode, started_at, finished_at, status, created, updated, reactivated,
+                    deactivated, archived, held, reports, graph_requests, error
+             FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY id DESC) AS n FROM sync_runs)
+             WHERE n <= ?1 ORDER BY tenant, n",
+        )?;
+        let rows = stmt.query_map([limit_per_tenant as i64], |r| {
+            Ok(RunRecord {
+                tenant: r.get(0)?,
+                mode: r.get(1)?,
+                started_at: r.get(2)?,
+                finished_at: r.get(3)?,
+                status: r.get(4)?,
+                counts: RunCounts {
+                    created: r.get(5)?,
+                    updated: r.get(6)?,
+                    reactivated: r.get(7)?,
+                    deactivated: r.get(8)?,
+                    archived: r.get(9)?,
+                    held: r.get(10)?,
+                    reports: r.get(11)?,
+                },
+                graph_requests: r.get(12)?,
+                error: r.get(13)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Row counts of the public tables: (employees active, total), (contacts active, total), groups.
+    pub fn totals(&self) -> Result<StoreTotals, StoreError> {
+        let count = |sql: &str| -> Result<i64, StoreError> {
+            Ok(self.conn.query_row(sql, [], |r| r.get(0))?)
+        };
+        Ok(StoreTotals {
+            employees: count("SELECT COUNT(*) FROM employees")?,
+            employees_active: count("SELECT COUNT(*) FROM employees WHERE active = 1")?,
+            contacts: count("SELECT COUNT(*) FROM contacts")?,
+            contacts_active: count("SELECT COUNT(*) FROM contacts WHERE active = 1")?,
+            groups: count("SELECT COUNT(*) FROM groups")?,
+        })
+    }
+
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Creates the file with mode 0600 when it does not exist yet (it holds personal data).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map(drop)
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunCounts {
+    pub created: i64,
+    pub updated: i64,
+    pub reactivated: i64,
+    pub deactivated: i64,
+    pub archived: i64,
+    pub held: i64,
+    pub reports: i64,
+}
+
+/// One tenant's run as recorded in `sync_runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub tenant: String,
+    pub mode: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    #[serde(flatten)]
+    pub counts: RunCounts,
+    pub graph_requests: i64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreTotals {
+    pub employees: i64,
+    pub employees_active: i64,
+    pub contacts: i64,
+    pub contacts_active: i64,
+    pub groups: i64,
+}
+
+pub(crate) fn insert_run(conn: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO sync_runs (tenant, mode, started_at, finished_at, status, created, updated,
+             reactivated, deactivated, archived, held, reports, graph_requests, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![
+            run.tenant,
+            run.mode,
+            run.started_at,
+            run.finished_at,
+            run.status,
+            run.counts.created,
+            run.counts.updated,
+            run.counts.reactivated,
+            run.counts.deactivated,
+            run.counts.archived,
+            run.counts.held,
+            run.counts.reports,
+            run.graph_requests,
+            run.error,
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// The cross-process writer lock: one sync writes a store at a time (SPEC 5.5).
+pub struct WriterLock {
+    _file: File,
+}
+
+impl WriterLock {
+    /// Waits until no other process holds the lock of the store at `store_path`.
+    pub fn acquire(store_path: &Path) -> Result<WriterLock, StoreError> {
+        let lock_path = lock_path(store_path);
+        let err = |reason: String| StoreError::Open {
+            path: lock_path.display().to_string(),
+            reason,
+        };
+        if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| err(format!("cannot open lock file: {e}")))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::info!(lock = %lock_path.display(), "another sync is writing this store; waiting for it to finish");
+                file.lock().map_err(|e| err(format!("cannot lock: {e}")))?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(err(format!("cannot lock: {e}"))),
+        }
+        Ok(WriterLock { _file: file })
+    }
+}
+
+fn lock_path(store_path: &Path) -> PathBuf {
+    let mut name = store_path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    store_path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid_and_apply_from_empty_and_every_version() {
+        let m = migrations().unwrap();
+        m.validate().unwrap();
+        let total = MIGRATIONS_DIR.dirs().count();
+        for start in 0..=total {
+            let mut conn = Connection::open_in_memory().unwrap();
+            m.to_version(&mut conn, start).unwrap();
+            m.to_latest(&mut conn).unwrap();
+            let v: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(v as usize, total, "from version {start}");
+        }
+    }
+
+    #[test]
+    fn store_file_is_private_and_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/psa.db");
+        let store = Store::open(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        store.conn.pragma_update(None, "user_version", 999).unwrap();
+        drop(store);
+        let e = Store::open(&path).err().unwrap().to_string();
+        assert!(e.contains("newer entra-sync"), "{e}");
+    }
+
+    #[test]
+    fn public_tables_have_the_spec_columns() {
+        let store = Store::open(&tempfile::tempdir().unwrap().path().join("s.db")).unwrap();
+        let columns = |table: &str| -> Vec<String> {
+            let mut stmt = store
+                .conn
+                .prepare(&format!("PRAGMA table_info({table})"))
+                .unwrap();
+            stmt.query_map([], |r| r.get::<_, String>(1))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(
+            columns("employees"),
+            [
+                "id",
+                "username",
+                "email",
+                "first_name",
+                "last_name",
+                "job_title",
+                "phone",
+                "department",
+                "security_role",
+                "active",
+                "is_root",
+                "created_at",
+                "updated_at",
+                "deactivated_at"
+            ]
+        );
+        assert_eq!(
+            columns("contacts"),
+            [
+                "id",
+                "account",
+                "email",
+                "first_name",
+                "last_name",
+                "job_title",
+                "phone",
+                "phone_type",
+                "portal_access",
+                "active",
+                "created_at",
+                "updated_at",
+                "deactivated_at"
+            ]
+        );
+        assert_eq!(
+            columns("tickets"),
+            ["id", "subject", "contact_id", "employee_id"]
+        );
+        assert_eq!(
+            columns("groups"),
+            ["id", "tenant", "object_id", "display_name", "read_only"]
+        );
+        assert_eq!(
+            columns("group_members"),
+            ["group_id", "member_kind", "member_id"]
+        );
+    }
+}

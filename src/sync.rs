@@ -1,0 +1,421 @@
+//! One sync run: for each tenant, fetch → resolve → plan → apply → record the run.
+//!
+//! The single entry point that `sync`, `demo`, the scheduler and `POST /resync` share. Tenants
+//! run independently: one tenant's failure is recorded and never blocks or rolls back another
+//! (SPEC 4.11). Graph is read outside the store's writer lock; the plan is made and applied
+//! under it, from a view read under it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::apply::now_rfc3339;
+use crate::config::{Config, TenantConfig};
+use crate::directory::Snapshot;
+use crate::graph::{GraphClient, GraphError, fetch};
+use crate::plan::{self, Action, Plan, RecordRef, Safety, StoreView};
+use crate::record::{RecordKind, fold};
+use crate::resolve::{self, Report, Resolution, Rules};
+use crate::store::{RunCounts, RunRecord, Store, WriterLock};
+
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    pub tenant: Option<String>,
+    pub full: bool,
+    pub dry_run: bool,
+    /// Object id, UPN or mail of one user to resync.
+    pub user: Option<String>,
+    pub allow_mass_deactivation: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Success,
+    Held,
+    Failed,
+    DryRun,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Success => "success",
+            RunStatus::Held => "held",
+            RunStatus::Failed => "failed",
+            RunStatus::DryRun => "dry_run",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantOutcome {
+    pub tenant: String,
+    pub mode: String,
+    pub status: RunStatus,
+    #[serde(flatten)]
+    pub counts: RunCounts,
+    pub graph_requests: u64,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+    pub hold_reason: Option<String>,
+    pub reports: Vec<Report>,
+    /// The planned changes (printed by `--dry-run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncSummary {
+    pub tenants: Vec<TenantOutcome>,
+}
+
+impl SyncSummary {
+    /// SPEC 1: 1 when a tenant failed (wins over 3), 3 when deactivations were held.
+    pub fn exit_code(&self) -> i32 {
+        if self.tenants.iter().any(|t| t.status == RunStatus::Failed) {
+            1
+        } else if self
+            .tenants
+            .iter()
+            .any(|t| t.status == RunStatus::Held || t.hold_reason.is_some())
+        {
+            3
+        } else {
+            0
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("no tenant named \"{0}\" in the config")]
+    UnknownTenant(String),
+    #[error("no user matches \"{0}\" (object id, UPN or mail) in {1}")]
+    UnknownUser(String, String),
+}
+
+/// Everything about a tenant's rules that resolve needs.
+pub fn rules_for(config: &Config, tenant: &TenantConfig) -> Rules {
+    Rules {
+        tenant: tenant.name.clone(),
+        tenant_account: tenant.account.clone(),
+        rules: config.rules_of(&tenant.name).cloned().collect(),
+        email_source: config.sync.email_source,
+        nested_groups: config.sync.nested_groups,
+        default_phone_type: config.sync.default_phone_type.clone(),
+        employee_defaults: config.employee_defaults.clone(),
+    }
+}
+
+/// Runs a sync of every tenant (or `--tenant`) and returns what happened to each.
+pub async fn run(config: &Config, opts: &SyncOptions) -> Result<SyncSummary, SyncError> {
+    let tenants: Vec<&TenantConfig> = match &opts.tenant {
+        Some(name) => vec![
+            config
+                .tenant(name)
+                .ok_or_else(|| SyncError::UnknownTenant(name.clone()))?,
+        ],
+        None => config.tenants.iter().collect(),
+    };
+    let mut summary = SyncSummary::default();
+    let mut user_found = false;
+    for tenant in tenants {
+        let outcome = run_tenant(config, tenant, opts).await;
+        match outcome {
+            Some(o) => {
+                user_found = true;
+                summary.tenants.push(o);
+            }
+            None => continue,
+        }
+    }
+    if let Some(user) = &opts.user
+        && !user_found
+    {
+        let scope = opts
+            .tenant
+            .as_ref()
+            .map_or("any tenant".to_string(), |t| format!("tenant \"{t}\""));
+        return Err(SyncError::UnknownUser(user.clone(), scope));
+    }
+    Ok(summary)
+}
+
+/// One tenant's run. `None` when `--user` names nobody in this tenant.
+async fn run_tenant(
+    config: &Config,
+    tenant: &TenantConfig,
+    opts: &SyncOptions,
+) -> Option<TenantOutcome> {
+    let started = Instant::now();
+    let started_at = now_rfc3339();
+    let mode = if opts.user.is_some() { "user" } else { "full" };
+    let mut outcome = TenantOutcome {
+        tenant: tenant.name.clone(),
+        mode: mode.to_string(),
+        status: RunStatus::Failed,
+        counts: RunCounts::default(),
+        graph_requests: 0,
+        duration_ms: 0,
+        error: None,
+        hold_reason: None,
+        reports: Vec::new(),
+        plan: None,
+    };
+    let rules = rules_for(config, tenant);
+    let client = match GraphClient::new(tenant, &config.sync) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            outcome.error = Some(e.to_string());
+            return Some(finish_failed(config, opts, outcome, &started_at, started));
+        }
+    };
+    let rule_groups: Vec<String> = rules.rules.iter().map(|r| r.group_id.clone()).collect();
+    let fetched = fetch::full_snapshot(&client, &rule_groups, rules.nested_groups).await;
+    outcome.graph_requests = client.stats.requests();
+    let snapshot = match fetched {
+        Ok(s) => s,
+        Err(e) => {
+            outcome.error = Some(describe_graph_error(&tenant.name, &e));
+            return Some(finish_failed(config, opts, outcome, &started_at, started));
+        }
+    };
+    let resolution = resolve::resolve(&rules, &snapshot);
+    let result = plan_and_apply(
+        config,
+        tenant,
+        opts,
+        &snapshot,
+        &resolution,
+        mode,
+        &started_at,
+        outcome.graph_requests,
+    );
+    outcome.duration_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(None) => None,
+        Ok(Some((plan, status))) => {
+            outcome.status = status;
+            outcome.counts = counts(&plan);
+            outcome.hold_reason = plan.hold_reason.clone();
+            outcome.reports = plan.reports.clone();
+            log_outcome(&outcome);
+            outcome.plan = Some(plan);
+            Some(outcome)
+        }
+        Err(e) => {
+            outcome.error = Some(format!("tenant \"{}\": {e}", tenant.name));
+            Some(finish_failed(config, opts, outcome, &started_at, started))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_and_apply(
+    config: &Config,
+    tenant: &TenantConfig,
+    opts: &SyncOptions,
+    snapshot: &Snapshot,
+    resolution: &Resolution,
+    mode: &str,
+    started_at: &str,
+    graph_requests: u64,
+) -> Result<Option<(Plan, RunStatus)>, anyhow::Error> {
+    let store_path = &config.store.path;
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(WriterLock::acquire(store_path)?)
+    };
+    let mut store = if opts.dry_run {
+        Store::open_read_only(store_path)?
+    } else {
+        Some(Store::open(store_path)?)
+    };
+    let view = match &store {
+        Some(s) => s.view(&tenant.name)?,
+        None => StoreView::default(),
+    };
+    let group_names: BTreeMap<String, Option<String>> = resolution
+        .group_members
+        .keys()
+        .map(|g| {
+            (
+                g.clone(),
+                snapshot.groups.get(g).and_then(|g| g.display_name.clone()),
+            )
+        })
+        .collect();
+    let mut safety = Safety {
+        max_deactivations: config.safety.max_deactivations,
+        max_deactivation_percent: config.safety.max_deactivation_percent,
+        allow_mass_deactivation: opts.allow_mass_deactivation,
+    };
+    let user = match &opts.user {
+        Some(query) => match find_user(query, snapshot, &view, &tenant.name) {
+            Some(id) => {
+                // Support staff asked for this one person: the mass guard does not apply.
+                safety.allow_mass_deactivation = true;
+                Some(id)
+            }
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    let mut plan = plan::plan(&tenant.name, resolution, &view, &group_names, &safety);
+    if let Some(id) = &user {
+        plan = restrict_to_user(plan, id, &view);
+    }
+    let status = if opts.dry_run {
+        RunStatus::DryRun
+    } else if plan.hold_reason.is_some() {
+        RunStatus::Held
+    } else {
+        RunStatus::Success
+    };
+    if let Some(store) = store.as_mut()
+        && !opts.dry_run
+    {
+        let run = RunRecord {
+            tenant: tenant.name.clone(),
+            mode: mode.to_string(),
+            started_at: started_at.to_string(),
+            finished_at: Some(now_rfc3339()),
+            status: status.as_str().to_string(),
+            counts: counts(&plan),
+            graph_requests: graph_requests as i64,
+            error: plan.hold_reason.clone(),
+        };
+        store.apply(&plan, &run)?;
+    }
+    Ok(Some((plan, status)))
+}
+
+/// The object id of the user `query` names (object id, UPN or mail), in Entra or in the store.
+fn find_user(query: &str, snapshot: &Snapshot, view: &StoreView, tenant: &str) -> Option<String> {
+    let q = fold(query);
+    let by_id = crate::config::parse_guid(query);
+    for user in snapshot.users.values() {
+        let matches = by_id.as_deref() == Some(user.id.as_str())
+            || user.user_principal_name.as_deref().map(fold) == Some(q.clone())
+            || user.mail.as_deref().map(fold) == Some(q.clone());
+        if matches {
+            return Some(user.id.clone());
+        }
+    }
+    // Someone who left every group is only known to the store.
+    view.links
+        .iter()
+        .filter(|l| l.tenant == tenant)
+        .find(|l| {
+            by_id.as_deref() == Some(l.object_id.as_str())
+                || view
+                    .records
+                    .get(&(l.kind, l.record_id))
+                    .and_then(|r| r.values.email())
+                    .map(fold)
+                    == Some(q.clone())
+        })
+        .map(|l| l.object_id.clone())
+}
+
+/// Keeps only what concerns one user: their record changes and their group memberships.
+fn restrict_to_user(mut plan: Plan, object_id: &str, view: &StoreView) -> Plan {
+    plan.changes.retain(|c| c.object_id == object_id);
+    plan.held.retain(|c| c.object_id == object_id);
+    plan.reports.retain(|r| r.object_id == object_id);
+    let mut theirs: Vec<(RecordKind, RecordRef)> = view
+        .links
+        .iter()
+        .filter(|l| l.tenant == plan.tenant && l.object_id == object_id)
+        .map(|l| (l.kind, RecordRef::Existing(l.record_id)))
+        .collect();
+    theirs.extend(plan.changes.iter().map(|c| (c.kind, c.record.clone())));
+    for group in &mut plan.groups {
+        group.add.retain(|m| theirs.contains(m));
+        group
+            .remove
+            .retain(|(k, id)| theirs.contains(&(*k, RecordRef::Existing(*id))));
+    }
+    plan.groups.retain(|g| {
+        !g.remove_group && (g.group.is_none() || !g.add.is_empty() || !g.remove.is_empty())
+    });
+    plan.hold_reason = None;
+    plan
+}
+
+fn counts(plan: &Plan) -> RunCounts {
+    let n = |a: Action| plan.count(a) as i64;
+    RunCounts {
+        created: n(Action::Create),
+        updated: n(Action::Update) + n(Action::Merge),
+        reactivated: n(Action::Reactivate),
+        deactivated: n(Action::Deactivate),
+        archived: n(Action::Archive),
+        held: plan.held.iter().filter(|c| c.action.removes()).count() as i64,
+        reports: plan.reports.len() as i64,
+    }
+}
+
+fn finish_failed(
+    config: &Config,
+    opts: &SyncOptions,
+    mut outcome: TenantOutcome,
+    started_at: &str,
+    started: Instant,
+) -> TenantOutcome {
+    outcome.status = RunStatus::Failed;
+    outcome.duration_ms = started.elapsed().as_millis() as u64;
+    let error = outcome.error.clone().unwrap_or_default();
+    tracing::error!(tenant = %outcome.tenant, "{error}");
+    if !opts.dry_run {
+        let record = RunRecord {
+            tenant: outcome.tenant.clone(),
+            mode: outcome.mode.clone(),
+            started_at: started_at.to_string(),
+            finished_at: Some(now_rfc3339()),
+            status: "failed".into(),
+            counts: RunCounts::default(),
+            graph_requests: outcome.graph_requests as i64,
+            error: Some(error),
+        };
+        let recorded = WriterLock::acquire(&config.store.path)
+            .and_then(|_lock| Store::open(&config.store.path)?.record_failed_run(&record));
+        if let Err(e) = recorded {
+            tracing::error!(tenant = %outcome.tenant, "cannot record the failed run: {e}");
+        }
+    }
+    outcome
+}
+
+/// One line naming the tenant, the thing at fault and what to do.
+pub fn describe_graph_error(tenant: &str, e: &GraphError) -> String {
+    format!("tenant \"{tenant}\": {e}")
+}
+
+fn log_outcome(o: &TenantOutcome) {
+    for r in &o.reports {
+        tracing::warn!(tenant = %o.tenant, user = %r.user, kind = ?r.kind, "{}", r.message);
+    }
+    if let Some(reason) = &o.hold_reason {
+        tracing::warn!(tenant = %o.tenant, held = o.counts.held, "deactivations held: {reason}; run `entra-sync sync --allow-mass-deactivation` to apply them");
+    }
+    tracing::info!(
+        tenant = %o.tenant,
+        mode = %o.mode,
+        status = o.status.as_str(),
+        created = o.counts.created,
+        updated = o.counts.updated,
+        reactivated = o.counts.reactivated,
+        deactivated = o.counts.deactivated,
+        archived = o.counts.archived,
+        held = o.counts.held,
+        reports = o.counts.reports,
+        graph_requests = o.graph_requests,
+        duration_ms = o.duration_ms,
+        "sync finished"
+    );
+}
