@@ -367,7 +367,7 @@ impl<'a> Planner<'a> {
         let matched: Option<&StoredRecord> = match self.my_links.get(&(obj, kind)) {
             Some(link) => self.record(kind, link.record_id),
             None => {
-                let candidates: Vec<i64> = self
+                let mut candidates: Vec<i64> = self
                     .active_by_email
                     .get(&(kind, email.clone()))
                     .into_iter()
@@ -375,23 +375,22 @@ impl<'a> Planner<'a> {
                     .copied()
                     .filter(|id| !self.claimed.contains(&(kind, *id)))
                     .collect();
+                candidates.sort_unstable();
+                // The smallest id among active records with the email.
                 let mut found = None;
-                for id in candidates {
-                    match self.link_of_record.get(&(kind, id)) {
-                        Some(link) if self.owned_by_other_in_scope(link, obj) => {
-                            let message = format!(
-                                "email {} belongs to the record of Entra user {}; fix the duplicate in Entra",
-                                d.values.email().unwrap_or_default(),
-                                link.object_id
-                            );
-                            self.skip(d, ReportKind::DuplicateEmail, message);
-                            return None;
-                        }
-                        _ => {
-                            found = self.record(kind, id);
-                            break;
-                        }
+                if let Some(id) = candidates.first() {
+                    if let Some(link) = self.link_of_record.get(&(kind, *id))
+                        && self.owned_by_other_in_scope(link, obj)
+                    {
+                        let message = format!(
+                            "email {} belongs to the record of Entra user {}; fix the duplicate in Entra",
+                            d.values.email().unwrap_or_default(),
+                            link.object_id
+                        );
+                        self.skip(d, ReportKind::DuplicateEmail, message);
+                        return None;
                     }
+                    found = self.record(kind, *id);
                 }
                 merged_by_email = found.is_some();
                 found
