@@ -150,7 +150,7 @@ impl World {
         let mut stmt = self.store.conn.prepare(sql).unwrap();
         let n = stmt.column_count();
         stmt.query_map([], |r| {
-            Ok((0..n)
+            (0..n)
                 .map(|i| {
                     r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
                         rusqlite::types::Value::Null => "NULL".to_string(),
@@ -159,7 +159,7 @@ impl World {
                         other => format!("{other:?}"),
                     })
                 })
-                .collect::<Result<Vec<_>, _>>()?)
+                .collect::<Result<Vec<_>, _>>()
         })
         .unwrap()
         .map(Result::unwrap)
