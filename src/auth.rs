@@ -140,7 +140,7 @@ impl TokenSource {
             tenant_id: tenant.tenant_id.clone(),
             client_id: tenant.client_id.clone(),
             token_url,
-            scope: format!("{}/.default", tenant.graph_url),
+            scope: graph_scope(&tenant.graph_url),
             client,
             http,
             cached: Mutex::new(None),
@@ -253,6 +253,16 @@ impl TokenSource {
                 .replace("  ", " "),
             fix,
         }
+    }
+}
+
+/// The `.default` scope of the Graph resource: `https://graph.microsoft.com/.default`, or the
+/// national cloud's Graph root. A plain-http loopback test server stands in for global Graph.
+fn graph_scope(graph_url: &str) -> String {
+    if graph_url.starts_with("https://") {
+        format!("{graph_url}/.default")
+    } else {
+        "https://graph.microsoft.com/.default".into()
     }
 }
 

@@ -30,7 +30,13 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(cli.log_format);
+    // The demo prints its own story; its log would only repeat it.
+    let default_level = if matches!(cli.command, Command::Demo) {
+        "error"
+    } else {
+        "info"
+    };
+    init_logging(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -308,7 +308,7 @@ impl<'a> Planner<'a> {
             claimed: HashSet::new(),
             emails_this_run: HashMap::new(),
             skipped: HashSet::new(),
-            reports: Vec::new(),
+            reports: resolution.reports.clone(),
         }
     }
 
