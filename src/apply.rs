@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::plan::{Action, Change, GroupChange, Plan, RecordRef};
 use crate::record::RecordKind;
-use crate::store::{RunRecord, Store, StoreError, insert_run};
+use crate::store::{MirrorWrite, RunRecord, Store, StoreError, insert_run, write_mirror};
 
 /// RFC 3339 UTC, second precision: `2026-11-23T17:04:05Z`.
 pub fn now_rfc3339() -> String {
@@ -36,8 +36,14 @@ fn sql_value(v: &Value) -> rusqlite::types::Value {
 }
 
 impl Store {
-    /// Applies `plan` and records `run` (its counts are filled from the plan). Returns the run id.
-    pub fn apply(&mut self, plan: &Plan, run: &RunRecord) -> Result<i64, StoreError> {
+    /// Applies `plan`, records `run`, and writes the Entra mirror and delta cursors the plan
+    /// was made from — all in one transaction. Returns the run id.
+    pub fn apply(
+        &mut self,
+        plan: &Plan,
+        run: &RunRecord,
+        mirror: Option<&MirrorWrite<'_>>,
+    ) -> Result<i64, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -98,6 +104,9 @@ impl Store {
                     report.message
                 ],
             )?;
+        }
+        if let Some(mirror) = mirror {
+            write_mirror(&tx, &plan.tenant, mirror, &now)?;
         }
         tx.commit()?;
         Ok(run_id)

@@ -14,6 +14,7 @@ pub mod directory;
 pub mod graph;
 pub mod plan;
 pub mod record;
+pub mod refresh;
 pub mod resolve;
 pub mod schedule;
 pub mod secret;

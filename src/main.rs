@@ -8,9 +8,11 @@ use entra_sync::cli::{self, Cli, Command, LogFormat};
 use entra_sync::sync::SyncOptions;
 use tracing_subscriber::EnvFilter;
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,tokio_cron_scheduler=warn,rusqlite_migration=warn")
+        EnvFilter::new(format!(
+            "{default},tokio_cron_scheduler=warn,rusqlite_migration=warn"
+        ))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -14,11 +14,12 @@ use serde::Serialize;
 use crate::apply::now_rfc3339;
 use crate::config::{Config, TenantConfig};
 use crate::directory::Snapshot;
-use crate::graph::{GraphClient, GraphError, fetch};
+use crate::graph::{GraphClient, GraphError};
 use crate::plan::{self, Action, Plan, RecordRef, Safety, StoreView};
 use crate::record::{RecordKind, fold};
-use crate::resolve::{self, Report, Resolution, Rules};
-use crate::store::{RunCounts, RunRecord, Store, WriterLock};
+use crate::refresh;
+use crate::resolve::{self, Report, Rules};
+use crate::store::{MirrorWrite, RunCounts, RunRecord, Store, WriterLock};
 
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
@@ -152,10 +153,9 @@ async fn run_tenant(
 ) -> Option<TenantOutcome> {
     let started = Instant::now();
     let started_at = now_rfc3339();
-    let mode = if opts.user.is_some() { "user" } else { "full" };
     let mut outcome = TenantOutcome {
         tenant: tenant.name.clone(),
-        mode: mode.to_string(),
+        mode: if opts.user.is_some() { "user" } else { "full" }.to_string(),
         status: RunStatus::Failed,
         counts: RunCounts::default(),
         graph_requests: 0,
@@ -165,40 +165,11 @@ async fn run_tenant(
         reports: Vec::new(),
         plan: None,
     };
-    let rules = rules_for(config, tenant);
-    let client = match GraphClient::new(tenant, &config.sync) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            outcome.error = Some(e.to_string());
-            return Some(finish_failed(config, opts, outcome, &started_at, started));
-        }
-    };
-    let rule_groups: Vec<String> = rules.rules.iter().map(|r| r.group_id.clone()).collect();
-    let fetched = fetch::full_snapshot(&client, &rule_groups, rules.nested_groups).await;
-    outcome.graph_requests = client.stats.requests();
-    let snapshot = match fetched {
-        Ok(s) => s,
-        Err(e) => {
-            outcome.error = Some(describe_graph_error(&tenant.name, &e));
-            return Some(finish_failed(config, opts, outcome, &started_at, started));
-        }
-    };
-    let resolution = resolve::resolve(&rules, &snapshot);
-    let result = plan_and_apply(
-        config,
-        tenant,
-        opts,
-        &snapshot,
-        &resolution,
-        mode,
-        &started_at,
-        outcome.graph_requests,
-    );
+    let result = tenant_run(config, tenant, opts, &started_at, &mut outcome).await;
     outcome.duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(None) => None,
-        Ok(Some((plan, status))) => {
-            outcome.status = status;
+        Ok(Some(plan)) => {
             outcome.counts = counts(&plan);
             outcome.hold_reason = plan.hold_reason.clone();
             outcome.reports = plan.reports.clone();
@@ -208,23 +179,22 @@ async fn run_tenant(
         }
         Err(e) => {
             outcome.error = Some(format!("tenant \"{}\": {e}", tenant.name));
-            Some(finish_failed(config, opts, outcome, &started_at, started))
+            Some(finish_failed(config, opts, outcome, &started_at))
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn plan_and_apply(
+/// The run itself; fills `outcome`'s mode, status and request count as it learns them.
+async fn tenant_run(
     config: &Config,
     tenant: &TenantConfig,
     opts: &SyncOptions,
-    snapshot: &Snapshot,
-    resolution: &Resolution,
-    mode: &str,
     started_at: &str,
-    graph_requests: u64,
-) -> Result<Option<(Plan, RunStatus)>, anyhow::Error> {
+    outcome: &mut TenantOutcome,
+) -> Result<Option<Plan>, anyhow::Error> {
     let store_path = &config.store.path;
+    // The writer lock covers the whole run, Graph reads included, so two syncs never work
+    // from the same cursors: a one-off sync waits for the daemon's run and then starts fresh.
     let _lock = if opts.dry_run {
         None
     } else {
@@ -235,6 +205,96 @@ fn plan_and_apply(
     } else {
         Some(Store::open(store_path)?)
     };
+    let rules = rules_for(config, tenant);
+    let client = Arc::new(GraphClient::new(tenant, &config.sync)?);
+    let stored_cursors = match &store {
+        Some(s) => s.load_cursors(&tenant.name)?,
+        None => None,
+    };
+    let load_mirror = |store: &Option<Store>| -> Result<Snapshot, String> {
+        match store {
+            Some(s) => s.load_mirror(&tenant.name).map_err(|e| e.to_string()),
+            None => Ok(Snapshot::default()),
+        }
+    };
+    let graph_result = async {
+        if opts.user.is_none()
+            && !opts.full
+            && let Some(cursors) = &stored_cursors
+        {
+            match refresh::incremental(&client, &rules, cursors, || load_mirror(&store)).await {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => tracing::info!(tenant = %tenant.name, "tracked groups changed; running a full sync"),
+                Err(GraphError::CursorExpired { what, code }) => {
+                    tracing::warn!(tenant = %tenant.name, "{what}: delta cursor expired ({code}); running a full sync")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mirror_groups = match &store {
+            Some(s) => s.load_mirror(&tenant.name).map(|m| m.groups.into_keys().collect()).unwrap_or_default(),
+            None => Default::default(),
+        };
+        refresh::full(&client, &rules, &mirror_groups).await
+    }
+    .await;
+    outcome.graph_requests = client.stats.requests();
+    let refreshed = graph_result.map_err(|e| anyhow::anyhow!(e))?;
+    if opts.user.is_none() {
+        outcome.mode = refreshed.mode.as_str().to_string();
+    }
+    let mode = outcome.mode.clone();
+
+    let last_status = match &store {
+        Some(s) => s.last_status(&tenant.name)?,
+        None => None,
+    };
+    let rules_changed = stored_cursors
+        .as_ref()
+        .is_none_or(|c| c.rules != refreshed.cursors.rules);
+    let previous = match (&refreshed.snapshot, &store) {
+        (Some(_), _) | (None, None) => load_mirror(&store).map_err(|e| anyhow::anyhow!(e))?,
+        (None, Some(_))
+            if rules_changed
+                || last_status.as_deref() == Some("held")
+                || opts.allow_mass_deactivation =>
+        {
+            load_mirror(&store).map_err(|e| anyhow::anyhow!(e))?
+        }
+        (None, Some(_)) => {
+            // Nothing happened in Entra and nothing changed here: record the run and the new
+            // cursors, touch no record.
+            let plan = Plan {
+                tenant: tenant.name.clone(),
+                ..Plan::default()
+            };
+            outcome.status = if opts.dry_run {
+                RunStatus::DryRun
+            } else {
+                RunStatus::Success
+            };
+            if let Some(store) = store.as_mut()
+                && !opts.dry_run
+            {
+                let run = run_record(
+                    tenant,
+                    &mode,
+                    started_at,
+                    outcome.status,
+                    &plan,
+                    outcome.graph_requests,
+                );
+                let mirror = MirrorWrite {
+                    snapshot: None,
+                    cursors: &refreshed.cursors,
+                };
+                store.apply(&plan, &run, Some(&mirror))?;
+            }
+            return Ok(Some(plan));
+        }
+    };
+    let snapshot = refreshed.snapshot.as_ref().unwrap_or(&previous);
+    let resolution = resolve::resolve(&rules, snapshot);
     let view = match &store {
         Some(s) => s.view(&tenant.name)?,
         None => StoreView::default(),
@@ -265,11 +325,11 @@ fn plan_and_apply(
         },
         None => None,
     };
-    let mut plan = plan::plan(&tenant.name, resolution, &view, &group_names, &safety);
+    let mut plan = plan::plan(&tenant.name, &resolution, &view, &group_names, &safety);
     if let Some(id) = &user {
         plan = restrict_to_user(plan, id, &view);
     }
-    let status = if opts.dry_run {
+    outcome.status = if opts.dry_run {
         RunStatus::DryRun
     } else if plan.hold_reason.is_some() {
         RunStatus::Held
@@ -279,19 +339,42 @@ fn plan_and_apply(
     if let Some(store) = store.as_mut()
         && !opts.dry_run
     {
-        let run = RunRecord {
-            tenant: tenant.name.clone(),
-            mode: mode.to_string(),
-            started_at: started_at.to_string(),
-            finished_at: Some(now_rfc3339()),
-            status: status.as_str().to_string(),
-            counts: counts(&plan),
-            graph_requests: graph_requests as i64,
-            error: plan.hold_reason.clone(),
+        let run = run_record(
+            tenant,
+            &mode,
+            started_at,
+            outcome.status,
+            &plan,
+            outcome.graph_requests,
+        );
+        // A one-user run resolves from fresh data but must not move the tenant's cursors.
+        let mirror = MirrorWrite {
+            snapshot: refreshed.snapshot.as_ref().map(|s| (s, &previous)),
+            cursors: &refreshed.cursors,
         };
-        store.apply(&plan, &run)?;
+        store.apply(&plan, &run, user.is_none().then_some(&mirror))?;
     }
-    Ok(Some((plan, status)))
+    Ok(Some(plan))
+}
+
+fn run_record(
+    tenant: &TenantConfig,
+    mode: &str,
+    started_at: &str,
+    status: RunStatus,
+    plan: &Plan,
+    graph_requests: u64,
+) -> RunRecord {
+    RunRecord {
+        tenant: tenant.name.clone(),
+        mode: mode.to_string(),
+        started_at: started_at.to_string(),
+        finished_at: Some(now_rfc3339()),
+        status: status.as_str().to_string(),
+        counts: counts(plan),
+        graph_requests: graph_requests as i64,
+        error: plan.hold_reason.clone(),
+    }
 }
 
 /// The object id of the user `query` names (object id, UPN or mail), in Entra or in the store.
@@ -365,10 +448,8 @@ fn finish_failed(
     opts: &SyncOptions,
     mut outcome: TenantOutcome,
     started_at: &str,
-    started: Instant,
 ) -> TenantOutcome {
     outcome.status = RunStatus::Failed;
-    outcome.duration_ms = started.elapsed().as_millis() as u64;
     let error = outcome.error.clone().unwrap_or_default();
     tracing::error!(tenant = %outcome.tenant, "{error}");
     if !opts.dry_run {
@@ -389,11 +470,6 @@ fn finish_failed(
         }
     }
     outcome
-}
-
-/// One line naming the tenant, the thing at fault and what to do.
-pub fn describe_graph_error(tenant: &str, e: &GraphError) -> String {
-    format!("tenant \"{tenant}\": {e}")
 }
 
 fn log_outcome(o: &TenantOutcome) {

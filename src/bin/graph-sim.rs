@@ -1,3 +1,161 @@
-//! graph-sim binary (being built).
+//! graph-sim: serve a simulated Microsoft Entra ID tenant (token endpoint + Graph v1.0).
+//!
+//! Thin CLI over `entra_sync::sim`. Prints the base URL as the first stdout line, then serves
+//! until SIGINT/SIGTERM. See docs/graph-sim.md.
 
-fn main() {}
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use entra_sync::sim::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Sim, SimOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "graph-sim",
+    version,
+    about = "Simulated Microsoft Entra ID tenant: token endpoint and Graph v1.0"
+)]
+struct Cli {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Live users to generate.
+    #[arg(long, default_value_t = 50)]
+    users: usize,
+    /// Security groups to generate.
+    #[arg(long, default_value_t = 6)]
+    groups: usize,
+    /// Seed of the generated tenant (same seed, same tenant).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Server-side maximum page size of member and user listings (Graph: 999).
+    #[arg(long, default_value_t = 999)]
+    page_size: usize,
+    /// Entries per users/groups delta page.
+    #[arg(long, default_value_t = 200)]
+    delta_page_size: usize,
+    /// Tenant domain name.
+    #[arg(long, default_value = "contoso.onmicrosoft.com")]
+    tenant: String,
+    /// Client (application) id of the app registration.
+    #[arg(long, default_value = DEFAULT_CLIENT_ID)]
+    client_id: String,
+    /// Client secret the token endpoint accepts.
+    #[arg(long, env = "GRAPH_SIM_CLIENT_SECRET", default_value = DEFAULT_CLIENT_SECRET, hide_default_value = true, hide_env_values = true)]
+    client_secret: String,
+    /// Access token lifetime in seconds (expires_in).
+    #[arg(long, default_value_t = 3599.0)]
+    token_lifetime: f64,
+    /// Write a ready entra-sync config here (and the secret as sim.secret next to it, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    write_config: Option<PathBuf>,
+    /// Store path written into the config (default: psa.db next to the config file).
+    #[arg(long, value_name = "PATH", requires = "write_config")]
+    store_path: Option<PathBuf>,
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    f.write_all(secret.as_bytes())?;
+    Ok(())
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let lifetime = Duration::try_from_secs_f64(cli.token_lifetime)
+        .context("--token-lifetime must be positive")?;
+    let opts = SimOptions {
+        users: cli.users,
+        groups: cli.groups,
+        seed: cli.seed,
+        page_size: cli.page_size,
+        delta_page_size: cli.delta_page_size,
+        tenant: cli.tenant,
+        client_id: cli.client_id,
+        client_secret: cli.client_secret.clone(),
+        token_lifetime: lifetime,
+    };
+    let listener = tokio::net::TcpListener::bind(&cli.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let sim = Sim::start_on(listener, opts).await?;
+    if let Some(config) = &cli.write_config {
+        let dir = config
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), PathBuf::from);
+        let secret_file = dir.join("sim.secret");
+        write_secret(&secret_file, &cli.client_secret)?;
+        let store = cli.store_path.clone().unwrap_or_else(|| dir.join("psa.db"));
+        let secret_abs = std::path::absolute(&secret_file).unwrap_or(secret_file);
+        let store_abs = std::path::absolute(&store).unwrap_or(store);
+        std::fs::write(config, sim.config_toml(&store_abs, &secret_abs))
+            .with_context(|| format!("cannot write {}", config.display()))?;
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", sim.base_url())?;
+        out.flush()?;
+    }
+    eprintln!(
+        "graph-sim: tenant {} ({}), {} users, {} groups, seed {}; control API at {}/_sim/",
+        sim.control().tenant(),
+        sim.control().tenant_guid(),
+        cli.users,
+        cli.groups,
+        cli.seed,
+        sim.base_url()
+    );
+    stop_signal().await;
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("graph-sim: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

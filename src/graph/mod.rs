@@ -5,6 +5,7 @@
 //! Owns HTTP and Graph's error semantics ([`GraphError`] names the caller's reaction). It must
 //! not decide anything about records; [`fetch`] builds directory snapshots on top of it.
 
+pub mod delta;
 pub mod fetch;
 pub mod wire;
 

@@ -95,6 +95,47 @@ pub fn parse_user(obj: &Value) -> Option<EntraUser> {
     })
 }
 
+/// `existing` with the properties a delta item carries laid over it (delta items may carry
+/// only some properties; absent keys keep their value, `null` clears).
+pub fn merge_user(
+    id: &str,
+    existing: Option<&EntraUser>,
+    changes: &serde_json::Map<String, Value>,
+) -> Option<EntraUser> {
+    let mut obj = serde_json::Map::new();
+    obj.insert("id".into(), Value::String(id.to_string()));
+    if let Some(u) = existing {
+        let s = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
+        obj.insert("userPrincipalName".into(), s(&u.user_principal_name));
+        obj.insert("mail".into(), s(&u.mail));
+        obj.insert("givenName".into(), s(&u.given_name));
+        obj.insert("surname".into(), s(&u.surname));
+        obj.insert("jobTitle".into(), s(&u.job_title));
+        obj.insert("department".into(), s(&u.department));
+        obj.insert(
+            "businessPhones".into(),
+            Value::Array(
+                u.business_phone
+                    .iter()
+                    .cloned()
+                    .map(Value::String)
+                    .collect(),
+            ),
+        );
+        obj.insert(
+            "accountEnabled".into(),
+            u.account_enabled.map_or(Value::Null, Value::Bool),
+        );
+        obj.insert("userType".into(), s(&u.user_type));
+    }
+    for (k, v) in changes {
+        if k != "id" {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    parse_user(&Value::Object(obj))
+}
+
 /// `{"error":{"code","message","innerError":{…}}}`; the inner key is matched case-insensitively.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GraphErrorBody {

@@ -138,7 +138,7 @@ impl World {
             graph_requests: 0,
             error: None,
         };
-        self.store.apply(&p, &run).unwrap();
+        self.store.apply(&p, &run, None).unwrap();
         p
     }
 

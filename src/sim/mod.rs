@@ -1,1 +1,456 @@
-//! graph-sim: a simulated Microsoft identity platform + Graph v1.0 tenant (being built).
+//! graph-sim: a simulated Microsoft identity platform + Graph v1.0 tenant, in-process.
+//!
+//! [`Sim::start`] binds a port and serves, on one base URL, the token endpoint
+//! (`{base}/{tenant}/oauth2/v2.0/token`), the Graph endpoints entra-sync reads
+//! (`{base}/v1.0/...`) and a control API (`{base}/_sim/...`, see `docs/graph-sim.md`).
+//! [`SimControl`] offers the control API as plain methods for in-process tests.
+//!
+//! Module map: `generate` builds the seeded tenant, `tenant` owns the directory and its change
+//! log, `render` the property catalogs and JSON shapes, `odata` query options / tokens / error
+//! bodies, `token` the token endpoint, `graph` Graph routing and listings, `delta` delta
+//! rounds, `batch` JSON batching, `faults` fault injection and transport tricks, `stats`
+//! request counts, `server` the HTTP front door, `control` the `/_sim` API, `config` the
+//! entra-sync config it can write.
+
+mod batch;
+mod config;
+mod control;
+mod delta;
+mod faults;
+mod generate;
+mod graph;
+mod model;
+mod odata;
+mod render;
+mod server;
+mod stats;
+mod tenant;
+mod token;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::{Rng, SeedableRng};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub use faults::{Fault, FaultKind};
+pub use model::{GroupPatch, NewUser, ObjectKind, SimError, SimGroup, SimUser, UserPatch};
+pub use stats::SimStats;
+
+use faults::FaultList;
+use tenant::{DeltaExpiry, Directory};
+use token::TokenStore;
+
+/// Default client (application) id of the simulated app registration.
+pub const DEFAULT_CLIENT_ID: &str = "8d3f5a4e-2b1c-4e7a-9f60-5c2d1e0b7a93";
+/// Default client secret: distinctive, so a test can grep logs for leaks.
+pub const DEFAULT_CLIENT_SECRET: &str = "sim-SECRET-do-not-log-7Q~x";
+
+/// How to build and serve the simulated tenant.
+#[derive(Clone)]
+pub struct SimOptions {
+    /// Live users generated (a few soft-deleted ones are added on top, see docs).
+    pub users: usize,
+    /// Security groups generated.
+    pub groups: usize,
+    pub seed: u64,
+    /// Server-side maximum page size of member/user listings; the effective page is
+    /// `min($top or 100, page_size)`.
+    pub page_size: usize,
+    /// Items per users/groups delta page (a group and each `members@delta` entry count one).
+    pub delta_page_size: usize,
+    /// Tenant domain; the token endpoint accepts it or [`SimControl::tenant_guid`].
+    pub tenant: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub token_lifetime: Duration,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            users: 50,
+            groups: 6,
+            seed: 1,
+            page_size: 999,
+            delta_page_size: 200,
+            tenant: "contoso.onmicrosoft.com".to_owned(),
+            client_id: DEFAULT_CLIENT_ID.to_owned(),
+            client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
+            token_lifetime: Duration::from_secs(3599),
+        }
+    }
+}
+
+impl std::fmt::Debug for SimOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimOptions")
+            .field("users", &self.users)
+            .field("groups", &self.groups)
+            .field("seed", &self.seed)
+            .field("page_size", &self.page_size)
+            .field("delta_page_size", &self.delta_page_size)
+            .field("tenant", &self.tenant)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
+            .field("token_lifetime", &self.token_lifetime)
+            .finish()
+    }
+}
+
+type TransitiveCache = HashMap<Uuid, (u64, Arc<Vec<(Uuid, ObjectKind)>>)>;
+
+/// State shared by every request handler and control handle.
+pub(crate) struct Shared {
+    pub opts: SimOptions,
+    pub base_url: String,
+    pub tenant_guid: String,
+    /// Random per start: delta tokens of another simulator instance are not found.
+    pub instance: u64,
+    pub dir: RwLock<Directory>,
+    pub tokens: Mutex<TokenStore>,
+    pub faults: Mutex<FaultList>,
+    pub stats: Mutex<SimStats>,
+    pub transitive_cache: Mutex<TransitiveCache>,
+    pub delta_cache: Mutex<delta::Cache>,
+}
+
+/// Locks that survive a panicked holder (the data is still consistent: every mutation is
+/// applied before it is logged).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Directory> {
+        self.dir.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Directory> {
+        self.dir.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Transitive members of a group, cached until the next membership change.
+    pub(crate) fn transitive(&self, dir: &Directory, group: &Uuid) -> Arc<Vec<(Uuid, ObjectKind)>> {
+        let mut cache = lock(&self.transitive_cache);
+        if let Some((version, list)) = cache.get(group)
+            && *version == dir.membership_version
+        {
+            return list.clone();
+        }
+        let list = Arc::new(dir.transitive_members(group));
+        if cache.len() > 256 {
+            cache.clear();
+        }
+        cache.insert(*group, (dir.membership_version, list.clone()));
+        list
+    }
+}
+
+fn tenant_guid_for(seed: u64) -> String {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x007e_4a47_5eed);
+    uuid::Builder::from_random_bytes(rng.r#gen())
+        .into_uuid()
+        .to_string()
+}
+
+/// A running simulator.
+pub struct Sim {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Sim {
+    /// Builds the tenant and serves it on `127.0.0.1:0`.
+    pub async fn start(opts: SimOptions) -> anyhow::Result<Sim> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Sim::start_on(listener, opts).await
+    }
+
+    /// Builds the tenant and serves it on a listener the caller bound.
+    pub async fn start_on(listener: TcpListener, opts: SimOptions) -> anyhow::Result<Sim> {
+        anyhow::ensure!(opts.page_size >= 1, "page_size must be at least 1");
+        anyhow::ensure!(
+            opts.delta_page_size >= 2,
+            "delta_page_size must be at least 2"
+        );
+        let mut addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let base_url = format!("http://{addr}");
+        let (users, groups, seed, tenant) =
+            (opts.users, opts.groups, opts.seed, opts.tenant.clone());
+        let generated =
+            tokio::task::spawn_blocking(move || generate::generate(users, groups, seed, &tenant))
+                .await?;
+        let shared = Arc::new(Shared {
+            tenant_guid: tenant_guid_for(opts.seed),
+            opts,
+            base_url,
+            instance: rand::random(),
+            dir: RwLock::new(generated.dir),
+            tokens: Mutex::new(TokenStore::default()),
+            faults: Mutex::new(FaultList::default()),
+            stats: Mutex::new(SimStats::default()),
+            transitive_cache: Mutex::new(HashMap::new()),
+            delta_cache: Mutex::new(delta::Cache::default()),
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(listener, shared.clone(), async move {
+            let _ = stopped.await;
+        }));
+        tracing::debug!(base_url = %shared.base_url, "graph-sim listening");
+        Ok(Sim {
+            shared,
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`: the authority and the Graph base URL.
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn control(&self) -> SimControl {
+        SimControl {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// An entra-sync config for this tenant (one rule per security group).
+    pub fn config_toml(&self, store_path: &Path, secret_file: &Path) -> String {
+        config::config_toml(&self.shared, store_path, secret_file)
+    }
+
+    /// Stops serving; requests still running get up to two seconds to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if self.stop.is_some() {
+            self.task.abort();
+        }
+    }
+}
+
+/// A handle to change and inspect the running tenant in-process (same abilities as `/_sim/`).
+#[derive(Clone)]
+pub struct SimControl {
+    shared: Arc<Shared>,
+}
+
+impl SimControl {
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    pub fn tenant(&self) -> String {
+        self.shared.opts.tenant.clone()
+    }
+
+    pub fn tenant_guid(&self) -> String {
+        self.shared.tenant_guid.clone()
+    }
+
+    pub fn client_id(&self) -> String {
+        self.shared.opts.client_id.clone()
+    }
+
+    /// Live (not deleted) users, ordered by id.
+    pub fn users(&self) -> Vec<SimUser> {
+        let dir = self.shared.read();
+        dir.users
+            .values()
+            .filter(|u| u.deleted_date_time.is_none())
+            .cloned()
+            .collect()
+    }
+
+    /// Soft-deleted users (in deletedItems).
+    pub fn deleted_users(&self) -> Vec<SimUser> {
+        let dir = self.shared.read();
+        dir.users
+            .values()
+            .filter(|u| u.deleted_date_time.is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// A user by id, live or soft-deleted.
+    pub fn user(&self, id: &str) -> Option<SimUser> {
+        let id = Uuid::parse_str(id).ok()?;
+        self.shared.read().users.get(&id).cloned()
+    }
+
+    /// A live user by id or UPN (case-insensitive).
+    pub fn find_user(&self, id_or_upn: &str) -> Option<SimUser> {
+        self.shared.read().find_user(id_or_upn).cloned()
+    }
+
+    /// Live groups (security and Microsoft 365), ordered by id.
+    pub fn groups(&self) -> Vec<SimGroup> {
+        let dir = self.shared.read();
+        dir.groups
+            .values()
+            .filter(|g| g.deleted.is_none())
+            .map(|g| g.view())
+            .collect()
+    }
+
+    /// Live security groups ordered by `createdDateTime` (the ones `config_toml` writes rules for).
+    pub fn security_groups(&self) -> Vec<SimGroup> {
+        let mut v: Vec<SimGroup> = self
+            .groups()
+            .into_iter()
+            .filter(|g| g.security_enabled && g.group_types.is_empty())
+            .collect();
+        v.sort_by(|a, b| {
+            a.created_date_time
+                .cmp(&b.created_date_time)
+                .then(a.id.cmp(&b.id))
+        });
+        v
+    }
+
+    pub fn group(&self, id: &str) -> Option<SimGroup> {
+        let id = Uuid::parse_str(id).ok()?;
+        self.shared.read().live_group(&id).map(|g| g.view())
+    }
+
+    /// Ids of every object reached through nested groups (deduplicated, no soft-deleted users).
+    pub fn transitive_member_ids(&self, group_id: &str) -> Vec<String> {
+        let Ok(id) = Uuid::parse_str(group_id) else {
+            return Vec::new();
+        };
+        let dir = self.shared.read();
+        dir.transitive_members(&id)
+            .into_iter()
+            .filter(|(m, k)| dir.member_visible(m, *k))
+            .map(|(m, _)| m.to_string())
+            .collect()
+    }
+
+    pub fn add_user(&self, user: NewUser) -> SimUser {
+        self.shared.write().add_user(user)
+    }
+
+    pub fn update_user(&self, id: &str, patch: UserPatch) -> Result<SimUser, SimError> {
+        self.shared.write().update_user(id, patch)
+    }
+
+    pub fn disable_user(&self, id: &str) -> Result<SimUser, SimError> {
+        self.update_user(
+            id,
+            UserPatch {
+                account_enabled: Some(false),
+                ..UserPatch::default()
+            },
+        )
+    }
+
+    /// Soft delete: the user moves to deletedItems, leaves /members listings and 404s on
+    /// /users/{id}, but keeps its memberships (group delta keeps it as a member).
+    pub fn delete_user(&self, id: &str) -> Result<(), SimError> {
+        self.shared.write().delete_user(id)
+    }
+
+    /// Permanent delete (also of a live user): memberships end, delta reports `deleted`.
+    pub fn hard_delete_user(&self, id: &str) -> Result<(), SimError> {
+        self.shared.write().hard_delete_user(id)
+    }
+
+    /// Restore a soft-deleted user with its memberships.
+    pub fn restore_user(&self, id: &str) -> Result<SimUser, SimError> {
+        self.shared.write().restore_user(id)
+    }
+
+    /// A new security group (no members).
+    pub fn create_group(&self, display_name: &str, created: DateTime<Utc>) -> SimGroup {
+        self.shared.write().create_group(display_name, created)
+    }
+
+    pub fn update_group(&self, id: &str, patch: GroupPatch) -> Result<SimGroup, SimError> {
+        self.shared.write().update_group(id, patch)
+    }
+
+    /// Permanently delete a group (security groups skip deletedItems).
+    pub fn delete_group(&self, id: &str) -> Result<(), SimError> {
+        self.shared.write().delete_group(id)
+    }
+
+    /// Add a user, group, device or contact to a group (no-op if already a member).
+    pub fn add_member(&self, group_id: &str, member_id: &str) -> Result<(), SimError> {
+        self.shared.write().add_member(group_id, member_id)
+    }
+
+    pub fn remove_member(&self, group_id: &str, member_id: &str) -> Result<(), SimError> {
+        self.shared.write().remove_member(group_id, member_id)
+    }
+
+    pub fn inject_fault(&self, fault: Fault) {
+        lock(&self.shared.faults).push(fault);
+    }
+
+    pub fn faults(&self) -> Vec<Fault> {
+        lock(&self.shared.faults).list()
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
+    }
+
+    /// Every delta token issued so far (nextLinks and deltaLinks) answers
+    /// `400 syncStateNotFound` from now on.
+    pub fn expire_delta_tokens(&self) {
+        self.expire_delta_tokens_with(400);
+    }
+
+    /// Like [`Self::expire_delta_tokens`] with the status to answer: 400 (code
+    /// `syncStateNotFound`) or 410 Gone (code `syncStateNotFound`, `Location` = the initial query).
+    pub fn expire_delta_tokens_with(&self, status: u16) {
+        let mut dir = self.shared.write();
+        let epoch = dir.expiry.map_or(0, |e| e.epoch) + 1;
+        dir.expiry = Some(DeltaExpiry { epoch, status });
+    }
+
+    /// Every access token issued so far is expired from now on.
+    pub fn expire_access_tokens(&self) {
+        lock(&self.shared.tokens).expire_all();
+    }
+
+    pub fn stats(&self) -> SimStats {
+        lock(&self.shared.stats).clone()
+    }
+
+    pub fn reset_stats(&self) {
+        *lock(&self.shared.stats) = SimStats::default();
+    }
+}

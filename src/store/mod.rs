@@ -5,6 +5,11 @@
 //! [`Store::apply`] (in [`crate::apply`]), [`Store::record_failed_run`] and the status reads.
 //! It must not decide anything about records.
 
+mod mirror;
+
+pub(crate) use mirror::write_mirror;
+pub use mirror::{Cursors, MirrorWrite};
+
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,266 @@
+//! Bringing a tenant's view of Entra up to date: a full read of every tracked group, or the
+//! delta rounds since the stored cursors applied to the stored mirror (SPEC 5.1).
+//!
+//! Owns the choice between the two (no cursors, changed scope, an expired cursor, a new nested
+//! group → full) and the new cursors. Talks to Graph through [`crate::graph`]; reads nothing
+//! from the store itself and writes nothing — the caller passes the mirror in and commits the
+//! result with the run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use crate::directory::{MemberType, Snapshot};
+use crate::graph::delta::{self, GroupChanges};
+use crate::graph::wire::{USER_SELECT, merge_user, parse_user};
+use crate::graph::{GraphClient, GraphError, fetch};
+use crate::resolve::Rules;
+use crate::store::Cursors;
+
+/// How the new state was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Full,
+    Incremental,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Incremental => "incremental",
+        }
+    }
+}
+
+pub struct Refreshed {
+    pub mode: Mode,
+    /// The tenant's directory now. `None` when an incremental round brought nothing at all:
+    /// the stored mirror is still current and need not even be loaded.
+    pub snapshot: Option<Snapshot>,
+    pub cursors: Cursors,
+}
+
+/// What the cursors track: the rule groups, nesting and the user `$select`.
+pub fn scope_fingerprint(rules: &Rules) -> String {
+    let mut groups: Vec<&str> = rules.rules.iter().map(|r| r.group_id.as_str()).collect();
+    groups.sort_unstable();
+    format!(
+        "v1;nested={};select={USER_SELECT};groups={}",
+        rules.nested_groups,
+        groups.join(",")
+    )
+}
+
+/// Everything else of the mapping config: a change means every user is resolved again.
+pub fn rules_fingerprint(rules: &Rules) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    format!("{rules:?}").hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// A full read, with cursors taken *before* it so changes made during the read are replayed
+/// by the next incremental round rather than lost.
+pub async fn full(
+    client: &Arc<GraphClient>,
+    rules: &Rules,
+    mirror_groups: &BTreeSet<String>,
+) -> Result<Refreshed, GraphError> {
+    let rule_groups: Vec<String> = rules.rules.iter().map(|r| r.group_id.clone()).collect();
+    let mut tracked: BTreeSet<String> = rule_groups.iter().cloned().collect();
+    if rules.nested_groups {
+        tracked.extend(mirror_groups.iter().cloned());
+    }
+    let mut links = BTreeMap::new();
+    let users = delta::round(client, &delta::users_latest(client), "users delta").await?;
+    links.insert("users".to_string(), users.delta_link);
+    let mut group_links = latest_group_links(client, &tracked).await?;
+    let snapshot = fetch::full_snapshot(client, &rule_groups, rules.nested_groups).await?;
+    let now_tracked: BTreeSet<String> = snapshot.groups.keys().cloned().collect();
+    if now_tracked != tracked {
+        // Nesting changed since the last run: track the groups as they are now. A change
+        // inside a newly found nested group during this read waits for the next full sync.
+        group_links = latest_group_links(client, &now_tracked).await?;
+    }
+    links.extend(group_links);
+    Ok(Refreshed {
+        mode: Mode::Full,
+        snapshot: Some(snapshot),
+        cursors: Cursors {
+            scope: scope_fingerprint(rules),
+            rules: rules_fingerprint(rules),
+            links,
+        },
+    })
+}
+
+async fn latest_group_links(
+    client: &GraphClient,
+    groups: &BTreeSet<String>,
+) -> Result<BTreeMap<String, String>, GraphError> {
+    let mut links = BTreeMap::new();
+    for (i, url) in delta::groups_latest(client, groups).into_iter().enumerate() {
+        let round = delta::round(client, &url, "groups delta").await?;
+        links.insert(format!("groups:{i}"), round.delta_link);
+    }
+    Ok(links)
+}
+
+/// The delta rounds since `cursors`. `Ok(None)` when only a full read can be trusted (the
+/// scope changed, or a nested group appeared); `Err(CursorExpired)` likewise, said by Graph.
+/// `mirror` is loaded only when a round brought something.
+pub async fn incremental(
+    client: &GraphClient,
+    rules: &Rules,
+    cursors: &Cursors,
+    mirror: impl FnOnce() -> Result<Snapshot, String>,
+) -> Result<Option<Refreshed>, GraphError> {
+    if cursors.scope != scope_fingerprint(rules) || !cursors.links.contains_key("users") {
+        return Ok(None);
+    }
+    let mut links = BTreeMap::new();
+    let mut items = 0usize;
+    let users_link = cursors.links.get("users").cloned().unwrap_or_default();
+    let users = delta::round(client, &users_link, "users delta").await?;
+    items += users.items.len();
+    links.insert("users".to_string(), users.delta_link);
+    let mut groups = GroupChanges::default();
+    for (resource, link) in cursors
+        .links
+        .iter()
+        .filter(|(r, _)| r.starts_with("groups:"))
+    {
+        let round = delta::round(client, link, "groups delta").await?;
+        items += round.items.len();
+        let changes = delta::group_changes(&round.items);
+        for (g, members) in changes.members {
+            groups.members.entry(g).or_default().extend(members);
+        }
+        groups.renamed.extend(changes.renamed);
+        groups.deleted.extend(changes.deleted);
+        links.insert(resource.clone(), round.delta_link);
+    }
+    let new_cursors = Cursors {
+        scope: cursors.scope.clone(),
+        rules: rules_fingerprint(rules),
+        links,
+    };
+    if items == 0 {
+        return Ok(Some(Refreshed {
+            mode: Mode::Incremental,
+            snapshot: None,
+            cursors: new_cursors,
+        }));
+    }
+    let mut snapshot = mirror().map_err(|reason| GraphError::BadResponse {
+        what: "the stored mirror".into(),
+        reason,
+    })?;
+    let users = delta::user_changes(&users.items);
+    let rule_groups: BTreeSet<&str> = rules.rules.iter().map(|r| r.group_id.as_str()).collect();
+    if let Some(deleted) = groups
+        .deleted
+        .iter()
+        .find(|g| rule_groups.contains(g.as_str()))
+    {
+        return Err(GraphError::NotFound {
+            what: format!("group {deleted} (deleted in Entra)"),
+            code: "Request_ResourceNotFound".into(),
+        });
+    }
+    for g in &groups.deleted {
+        snapshot.groups.remove(g);
+    }
+    for (g, name) in &groups.renamed {
+        if let Some(group) = snapshot.groups.get_mut(g) {
+            group.display_name = Some(name.clone());
+        }
+    }
+    let mut added_users = BTreeSet::new();
+    let known_groups: BTreeSet<String> = snapshot.groups.keys().cloned().collect();
+    for (g, members) in &groups.members {
+        let Some(group) = snapshot.groups.get_mut(g) else {
+            continue;
+        };
+        for (member, change) in members {
+            match change {
+                Some(kind) => {
+                    group.members.insert(member.clone(), *kind);
+                    match kind {
+                        MemberType::User => {
+                            added_users.insert(member.clone());
+                        }
+                        MemberType::Group
+                            if rules.nested_groups && !known_groups.contains(member) =>
+                        {
+                            return Ok(None);
+                        }
+                        _ => {}
+                    }
+                }
+                None => {
+                    group.members.remove(member);
+                }
+            }
+        }
+    }
+    let members: BTreeSet<String> = snapshot
+        .groups
+        .values()
+        .flat_map(|g| g.members.iter())
+        .filter(|(_, k)| **k == MemberType::User)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for (id, props) in &users.changed {
+        if members.contains(id)
+            && let Some(user) = merge_user(id, snapshot.users.get(id), props)
+        {
+            snapshot.users.insert(id.clone(), user);
+        }
+    }
+    for id in &users.removed {
+        snapshot.users.remove(id);
+    }
+    // Members added this round that Graph did not describe in users delta: read them.
+    let missing: Vec<String> = added_users
+        .into_iter()
+        .filter(|id| !snapshot.users.contains_key(id) && !users.removed.contains(id))
+        .collect();
+    if !missing.is_empty() {
+        let paths: Vec<String> = missing
+            .iter()
+            .map(|id| format!("/users/{id}?$select={USER_SELECT}"))
+            .collect();
+        for (status, body) in client.batch_get(&paths, "reading added members").await? {
+            match status {
+                200..=299 => {
+                    if let Some(user) = parse_user(&body) {
+                        snapshot.users.insert(user.id.clone(), user);
+                    }
+                }
+                404 => {} // deleted since: out of scope
+                403 => {
+                    return Err(GraphError::Forbidden {
+                        what: "reading added members".into(),
+                        code: "Authorization_RequestDenied".into(),
+                    });
+                }
+                other => {
+                    return Err(GraphError::Status {
+                        what: "reading added members".into(),
+                        status: other,
+                        code: String::new(),
+                        message: String::new(),
+                    });
+                }
+            }
+        }
+    }
+    snapshot.users.retain(|id, _| members.contains(id));
+    fetch::check_permissions(&snapshot)?;
+    Ok(Some(Refreshed {
+        mode: Mode::Incremental,
+        snapshot: Some(snapshot),
+        cursors: new_cursors,
+    }))
+}

@@ -1,0 +1,107 @@
+//! The command line as an operator meets it: exit codes, dry-run, one-user resync, errors.
+
+use crate::support::TestEnv;
+
+#[tokio::test]
+async fn dry_run_prints_the_plan_and_never_creates_the_store() {
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    let ada = env.user("ada");
+    env.add(&staff, &ada);
+    env.employee_rule(&staff, 10, None);
+    let out = env.run(&["sync", "--dry-run"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("create new employee ada@contoso.com"),
+        "{}",
+        out.stdout
+    );
+    assert!(!env.store_path().exists());
+}
+
+#[tokio::test]
+async fn wrong_secret_fails_with_one_line_naming_aadsts_and_the_fix() {
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    env.employee_rule(&staff, 10, None);
+    env.write_config();
+    std::fs::write(env.dir.path().join("sim.secret"), "not-the-secret").unwrap();
+    let out = env.run(&["sync"]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("AADSTS7000215"), "{}", out.stdout);
+    assert!(out.stdout.contains("secret"), "{}", out.stdout);
+    assert!(!out.stdout.contains("not-the-secret") && !out.stderr.contains("not-the-secret"));
+}
+
+#[tokio::test]
+async fn config_errors_exit_2_with_the_key_path() {
+    let mut env = TestEnv::new().await;
+    env.rule(0, "not-a-guid", 10, "employee", String::new());
+    let out = env.run(&["sync"]).await;
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("rules[0].group_id"), "{}", out.stderr);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn user_resync_touches_only_that_person_and_unknown_user_exits_1() {
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    let ada = env.user("ada");
+    let bob = env.user("bob");
+    env.add(&staff, &ada);
+    env.add(&staff, &bob);
+    env.employee_rule(&staff, 10, None);
+    let s = env.sync_ok(&["--user", "ADA@contoso.com"]).await;
+    assert_eq!(s["tenants"][0]["created"], 1);
+    assert_eq!(
+        env.rows("SELECT username FROM employees"),
+        vec![vec!["ada"]]
+    );
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM group_members"),
+        vec![vec!["1"]]
+    );
+    let out = env.run(&["sync", "--user", "nobody@contoso.com"]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("nobody@contoso.com"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn status_reports_the_last_run_and_totals() {
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    let ada = env.user("ada");
+    env.add(&staff, &ada);
+    env.employee_rule(&staff, 10, None);
+    env.sync_ok(&[]).await;
+    let out = env.run(&["status", "--json"]).await;
+    assert_eq!(out.code, 0);
+    let v = out.json();
+    assert_eq!(v["totals"]["employees_active"], 1);
+    assert_eq!(v["runs"][0]["status"], "success");
+    assert_eq!(v["runs"][0]["created"], 1);
+}
+
+#[tokio::test]
+async fn check_says_ok_for_each_group_and_fail_for_a_missing_one() {
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    env.employee_rule(&staff, 10, None);
+    let out = env.run(&["check"]).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("OK   tenant \"t0\" sign-in"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("\"Staff\" readable"), "{}", out.stdout);
+    env.employee_rule("99999999-9999-9999-9999-999999999999", 20, None);
+    let out = env.run(&["check"]).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("FAIL") && out.stdout.contains("99999999-9999-9999-9999-999999999999"),
+        "{}",
+        out.stdout
+    );
+}

@@ -1,0 +1,265 @@
+//! Incremental sync with delta queries (SPEC 5.1): changes arrive through delta rounds, an idle
+//! round is cheap, expired cursors fall back to a full sync, and incremental runs converge to
+//! exactly what a fresh full sync produces.
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+
+use crate::support::{TestEnv, tenant};
+use entra_sync::sim::UserPatch;
+
+fn graph_requests(env: &TestEnv) -> u64 {
+    env.sim().stats().matching("/v1.0/")
+}
+
+async fn staffed() -> (TestEnv, String, String, Vec<String>) {
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    let customers = env.group("Customers", 2);
+    let users: Vec<String> = ["ada", "bob", "cyd", "dee"]
+        .iter()
+        .map(|u| env.user(u))
+        .collect();
+    env.add(&staff, &users[0]);
+    env.add(&staff, &users[1]);
+    env.add(&customers, &users[2]);
+    env.employee_rule(&staff, 10, Some("Tech"));
+    env.contact_rule(&customers, 20, true);
+    (env, staff, customers, users)
+}
+
+#[tokio::test]
+async fn an_idle_incremental_round_costs_two_graph_requests_and_writes_no_record() {
+    let (env, _, _, _) = staffed().await;
+    let first = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&first, "t0")["mode"], "full");
+    let before = env.dump();
+    env.sim().reset_stats();
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["mode"], "incremental");
+    assert_eq!(
+        graph_requests(&env),
+        2,
+        "{:?}",
+        env.sim().stats().by_endpoint
+    );
+    assert_eq!(env.dump(), before);
+}
+
+#[tokio::test]
+async fn changes_in_entra_reach_the_store_through_delta_rounds() {
+    let (env, staff, customers, users) = staffed().await;
+    env.sync_ok(&[]).await;
+    env.sim()
+        .update_user(
+            &users[0],
+            UserPatch {
+                job_title: Some(Some("Lead".into())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    env.add(&customers, &users[3]);
+    env.remove(&staff, &users[1]);
+    let s = env.sync_ok(&[]).await;
+    let t = tenant(&s, "t0");
+    assert_eq!(t["mode"], "incremental");
+    assert_eq!(
+        (
+            t["updated"].as_i64(),
+            t["created"].as_i64(),
+            t["deactivated"].as_i64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    assert_eq!(
+        env.rows("SELECT username, job_title, active FROM employees ORDER BY username"),
+        vec![vec!["ada", "Lead", "1"], vec!["bob", "Engineer", "0"]]
+    );
+    assert_eq!(
+        env.rows("SELECT email FROM contacts WHERE active = 1 ORDER BY email"),
+        vec![vec!["cyd@contoso.com"], vec!["dee@contoso.com"]]
+    );
+}
+
+#[tokio::test]
+async fn a_change_inside_a_nested_group_reaches_the_store() {
+    let (env, staff, _, users) = staffed().await;
+    let nested = env.group("Staff / Nested", 3);
+    env.add(&staff, &nested);
+    env.sync_ok(&[]).await;
+    env.add(&nested, &users[3]);
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["mode"], "incremental");
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE username = 'dee' AND active = 1"),
+        vec![vec!["1"]]
+    );
+}
+
+#[tokio::test]
+async fn disabled_and_soft_deleted_users_are_deactivated_by_an_incremental_run() {
+    let (env, _, _, users) = staffed().await;
+    env.sync_ok(&[]).await;
+    env.sim().disable_user(&users[0]).unwrap();
+    env.sim().delete_user(&users[2]).unwrap();
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["mode"], "incremental");
+    assert_eq!(
+        env.rows("SELECT username, active FROM employees WHERE active = 0"),
+        vec![vec!["ada", "0"]]
+    );
+    assert_eq!(
+        env.rows("SELECT email, active FROM contacts"),
+        vec![vec!["cyd@contoso.com", "0"]]
+    );
+}
+
+#[tokio::test]
+async fn an_expired_cursor_falls_back_to_a_full_sync_by_itself() {
+    for status in [400, 410] {
+        let (env, staff, _, users) = staffed().await;
+        env.sync_ok(&[]).await;
+        env.add(&staff, &users[3]);
+        env.sim().expire_delta_tokens_with(status);
+        let s = env.sync_ok(&[]).await;
+        assert_eq!(tenant(&s, "t0")["mode"], "full", "status {status}");
+        assert_eq!(
+            env.rows("SELECT COUNT(*) FROM employees WHERE username = 'dee'"),
+            vec![vec!["1"]]
+        );
+        // The new cursors work again.
+        let s = env.sync_ok(&[]).await;
+        assert_eq!(tenant(&s, "t0")["mode"], "incremental");
+    }
+}
+
+#[tokio::test]
+async fn a_rule_change_in_the_config_applies_on_the_next_incremental_run() {
+    let (mut env, _, _, _) = staffed().await;
+    env.sync_ok(&[]).await;
+    env.rules[0] = env.rules[0].replace("role = \"Tech\"", "role = \"Senior\"");
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["mode"], "incremental");
+    assert_eq!(
+        env.rows("SELECT DISTINCT security_role FROM employees"),
+        vec![vec!["Senior"]]
+    );
+}
+
+/// One random change to the simulated tenant.
+#[derive(Debug, Clone)]
+enum Mutation {
+    Add { group: usize, user: usize },
+    Remove { group: usize, user: usize },
+    Title { user: usize, n: u8 },
+    Toggle { user: usize },
+    SoftDelete { user: usize },
+    Restore { user: usize },
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (0..3usize, 0..8usize).prop_map(|(group, user)| Mutation::Add { group, user }),
+        (0..3usize, 0..8usize).prop_map(|(group, user)| Mutation::Remove { group, user }),
+        (0..8usize, any::<u8>()).prop_map(|(user, n)| Mutation::Title { user, n }),
+        (0..8usize).prop_map(|user| Mutation::Toggle { user }),
+        (0..8usize).prop_map(|user| Mutation::SoftDelete { user }),
+        (0..8usize).prop_map(|user| Mutation::Restore { user }),
+    ]
+}
+
+/// The live records and group members. (A fresh store cannot hold the deactivated history an
+/// incremental store keeps, so inactive records are left out of the comparison.)
+fn records(env: &TestEnv) -> Vec<Vec<String>> {
+    let mut rows = env.rows(
+        "SELECT 'e', username, email, first_name, last_name, job_title, phone, department, security_role FROM employees WHERE active = 1
+         UNION ALL SELECT 'c', account, email, first_name, last_name, job_title, phone, phone_type, portal_access FROM contacts WHERE active = 1",
+    );
+    rows.extend(env.rows(
+        "SELECT 'g', g.display_name, m.member_kind, COALESCE(e.email, c.email) FROM group_members m
+         JOIN groups g ON g.id = m.group_id
+         LEFT JOIN employees e ON m.member_kind = 'employee' AND e.id = m.member_id
+         LEFT JOIN contacts c ON m.member_kind = 'contact' AND c.id = m.member_id",
+    ));
+    rows.sort();
+    rows
+}
+
+#[test]
+fn incremental_runs_converge_to_what_a_fresh_full_sync_produces() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 8,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(
+            &proptest::collection::vec(proptest::collection::vec(mutation(), 1..4), 1..5),
+            |rounds| {
+                runtime.block_on(async {
+                    let mut env = TestEnv::new().await;
+                    let groups = [env.group("A", 1), env.group("B", 2), env.group("Nested", 3)];
+                    env.add(&groups[0], &groups[2]);
+                    let users: Vec<String> = (0..8).map(|i| env.user(&format!("u{i}"))).collect();
+                    env.add(&groups[0], &users[0]);
+                    env.add(&groups[1], &users[1]);
+                    env.employee_rule(&groups[0], 10, Some("Tech"));
+                    env.contact_rule(&groups[1], 20, true);
+                    env.extra_config =
+                        "[safety]\nmax_deactivations = 0\nmax_deactivation_percent = 0\n".into();
+                    env.sync_ok(&[]).await;
+                    for round in &rounds {
+                        let sim = env.sim();
+                        for m in round {
+                            let _ = match m {
+                                Mutation::Add { group, user } => {
+                                    sim.add_member(&groups[*group], &users[*user])
+                                }
+                                Mutation::Remove { group, user } => {
+                                    sim.remove_member(&groups[*group], &users[*user])
+                                }
+                                Mutation::Title { user, n } => sim
+                                    .update_user(
+                                        &users[*user],
+                                        UserPatch {
+                                            job_title: Some(Some(format!("T{n}"))),
+                                            ..Default::default()
+                                        },
+                                    )
+                                    .map(drop),
+                                Mutation::Toggle { user } => match sim.user(&users[*user]) {
+                                    Some(u) => sim
+                                        .update_user(
+                                            &users[*user],
+                                            UserPatch {
+                                                account_enabled: Some(!u.account_enabled),
+                                                ..Default::default()
+                                            },
+                                        )
+                                        .map(drop),
+                                    None => Ok(()),
+                                },
+                                Mutation::SoftDelete { user } => sim.delete_user(&users[*user]),
+                                Mutation::Restore { user } => {
+                                    sim.restore_user(&users[*user]).map(drop)
+                                }
+                            };
+                        }
+                        let s = env.sync_ok(&[]).await;
+                        assert_eq!(tenant(&s, "t0")["mode"], "incremental");
+                    }
+                    let incremental = records(&env);
+                    std::fs::remove_file(env.store_path()).unwrap();
+                    let _ = std::fs::remove_file(env.store_path().with_extension("db-wal"));
+                    let _ = std::fs::remove_file(env.store_path().with_extension("db-shm"));
+                    env.sync_ok(&["--full"]).await;
+                    let full = records(&env);
+                    prop_assert_eq!(incremental, full, "after {:?}", rounds);
+                    Ok(())
+                })
+            },
+        )
+        .unwrap();
+}

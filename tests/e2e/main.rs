@@ -1,0 +1,9 @@
+//! End-to-end tests: graph-sim in-process, the real `entra-sync` binary, a temporary store.
+//! One module per part of the SPEC.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod incremental;
+mod spec4;
+mod support;

@@ -1,0 +1,262 @@
+//! TestEnv: a graph-sim tenant in-process on port 0, a temporary directory with a config and a
+//! store, and the real `entra-sync` binary run against them.
+
+use std::path::PathBuf;
+
+use chrono::TimeZone;
+use entra_sync::sim::{NewUser, Sim, SimControl, SimOptions};
+use serde_json::Value;
+
+pub const SECRET: &str = entra_sync::sim::DEFAULT_CLIENT_SECRET;
+
+pub struct TestEnv {
+    pub sims: Vec<Sim>,
+    pub dir: tempfile::TempDir,
+    pub rules: Vec<String>,
+    pub extra_config: String,
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl TestEnv {
+    /// An empty simulated tenant (no generated users or groups).
+    pub async fn new() -> TestEnv {
+        Self::with_tenants(1).await
+    }
+
+    pub async fn with_tenants(n: usize) -> TestEnv {
+        let mut sims = Vec::new();
+        for i in 0..n {
+            let opts = SimOptions {
+                users: 0,
+                groups: 0,
+                seed: i as u64 + 1,
+                tenant: format!("tenant{i}.onmicrosoft.com"),
+                ..SimOptions::default()
+            };
+            sims.push(Sim::start(opts).await.expect("graph-sim starts"));
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("sim.secret");
+        std::fs::write(&secret, SECRET).expect("secret file");
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        // Scenario tenants are tiny: one deactivation is already over the default 20 %, so the
+        // percent guard is off unless a test sets [safety] itself.
+        let extra_config = "[safety]\nmax_deactivation_percent = 0\n".to_string();
+        TestEnv {
+            sims,
+            dir,
+            rules: Vec::new(),
+            extra_config,
+        }
+    }
+
+    pub fn sim(&self) -> SimControl {
+        self.sims[0].control()
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("psa.db")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// A security group created on day `day` of 2020 (older groups win ties).
+    pub fn group(&self, name: &str, day: u32) -> String {
+        self.group_in(0, name, day)
+    }
+
+    pub fn group_in(&self, tenant: usize, name: &str, day: u32) -> String {
+        let created = chrono::Utc.with_ymd_and_hms(2020, 1, day, 0, 0, 0).unwrap();
+        self.sims[tenant].control().create_group(name, created).id
+    }
+
+    /// A user `local@contoso.com` with mail of the same address, given name from `local`.
+    pub fn user(&self, local: &str) -> String {
+        self.user_in(0, local)
+    }
+
+    pub fn user_in(&self, tenant: usize, local: &str) -> String {
+        self.sims[tenant]
+            .control()
+            .add_user(NewUser {
+                user_principal_name: format!("{local}@contoso.com"),
+                display_name: format!("{local} Test"),
+                given_name: Some(local.to_string()),
+                surname: Some("Test".into()),
+                mail: Some(format!("{local}@contoso.com")),
+                job_title: Some("Engineer".into()),
+                business_phones: vec!["+1 555 0100".into()],
+                ..NewUser::default()
+            })
+            .id
+    }
+
+    pub fn add(&self, group: &str, member: &str) {
+        self.sim().add_member(group, member).expect("add member");
+    }
+
+    pub fn remove(&self, group: &str, member: &str) {
+        self.sim()
+            .remove_member(group, member)
+            .expect("remove member");
+    }
+
+    pub fn employee_rule(&mut self, group: &str, order: i64, role: Option<&str>) {
+        self.rule(
+            0,
+            group,
+            order,
+            "employee",
+            role.map(|r| format!("role = \"{r}\"")).unwrap_or_default(),
+        );
+    }
+
+    pub fn contact_rule(&mut self, group: &str, order: i64, portal: bool) {
+        self.rule(
+            0,
+            group,
+            order,
+            "contact",
+            format!("portal_access = {portal}"),
+        );
+    }
+
+    pub fn rule(&mut self, tenant: usize, group: &str, order: i64, target: &str, extra: String) {
+        self.rules.push(format!(
+            "[[rules]]\ntenant = \"t{tenant}\"\ngroup_id = \"{group}\"\norder = {order}\ntarget = \"{target}\"\n{extra}\n"
+        ));
+    }
+
+    pub fn write_config(&self) {
+        let mut text = format!(
+            "[store]\npath = \"{}\"\n\n[sync]\nretry_base_ms = 10\n\n[employee_defaults]\ndepartment = \"General\"\n\n{}\n",
+            self.store_path().display(),
+            self.extra_config
+        );
+        for (i, sim) in self.sims.iter().enumerate() {
+            let ctl = sim.control();
+            text.push_str(&format!(
+                "[[tenants]]\nname = \"t{i}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\nauthority = \"{}\"\ngraph_url = \"{}\"\naccount = \"Account {i}\"\n\n",
+                ctl.tenant(),
+                ctl.client_id(),
+                self.dir.path().join("sim.secret").display(),
+                sim.base_url(),
+                sim.base_url(),
+            ));
+        }
+        text.push_str(&self.rules.join("\n"));
+        std::fs::write(self.config_path(), text).expect("write config");
+    }
+
+    /// Runs the real binary with `args` (after `--config`).
+    pub async fn run(&self, args: &[&str]) -> Output {
+        self.write_config();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_entra-sync"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("ENTRA_SYNC_CONFIG")
+            .output()
+            .await
+            .expect("run entra-sync");
+        let output = Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert!(
+            !output.stdout.contains(SECRET) && !output.stderr.contains(SECRET),
+            "the client secret leaked into the output:\n{}\n{}",
+            output.stdout,
+            output.stderr
+        );
+        output
+    }
+
+    /// `sync --json` that must succeed; returns the summary.
+    pub async fn sync_ok(&self, extra: &[&str]) -> Value {
+        let mut args = vec!["sync", "--json"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args).await;
+        assert_eq!(out.code, 0, "sync failed:\n{}\n{}", out.stdout, out.stderr);
+        out.json()
+    }
+
+    pub fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let conn = rusqlite::Connection::open(self.store_path()).expect("open store");
+        let mut stmt = conn.prepare(sql).expect("prepare");
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            (0..n)
+                .map(|i| {
+                    r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
+                        rusqlite::types::Value::Null => "NULL".to_string(),
+                        rusqlite::types::Value::Integer(i) => i.to_string(),
+                        rusqlite::types::Value::Text(t) => t,
+                        other => format!("{other:?}"),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect()
+    }
+
+    /// Creates the (migrated) store before any sync, for pre-existing PSA data.
+    pub fn init_store(&self) {
+        entra_sync::store::Store::open(&self.store_path()).expect("create store");
+    }
+
+    pub fn exec(&self, sql: &str) {
+        let conn = rusqlite::Connection::open(self.store_path()).expect("open store");
+        conn.execute_batch(sql).expect("exec");
+    }
+
+    /// Every row of the public tables, for idempotence checks.
+    pub fn dump(&self) -> Vec<Vec<String>> {
+        let mut all = Vec::new();
+        for table in [
+            "employees",
+            "contacts",
+            "tickets",
+            "groups",
+            "group_members",
+        ] {
+            for row in self.rows(&format!("SELECT * FROM {table} ORDER BY 1, 2, 3")) {
+                let mut r = vec![table.to_string()];
+                r.extend(row);
+                all.push(r);
+            }
+        }
+        all
+    }
+}
+
+/// The summary entry of tenant `name`.
+pub fn tenant<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["tenants"]
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["tenant"] == name))
+        .unwrap_or_else(|| panic!("no tenant {name} in {summary}"))
+}
