@@ -36,6 +36,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: scheduled syncs, admin endpoint, SIGHUP reload, systemd notify.
+    Run,
     /// Sync once (safe while the daemon runs: waits for its turn).
     Sync {
         /// Only this tenant.

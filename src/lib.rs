@@ -4,11 +4,13 @@
 //! Data flows one way: [`graph`] → [`resolve`] → [`plan`] → [`apply`] → [`store`], driven by
 //! [`sync`]. See ARCHITECTURE.md for the map.
 
+pub mod admin;
 pub mod apply;
 pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod directory;
 pub mod graph;

@@ -54,6 +54,9 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Demo => entra_sync::demo::run().await,
+            Command::Run => {
+                entra_sync::daemon::run(entra_sync::config::config_path(cli.config)).await
+            }
             Command::Sync {
                 tenant,
                 full,

@@ -111,8 +111,51 @@ pub fn rules_for(config: &Config, tenant: &TenantConfig) -> Rules {
     }
 }
 
+/// Graph clients kept between runs (so the daemon reuses tokens), rebuilt on demand.
+#[derive(Default)]
+pub struct Clients {
+    map: std::sync::Mutex<std::collections::HashMap<String, Arc<GraphClient>>>,
+}
+
+impl Clients {
+    pub fn get(
+        &self,
+        config: &Config,
+        tenant: &TenantConfig,
+    ) -> Result<Arc<GraphClient>, GraphError> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(&tenant.name) {
+            return Ok(Arc::clone(c));
+        }
+        let client = Arc::new(GraphClient::new(tenant, &config.sync)?);
+        map.insert(tenant.name.clone(), Arc::clone(&client));
+        Ok(client)
+    }
+
+    /// Drops the tenant's client: the next run builds a new HTTP client and gets a new token.
+    pub fn forget(&self, tenant: &str) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant);
+    }
+
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
 /// Runs a sync of every tenant (or `--tenant`) and returns what happened to each.
 pub async fn run(config: &Config, opts: &SyncOptions) -> Result<SyncSummary, SyncError> {
+    run_with(config, opts, &Clients::default()).await
+}
+
+/// [`run`] with Graph clients that outlive the run.
+pub async fn run_with(
+    config: &Config,
+    opts: &SyncOptions,
+    clients: &Clients,
+) -> Result<SyncSummary, SyncError> {
     let tenants: Vec<&TenantConfig> = match &opts.tenant {
         Some(name) => vec![
             config
@@ -124,7 +167,7 @@ pub async fn run(config: &Config, opts: &SyncOptions) -> Result<SyncSummary, Syn
     let mut summary = SyncSummary::default();
     let mut user_found = false;
     for tenant in tenants {
-        let outcome = run_tenant(config, tenant, opts).await;
+        let outcome = run_tenant(config, tenant, opts, clients).await;
         match outcome {
             Some(o) => {
                 user_found = true;
@@ -150,6 +193,7 @@ async fn run_tenant(
     config: &Config,
     tenant: &TenantConfig,
     opts: &SyncOptions,
+    clients: &Clients,
 ) -> Option<TenantOutcome> {
     let started = Instant::now();
     let started_at = now_rfc3339();
@@ -165,7 +209,7 @@ async fn run_tenant(
         reports: Vec::new(),
         plan: None,
     };
-    let result = tenant_run(config, tenant, opts, &started_at, &mut outcome).await;
+    let result = tenant_run(config, tenant, opts, clients, &started_at, &mut outcome).await;
     outcome.duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(None) => None,
@@ -189,6 +233,7 @@ async fn tenant_run(
     config: &Config,
     tenant: &TenantConfig,
     opts: &SyncOptions,
+    clients: &Clients,
     started_at: &str,
     outcome: &mut TenantOutcome,
 ) -> Result<Option<Plan>, anyhow::Error> {
@@ -198,7 +243,8 @@ async fn tenant_run(
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(WriterLock::acquire(store_path)?)
+        let path = store_path.clone();
+        Some(tokio::task::spawn_blocking(move || WriterLock::acquire(&path)).await??)
     };
     let mut store = if opts.dry_run {
         Store::open_read_only(store_path)?
@@ -206,7 +252,8 @@ async fn tenant_run(
         Some(Store::open(store_path)?)
     };
     let rules = rules_for(config, tenant);
-    let client = Arc::new(GraphClient::new(tenant, &config.sync)?);
+    let client = clients.get(config, tenant)?;
+    let requests_before = client.stats.requests();
     let stored_cursors = match &store {
         Some(s) => s.load_cursors(&tenant.name)?,
         None => None,
@@ -238,7 +285,7 @@ async fn tenant_run(
         refresh::full(&client, &rules, &mirror_groups).await
     }
     .await;
-    outcome.graph_requests = client.stats.requests();
+    outcome.graph_requests = client.stats.requests() - requests_before;
     let refreshed = graph_result.map_err(|e| anyhow::anyhow!(e))?;
     if opts.user.is_none() {
         outcome.mode = refreshed.mode.as_str().to_string();
@@ -450,6 +497,7 @@ fn finish_failed(
     started_at: &str,
 ) -> TenantOutcome {
     outcome.status = RunStatus::Failed;
+    record_metrics(&outcome);
     let error = outcome.error.clone().unwrap_or_default();
     tracing::error!(tenant = %outcome.tenant, "{error}");
     if !opts.dry_run {
@@ -472,7 +520,32 @@ fn finish_failed(
     outcome
 }
 
+fn record_metrics(o: &TenantOutcome) {
+    let tenant = o.tenant.clone();
+    metrics::counter!("entra_sync_runs_total", "tenant" => tenant.clone(), "result" => o.status.as_str())
+        .increment(1);
+    let c = &o.counts;
+    for (action, n) in [
+        ("create", c.created),
+        ("update", c.updated),
+        ("reactivate", c.reactivated),
+        ("deactivate", c.deactivated),
+        ("archive", c.archived),
+        ("held", c.held),
+    ] {
+        metrics::counter!("entra_sync_changes_total", "tenant" => tenant.clone(), "action" => action)
+            .increment(n.max(0) as u64);
+    }
+    metrics::histogram!("entra_sync_run_duration_seconds", "tenant" => tenant.clone(), "mode" => o.mode.clone())
+        .record(o.duration_ms as f64 / 1000.0);
+    if o.status == RunStatus::Success {
+        metrics::gauge!("entra_sync_last_success_timestamp_seconds", "tenant" => tenant)
+            .set(chrono::Utc::now().timestamp() as f64);
+    }
+}
+
 fn log_outcome(o: &TenantOutcome) {
+    record_metrics(o);
     for r in &o.reports {
         tracing::warn!(tenant = %o.tenant, user = %r.user, kind = ?r.kind, "{}", r.message);
     }

@@ -69,7 +69,9 @@ pub struct GraphStats {
 }
 
 impl GraphStats {
-    fn count(&self, status: u16) {
+    fn count(&self, tenant: &str, status: u16) {
+        metrics::counter!("entra_sync_graph_requests_total", "tenant" => tenant.to_string(), "status" => status.to_string())
+            .increment(1);
         self.requests.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut map) = self.by_status.lock() {
             *map.entry(status).or_default() += 1;
@@ -277,6 +279,10 @@ impl GraphClient {
             });
         }
         self.stats.throttle_waits.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("entra_sync_throttle_waits_total", "tenant" => self.tenant.clone())
+            .increment(1);
+        metrics::counter!("entra_sync_throttle_wait_seconds_total", "tenant" => self.tenant.clone())
+            .increment(wait.as_secs().max(1));
         self.stats
             .throttle_wait_ms
             .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
@@ -336,7 +342,7 @@ impl GraphClient {
             let (status, retry_after, _location, bytes) = match outcome {
                 Ok(parts) => parts,
                 Err(reason) => {
-                    self.stats.count(0);
+                    self.stats.count(&self.tenant, 0);
                     if attempt >= self.max_attempts {
                         return Err(GraphError::Exhausted {
                             what: what.to_string(),
@@ -349,7 +355,7 @@ impl GraphClient {
                     continue;
                 }
             };
-            self.stats.count(status.as_u16());
+            self.stats.count(&self.tenant, status.as_u16());
             if status.is_success() {
                 return Ok(bytes);
             }

@@ -281,7 +281,7 @@ pub(crate) fn generate(users: usize, groups: usize, seed: u64, tenant: &str) -> 
         } else {
             user_ids.push(id);
         }
-        dir.users.insert(id, user);
+        dir.users.insert(id, Box::new(user));
     }
 
     // Security groups: distinct creation dates, overlapping memberships.

@@ -16,7 +16,7 @@ use super::odata::{
     encode_token, error_body, parse_filter, parse_orderby, parse_search, parse_select, parse_top,
 };
 use super::render::{
-    Obj, Shape, UserPropKind, group_prop, member_prop, object_value, push_json_str, user_prop,
+    Obj, ObjRef, Shape, UserPropKind, group_prop, member_prop, push_json_str, user_prop,
     write_group, write_object, write_user,
 };
 use super::tenant::Directory;
@@ -869,7 +869,7 @@ fn source<'d>(
     dir: &'d Directory,
     kind: &ListKind,
     after: Option<Uuid>,
-) -> Box<dyn Iterator<Item = (Uuid, ObjectKind)> + 'd> {
+) -> Box<dyn Iterator<Item = (Uuid, ObjRef<'d>)> + 'd> {
     let lower = match after {
         Some(a) => Bound::Excluded(a),
         None => Bound::Unbounded,
@@ -880,37 +880,36 @@ fn source<'d>(
             dir.users
                 .range(range)
                 .filter(|(_, u)| u.deleted_date_time.is_none())
-                .map(|(id, _)| (*id, ObjectKind::User)),
+                .map(|(id, u)| (*id, ObjRef::User(u))),
         ),
         ListKind::DeletedUsers => Box::new(
             dir.users
                 .range(range)
                 .filter(|(_, u)| u.deleted_date_time.is_some())
-                .map(|(id, _)| (*id, ObjectKind::User)),
+                .map(|(id, u)| (*id, ObjRef::User(u))),
         ),
         ListKind::Groups => Box::new(
             dir.groups
                 .range(range)
                 .filter(|(_, g)| g.deleted.is_none())
-                .map(|(id, _)| (*id, ObjectKind::Group)),
+                .map(|(id, g)| (*id, ObjRef::Group(g))),
         ),
         ListKind::DeletedGroups => Box::new(
             dir.groups
                 .range(range)
                 .filter(|(_, g)| g.deleted.is_some())
-                .map(|(id, _)| (*id, ObjectKind::Group)),
+                .map(|(id, g)| (*id, ObjRef::Group(g))),
         ),
         ListKind::Members {
             group,
             transitive: false,
             ..
         } => match dir.live_group(group) {
-            Some(g) => Box::new(
-                g.members
-                    .range(range)
-                    .filter(|(id, k)| dir.member_visible(id, **k))
-                    .map(|(id, k)| (*id, *k)),
-            ),
+            Some(g) => Box::new(g.members.range(range).filter_map(|(id, k)| {
+                ObjRef::lookup(dir, id, *k)
+                    .filter(ObjRef::live)
+                    .map(|o| (*id, o))
+            })),
             None => Box::new(std::iter::empty()),
         },
         ListKind::Members {
@@ -920,11 +919,12 @@ fn source<'d>(
         } => {
             let list = sh.transitive(dir, group);
             let start = after.map_or(0, |a| list.partition_point(|(id, _)| *id <= a));
-            Box::new(
-                (start..list.len())
-                    .filter_map(move |i| list.get(i).copied())
-                    .filter(|(id, k)| dir.member_visible(id, *k)),
-            )
+            Box::new((start..list.len()).filter_map(move |i| {
+                let (id, k) = list.get(i).copied()?;
+                ObjRef::lookup(dir, &id, k)
+                    .filter(ObjRef::live)
+                    .map(|o| (id, o))
+            }))
         }
         ListKind::MemberOf(user) => {
             let groups = dir.member_of(user);
@@ -932,20 +932,20 @@ fn source<'d>(
                 groups
                     .into_iter()
                     .filter(move |g| after.is_none_or(|a| *g > a))
-                    .map(|g| (g, ObjectKind::Group)),
+                    .filter_map(|g| dir.groups.get(&g).map(|rec| (g, ObjRef::Group(rec)))),
             )
         }
     }
 }
 
-fn matches(dir: &Directory, p: &ListPlan, id: &Uuid, kind: ObjectKind) -> bool {
-    if p.cast.is_some_and(|c| c != kind) {
+fn matches(p: &ListPlan, obj: &ObjRef<'_>) -> bool {
+    if p.cast.is_some_and(|c| c != obj.kind()) {
         return false;
     }
     if p.filter.is_none() && p.search.is_none() {
         return true;
     }
-    let get = |name: &str| object_value(dir, id, kind, name);
+    let get = |name: &str| obj.value(name);
     p.filter.as_ref().is_none_or(|f| f.eval(&get))
         && p.search.as_ref().is_none_or(|s| s.matches(&get))
 }
@@ -974,13 +974,14 @@ fn list(
     let mut written = 0usize;
     let mut next: Option<ListCursor> = None;
     if let Some((prop, desc)) = p.orderby {
-        let mut all: Vec<(Uuid, ObjectKind, String)> = source(sh, dir, kind, None)
-            .filter(|(id, k)| matches(dir, &p, id, *k))
-            .map(|(id, k)| {
-                let key = object_value(dir, &id, k, prop)
+        let mut all: Vec<(Uuid, ObjRef<'_>, String)> = source(sh, dir, kind, None)
+            .filter(|(_, o)| matches(&p, o))
+            .map(|(id, o)| {
+                let key = o
+                    .value(prop)
                     .and_then(|v| v.as_str().map(str::to_lowercase))
                     .unwrap_or_default();
-                (id, k, key)
+                (id, o, key)
             })
             .collect();
         all.sort_by(|a, b| a.2.cmp(&b.2).then(a.0.cmp(&b.0)));
@@ -996,11 +997,11 @@ fn list(
             }
             None => 0,
         };
-        for (id, k, _) in all.iter().skip(offset).take(p.page) {
+        for (_, o, _) in all.iter().skip(offset).take(p.page) {
             if written > 0 {
                 items.push(',');
             }
-            write_object(&mut items, dir, id, *k, &shape);
+            o.write(&mut items, &shape);
             written += 1;
         }
         if offset + written < all.len() {
@@ -1017,8 +1018,8 @@ fn list(
             None => None,
         };
         let mut last: Option<Uuid> = None;
-        for (id, k) in source(sh, dir, kind, after) {
-            if !matches(dir, &p, &id, k) {
+        for (id, o) in source(sh, dir, kind, after) {
+            if !matches(&p, &o) {
                 continue;
             }
             if written == p.page {
@@ -1028,14 +1029,14 @@ fn list(
             if written > 0 {
                 items.push(',');
             }
-            write_object(&mut items, dir, &id, k, &shape);
+            o.write(&mut items, &shape);
             written += 1;
             last = Some(id);
         }
     }
     let count = (p.count && cursor.is_none()).then(|| {
         source(sh, dir, kind, None)
-            .filter(|(id, k)| matches(dir, &p, id, *k))
+            .filter(|(_, o)| matches(&p, o))
             .count()
     });
     let mut out = String::with_capacity(items.len() + 512);
@@ -1078,7 +1079,7 @@ fn count_only(
     }
     let p = plan(sh, kind, q, req)?;
     let n = source(sh, dir, kind, None)
-        .filter(|(id, k)| matches(dir, &p, id, *k))
+        .filter(|(_, o)| matches(&p, o))
         .count();
     Ok(Answer {
         status: 200,

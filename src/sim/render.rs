@@ -387,19 +387,28 @@ fn contact_value<'a>(c: &'a Contact, name: &str) -> Option<Val<'a>> {
 
 pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // Escapes are ASCII, so `i` is always on a char boundary.
+        out.push_str(s.get(start..i).unwrap_or_default());
+        if esc.is_empty() {
+            out.push_str(&format!("\\u{b:04x}"));
+        } else {
+            out.push_str(esc);
         }
+        start = i + 1;
     }
+    out.push_str(s.get(start..).unwrap_or_default());
     out.push('"');
 }
 
@@ -420,8 +429,10 @@ impl<'a> Obj<'a> {
             self.out.push(',');
         }
         self.first = false;
-        push_json_str(self.out, k);
-        self.out.push(':');
+        // Keys are the simulator's own property names and annotations: nothing to escape.
+        self.out.push('"');
+        self.out.push_str(k);
+        self.out.push_str("\":");
         self.out
     }
 
@@ -548,6 +559,84 @@ pub(crate) fn write_group(out: &mut String, g: &GroupRec, shape: &Shape<'_>) {
     obj.end();
 }
 
+/// A borrowed directory object of any kind.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ObjRef<'a> {
+    User(&'a SimUser),
+    Group(&'a GroupRec),
+    Device(&'a Device),
+    Contact(&'a Contact),
+}
+
+impl<'a> ObjRef<'a> {
+    pub(crate) fn lookup(dir: &'a Directory, id: &uuid::Uuid, kind: ObjectKind) -> Option<Self> {
+        match kind {
+            ObjectKind::User => dir.users.get(id).map(|u| ObjRef::User(u)),
+            ObjectKind::Group => dir.groups.get(id).map(ObjRef::Group),
+            ObjectKind::Device => dir.devices.get(id).map(ObjRef::Device),
+            ObjectKind::OrgContact => dir.contacts.get(id).map(ObjRef::Contact),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> ObjectKind {
+        match self {
+            ObjRef::User(_) => ObjectKind::User,
+            ObjRef::Group(_) => ObjectKind::Group,
+            ObjRef::Device(_) => ObjectKind::Device,
+            ObjRef::Contact(_) => ObjectKind::OrgContact,
+        }
+    }
+
+    /// Not in deletedItems.
+    pub(crate) fn live(&self) -> bool {
+        match self {
+            ObjRef::User(u) => u.deleted_date_time.is_none(),
+            ObjRef::Group(g) => g.deleted.is_none(),
+            ObjRef::Device(_) | ObjRef::Contact(_) => true,
+        }
+    }
+
+    pub(crate) fn value(&self, name: &str) -> Option<Val<'a>> {
+        match *self {
+            ObjRef::User(u) => user_value(u, name),
+            ObjRef::Group(g) => group_value(g, name),
+            ObjRef::Device(d) => device_value(d, name),
+            ObjRef::Contact(c) => contact_value(c, name),
+        }
+    }
+
+    pub(crate) fn write(&self, out: &mut String, shape: &Shape<'_>) {
+        match *self {
+            ObjRef::User(u) => write_user(out, u, shape),
+            ObjRef::Group(g) => write_group(out, g, shape),
+            ObjRef::Device(d) => {
+                let mut obj = Obj::begin(out);
+                write_props(
+                    &mut obj,
+                    ObjectKind::Device,
+                    &d.id.to_string(),
+                    DEVICE_PROPS,
+                    shape,
+                    |n| device_value(d, n),
+                );
+                obj.end();
+            }
+            ObjRef::Contact(c) => {
+                let mut obj = Obj::begin(out);
+                write_props(
+                    &mut obj,
+                    ObjectKind::OrgContact,
+                    &c.id.to_string(),
+                    CONTACT_PROPS,
+                    shape,
+                    |n| contact_value(c, n),
+                );
+                obj.end();
+            }
+        }
+    }
+}
+
 /// Writes any directory object by id and kind; returns false if it does not exist.
 pub(crate) fn write_object(
     out: &mut String,
@@ -556,60 +645,35 @@ pub(crate) fn write_object(
     kind: ObjectKind,
     shape: &Shape<'_>,
 ) -> bool {
-    match kind {
-        ObjectKind::User => match dir.users.get(id) {
-            Some(u) => write_user(out, u, shape),
-            None => return false,
-        },
-        ObjectKind::Group => match dir.groups.get(id) {
-            Some(g) => write_group(out, g, shape),
-            None => return false,
-        },
-        ObjectKind::Device => match dir.devices.get(id) {
-            Some(d) => {
-                let mut obj = Obj::begin(out);
-                write_props(
-                    &mut obj,
-                    kind,
-                    &d.id.to_string(),
-                    DEVICE_PROPS,
-                    shape,
-                    |n| device_value(d, n),
-                );
-                obj.end();
-            }
-            None => return false,
-        },
-        ObjectKind::OrgContact => match dir.contacts.get(id) {
-            Some(c) => {
-                let mut obj = Obj::begin(out);
-                write_props(
-                    &mut obj,
-                    kind,
-                    &c.id.to_string(),
-                    CONTACT_PROPS,
-                    shape,
-                    |n| contact_value(c, n),
-                );
-                obj.end();
-            }
-            None => return false,
-        },
+    match ObjRef::lookup(dir, id, kind) {
+        Some(o) => {
+            o.write(out, shape);
+            true
+        }
+        None => false,
     }
-    true
 }
 
-/// A property of any object, for `$filter`/`$search`/`$orderby` evaluation.
-pub(crate) fn object_value<'a>(
-    dir: &'a Directory,
-    id: &uuid::Uuid,
-    kind: ObjectKind,
-    name: &str,
-) -> Option<Val<'a>> {
-    match kind {
-        ObjectKind::User => dir.users.get(id).and_then(|u| user_value(u, name)),
-        ObjectKind::Group => dir.groups.get(id).and_then(|g| group_value(g, name)),
-        ObjectKind::Device => dir.devices.get(id).and_then(|d| device_value(d, name)),
-        ObjectKind::OrgContact => dir.contacts.get(id).and_then(|c| contact_value(c, name)),
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn json_strings_escape_like_serde_json() {
+        for s in [
+            "plain",
+            "Zoë \"quoted\" \\ back",
+            "tab\tnew\nline\r",
+            "\u{1}\u{1f}ctl",
+            "美咲 محمد #EXT#",
+            "",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            let back: String = serde_json::from_str(&out).unwrap();
+            assert_eq!(back, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap());
+        }
     }
 }

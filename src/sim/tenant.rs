@@ -163,7 +163,8 @@ pub(crate) struct DeltaExpiry {
 #[derive(Debug, Default)]
 pub(crate) struct Directory {
     /// Live and soft-deleted users (soft-deleted ones have `deleted_date_time`).
-    pub users: BTreeMap<Uuid, SimUser>,
+    /// Boxed so the map's nodes stay small: lookups in a 100k-user tenant are the hot path.
+    pub users: BTreeMap<Uuid, Box<SimUser>>,
     /// Live groups, plus soft-deleted Microsoft 365 groups (`deleted` set).
     pub groups: BTreeMap<Uuid, GroupRec>,
     pub devices: BTreeMap<Uuid, Device>,
@@ -212,7 +213,10 @@ impl Directory {
     }
 
     pub(crate) fn live_user(&self, id: &Uuid) -> Option<&SimUser> {
-        self.users.get(id).filter(|u| u.deleted_date_time.is_none())
+        self.users
+            .get(id)
+            .map(|u| &**u)
+            .filter(|u| u.deleted_date_time.is_none())
     }
 
     pub(crate) fn live_group(&self, id: &Uuid) -> Option<&GroupRec> {
@@ -236,7 +240,7 @@ impl Directory {
         {
             return self.live_user(&id);
         }
-        self.users.values().find(|u| {
+        self.users.values().map(|u| &**u).find(|u| {
             u.deleted_date_time.is_none() && u.user_principal_name.eq_ignore_ascii_case(key)
         })
     }
@@ -311,7 +315,7 @@ impl Directory {
             mail_nickname: local,
             deleted_date_time: None,
         };
-        self.users.insert(id, user.clone());
+        self.users.insert(id, Box::new(user.clone()));
         self.log.push(Change::User {
             id,
             props: ALL_BITS,
@@ -419,7 +423,7 @@ impl Directory {
             // Graph: "Changes to this property will also update the user's proxyAddresses".
             bits |= user_bit("proxyAddresses");
         }
-        let view = user.clone();
+        let view = (**user).clone();
         if bits != 0 {
             self.log.push(Change::User {
                 id: uid,
@@ -462,7 +466,7 @@ impl Directory {
             .filter(|u| u.deleted_date_time.is_some())
             .ok_or_else(|| SimError::NotFound { id: id.to_owned() })?;
         user.deleted_date_time = None;
-        let view = user.clone();
+        let view = (**user).clone();
         self.log.push(Change::User {
             id: uid,
             props: ALL_BITS,

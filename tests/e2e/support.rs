@@ -14,6 +14,8 @@ pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub rules: Vec<String>,
     pub extra_config: String,
+    /// Extra keys of the `[sync]` section.
+    pub sync_extra: String,
 }
 
 pub struct Output {
@@ -64,6 +66,7 @@ impl TestEnv {
             dir,
             rules: Vec::new(),
             extra_config,
+            sync_extra: String::new(),
         }
     }
 
@@ -148,8 +151,9 @@ impl TestEnv {
 
     pub fn write_config(&self) {
         let mut text = format!(
-            "[store]\npath = \"{}\"\n\n[sync]\nretry_base_ms = 10\n\n[employee_defaults]\ndepartment = \"General\"\n\n{}\n",
+            "[store]\npath = \"{}\"\n\n[sync]\nretry_base_ms = 10\n{}\n\n[employee_defaults]\ndepartment = \"General\"\n\n{}\n",
             self.store_path().display(),
+            self.sync_extra,
             self.extra_config
         );
         for (i, sim) in self.sims.iter().enumerate() {
