@@ -223,6 +223,7 @@ impl Config {
             path: path.display().to_string(),
             reason: io_reason(&e),
         })?;
+        crate::secret::warn_if_readable_by_others(path);
         let env: Vec<(String, String)> = std::env::vars().collect();
         let mut config = Self::parse(&text, &env)?;
         config.resolve_relative_paths(path.parent().unwrap_or(Path::new(".")));
@@ -257,12 +258,12 @@ impl Config {
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .add_source(source)
             .build()
-            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+            .map_err(|e| ConfigError::Parse(one_line(&e.to_string())))?;
         let config: Config = serde_path_to_error::deserialize(built).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
             if path == "." || path.is_empty() {
-                ConfigError::Parse(inner)
+                ConfigError::Parse(one_line(&inner))
             } else {
                 invalid(path, inner)
             }
@@ -526,6 +527,22 @@ pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
 }
 
+/// Error texts of the TOML parser span several lines (source excerpt, caret); keep one.
+fn one_line(text: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let t = line.trim().trim_start_matches('|').trim();
+        if t.is_empty()
+            || t.chars().all(|c| c == '^' || c == ' ')
+            || line.trim_start().starts_with(|c: char| c.is_ascii_digit()) && line.contains('|')
+        {
+            continue;
+        }
+        parts.push(t);
+    }
+    parts.join(": ")
+}
+
 pub(crate) fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".into(),
@@ -722,5 +739,37 @@ role = "Admin"
         );
         let c = Config::parse(&text, &[]).unwrap();
         assert_eq!(c.tenants[0].authority, "http://127.0.0.1:8080");
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Arbitrary text, or the example with a line replaced by junk, is a clean error or a
+        /// valid config — never a panic.
+        #[test]
+        fn any_text_is_a_clean_error_or_a_config(text in "\\PC{0,200}") {
+            if let Err(e) = Config::parse(&text, &[]) {
+                prop_assert!(!e.to_string().contains('\n'), "{}", e);
+            }
+        }
+
+        #[test]
+        fn a_mangled_example_is_a_clean_error_or_a_config(line in 0usize..120, junk in "[ -~]{0,40}") {
+            let example = include_str!("../config.example.toml");
+            let mangled: Vec<String> = example
+                .lines()
+                .enumerate()
+                .map(|(i, l)| if i == line { junk.clone() } else { l.to_string() })
+                .collect();
+            if let Err(e) = Config::parse(&mangled.join("\n"), &[]) {
+                prop_assert!(!e.to_string().is_empty());
+                prop_assert!(!e.to_string().contains('\n'), "{}", e);
+            }
+        }
     }
 }

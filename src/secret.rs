@@ -69,17 +69,17 @@ impl SecretSource {
     }
 }
 
-/// Warns once when a file holding a secret can be read by users other than its owner.
+/// Warns when a config or secret file can be read by any user of the machine ("others").
 pub fn warn_if_readable_by_others(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o077 != 0
+            && meta.permissions().mode() & 0o007 != 0
         {
             tracing::warn!(
                 file = %path.display(),
-                "file holding a secret is readable by other users; run chmod 600 on it"
+                "file is readable by every user of this machine; run chmod 600 (or 640 with a service group) on it"
             );
         }
     }

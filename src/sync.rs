@@ -59,6 +59,9 @@ pub struct TenantOutcome {
     #[serde(flatten)]
     pub counts: RunCounts,
     pub graph_requests: u64,
+    /// Times Graph asked this run to wait (429/503 with Retry-After), and for how long.
+    pub throttle_waits: u64,
+    pub throttle_wait_ms: u64,
     pub duration_ms: u64,
     pub error: Option<String>,
     pub hold_reason: Option<String>,
@@ -203,6 +206,8 @@ async fn run_tenant(
         status: RunStatus::Failed,
         counts: RunCounts::default(),
         graph_requests: 0,
+        throttle_waits: 0,
+        throttle_wait_ms: 0,
         duration_ms: 0,
         error: None,
         hold_reason: None,
@@ -254,6 +259,14 @@ async fn tenant_run(
     let rules = rules_for(config, tenant);
     let client = clients.get(config, tenant)?;
     let requests_before = client.stats.requests();
+    let waits_before = client
+        .stats
+        .throttle_waits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let wait_ms_before = client
+        .stats
+        .throttle_wait_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
     let stored_cursors = match &store {
         Some(s) => s.load_cursors(&tenant.name)?,
         None => None,
@@ -286,6 +299,16 @@ async fn tenant_run(
     }
     .await;
     outcome.graph_requests = client.stats.requests() - requests_before;
+    outcome.throttle_waits = client
+        .stats
+        .throttle_waits
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - waits_before;
+    outcome.throttle_wait_ms = client
+        .stats
+        .throttle_wait_ms
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - wait_ms_before;
     let refreshed = graph_result.map_err(|e| anyhow::anyhow!(e))?;
     if opts.user.is_none() {
         outcome.mode = refreshed.mode.as_str().to_string();

@@ -278,3 +278,34 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever Graph sends, parsing a page or a user never panics.
+        #[test]
+        fn any_bytes_parse_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_page(&bytes);
+            let _ = parse_error(&bytes);
+        }
+
+        #[test]
+        fn any_json_values_as_users_never_panic(
+            id in proptest::option::of("[0-9a-fA-F-]{0,40}"),
+            mail in proptest::option::of("\\PC{0,64}"),
+            phones in proptest::collection::vec("\\PC{0,16}", 0..3),
+            enabled in proptest::option::of(any::<bool>()),
+        ) {
+            let v = serde_json::json!({
+                "@odata.type": "#microsoft.graph.user",
+                "id": id, "mail": mail, "businessPhones": phones, "accountEnabled": enabled,
+                "userPrincipalName": 7, "givenName": ["x"], "surname": {"a": 1},
+            });
+            let _ = parse_user(&v);
+            let _ = parse_page(serde_json::json!({"value": [v]}).to_string().as_bytes());
+        }
+    }
+}

@@ -185,9 +185,17 @@ pub(crate) fn generate(users: usize, groups: usize, seed: u64, tenant: &str) -> 
     let mut used_local: HashMap<String, u32> = HashMap::with_capacity(users);
     let soft_deleted = if users >= 10 { (users / 50).max(1) } else { 0 };
 
-    let mut user_ids: Vec<Uuid> = Vec::with_capacity(users);
-    for i in 0..users + soft_deleted {
-        let id = new_id(&mut rng);
+    // Ids first, then each user from its own RNG, created in id order: listings walk users in
+    // id order, and allocating them in that order keeps a page's users close in memory.
+    let total = users + soft_deleted;
+    let ids: Vec<Uuid> = (0..total).map(|_| new_id(&mut rng)).collect();
+    let user_ids: Vec<Uuid> = ids.iter().take(users).copied().collect();
+    let mut order: Vec<usize> = (0..total).collect();
+    order.sort_by_key(|&i| ids[i]);
+    for &i in &order {
+        let id = ids[i];
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let (given, given_a) = GIVEN[rng.gen_range(0..GIVEN.len())];
         let (sur, sur_a) = SURNAMES[rng.gen_range(0..SURNAMES.len())];
         let base_local = format!("{given_a}.{sur_a}");
@@ -278,10 +286,8 @@ pub(crate) fn generate(users: usize, groups: usize, seed: u64, tenant: &str) -> 
         }
         if i >= users {
             user.deleted_date_time = Some(created + Duration::days(200));
-        } else {
-            user_ids.push(id);
         }
-        dir.users.insert(id, Box::new(user));
+        dir.users.insert(id, user);
     }
 
     // Security groups: distinct creation dates, overlapping memberships.

@@ -290,7 +290,7 @@ impl SimControl {
         dir.users
             .values()
             .filter(|u| u.deleted_date_time.is_none())
-            .map(|u| (**u).clone())
+            .cloned()
             .collect()
     }
 
@@ -300,14 +300,14 @@ impl SimControl {
         dir.users
             .values()
             .filter(|u| u.deleted_date_time.is_some())
-            .map(|u| (**u).clone())
+            .cloned()
             .collect()
     }
 
     /// A user by id, live or soft-deleted.
     pub fn user(&self, id: &str) -> Option<SimUser> {
         let id = Uuid::parse_str(id).ok()?;
-        self.shared.read().users.get(&id).map(|u| (**u).clone())
+        self.shared.read().users.get(&id).cloned()
     }
 
     /// A live user by id or UPN (case-insensitive).

@@ -388,6 +388,15 @@ fn contact_value<'a>(c: &'a Contact, name: &str) -> Option<Val<'a>> {
 pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
+    // Branch-free scan (vectorizes); almost every string needs no escaping at all.
+    let needs_escape = bytes.iter().fold(false, |acc, &b| {
+        acc | (b == b'"') | (b == b'\\') | (b < 0x20)
+    });
+    if !needs_escape {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc: &str = match b {
@@ -571,7 +580,7 @@ pub(crate) enum ObjRef<'a> {
 impl<'a> ObjRef<'a> {
     pub(crate) fn lookup(dir: &'a Directory, id: &uuid::Uuid, kind: ObjectKind) -> Option<Self> {
         match kind {
-            ObjectKind::User => dir.users.get(id).map(|u| ObjRef::User(u)),
+            ObjectKind::User => dir.users.get(id).map(ObjRef::User),
             ObjectKind::Group => dir.groups.get(id).map(ObjRef::Group),
             ObjectKind::Device => dir.devices.get(id).map(ObjRef::Device),
             ObjectKind::OrgContact => dir.contacts.get(id).map(ObjRef::Contact),

@@ -4,7 +4,8 @@
 //! something really changed) and the membership queries (direct, transitive, reverse).
 //! Knows nothing about HTTP, tokens or JSON.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
@@ -152,6 +153,49 @@ pub(crate) enum Change {
     },
 }
 
+/// Users by id: hashed for the lookups member listings make (one per member), with an ordered
+/// key set for listings and delta rounds that walk users in id order.
+#[derive(Debug, Default)]
+pub(crate) struct UserTable {
+    map: HashMap<Uuid, Box<SimUser>>,
+    order: BTreeSet<Uuid>,
+}
+
+impl UserTable {
+    pub(crate) fn get(&self, id: &Uuid) -> Option<&SimUser> {
+        self.map.get(id).map(|u| &**u)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &Uuid) -> Option<&mut SimUser> {
+        self.map.get_mut(id).map(|u| &mut **u)
+    }
+
+    pub(crate) fn insert(&mut self, id: Uuid, user: SimUser) {
+        self.order.insert(id);
+        self.map.insert(id, Box::new(user));
+    }
+
+    pub(crate) fn remove(&mut self, id: &Uuid) -> Option<SimUser> {
+        self.order.remove(id);
+        self.map.remove(id).map(|u| *u)
+    }
+
+    /// Users in id order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &SimUser> + '_ {
+        self.order.iter().filter_map(|id| self.get(id))
+    }
+
+    /// Users in id order within `range`.
+    pub(crate) fn range(
+        &self,
+        range: (Bound<Uuid>, Bound<Uuid>),
+    ) -> impl Iterator<Item = (&Uuid, &SimUser)> + '_ {
+        self.order
+            .range(range)
+            .filter_map(|id| self.get(id).map(|u| (id, u)))
+    }
+}
+
 /// Which status an expired delta token answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DeltaExpiry {
@@ -163,8 +207,7 @@ pub(crate) struct DeltaExpiry {
 #[derive(Debug, Default)]
 pub(crate) struct Directory {
     /// Live and soft-deleted users (soft-deleted ones have `deleted_date_time`).
-    /// Boxed so the map's nodes stay small: lookups in a 100k-user tenant are the hot path.
-    pub users: BTreeMap<Uuid, Box<SimUser>>,
+    pub users: UserTable,
     /// Live groups, plus soft-deleted Microsoft 365 groups (`deleted` set).
     pub groups: BTreeMap<Uuid, GroupRec>,
     pub devices: BTreeMap<Uuid, Device>,
@@ -213,10 +256,7 @@ impl Directory {
     }
 
     pub(crate) fn live_user(&self, id: &Uuid) -> Option<&SimUser> {
-        self.users
-            .get(id)
-            .map(|u| &**u)
-            .filter(|u| u.deleted_date_time.is_none())
+        self.users.get(id).filter(|u| u.deleted_date_time.is_none())
     }
 
     pub(crate) fn live_group(&self, id: &Uuid) -> Option<&GroupRec> {
@@ -240,7 +280,7 @@ impl Directory {
         {
             return self.live_user(&id);
         }
-        self.users.values().map(|u| &**u).find(|u| {
+        self.users.values().find(|u| {
             u.deleted_date_time.is_none() && u.user_principal_name.eq_ignore_ascii_case(key)
         })
     }
@@ -315,7 +355,7 @@ impl Directory {
             mail_nickname: local,
             deleted_date_time: None,
         };
-        self.users.insert(id, Box::new(user.clone()));
+        self.users.insert(id, user.clone());
         self.log.push(Change::User {
             id,
             props: ALL_BITS,
@@ -423,7 +463,7 @@ impl Directory {
             // Graph: "Changes to this property will also update the user's proxyAddresses".
             bits |= user_bit("proxyAddresses");
         }
-        let view = (**user).clone();
+        let view = user.clone();
         if bits != 0 {
             self.log.push(Change::User {
                 id: uid,
@@ -466,7 +506,7 @@ impl Directory {
             .filter(|u| u.deleted_date_time.is_some())
             .ok_or_else(|| SimError::NotFound { id: id.to_owned() })?;
         user.deleted_date_time = None;
-        let view = (**user).clone();
+        let view = user.clone();
         self.log.push(Change::User {
             id: uid,
             props: ALL_BITS,

@@ -6,5 +6,6 @@
 mod cli;
 mod daemon;
 mod incremental;
+mod safety;
 mod spec4;
 mod support;

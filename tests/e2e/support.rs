@@ -169,6 +169,11 @@ impl TestEnv {
         }
         text.push_str(&self.rules.join("\n"));
         std::fs::write(self.config_path(), text).expect("write config");
+        std::fs::set_permissions(
+            self.config_path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod config");
     }
 
     /// Runs the real binary with `args` (after `--config`).
