@@ -5,6 +5,7 @@
 
 mod cli;
 mod daemon;
+mod hostile;
 mod incremental;
 mod safety;
 mod spec4;

@@ -1,0 +1,163 @@
+//! Odd and hostile directory data (SPEC 5.7): huge and control-character strings, unicode and
+//! mixed-case emails, duplicates, a user in fifty groups, nesting cycles, non-user members.
+
+use entra_sync::sim::{NewUser, Sim, SimOptions};
+
+use crate::support::{TestEnv, tenant};
+
+#[tokio::test]
+async fn odd_users_are_synced_or_reported_and_nothing_panics() {
+    let mut env = TestEnv::new().await;
+    let a = env.group("Cycle A", 1);
+    let b = env.group("Cycle B", 2);
+    env.add(&a, &b);
+    env.add(&b, &a);
+    let huge = "x".repeat(10_000);
+    let odd = env.sim().add_user(NewUser {
+        user_principal_name: "odd@contoso.com".into(),
+        display_name: "Odd".into(),
+        given_name: Some(huge.clone()),
+        surname: Some("Tab\there\u{0007}bell\nnewline".into()),
+        mail: Some("Zoë.Ünïcode@Exämple.com".into()),
+        ..NewUser::default()
+    });
+    let mixed = env.sim().add_user(NewUser {
+        user_principal_name: "mixed@contoso.com".into(),
+        display_name: "Mixed".into(),
+        mail: Some("Mixed.Case@Contoso.com".into()),
+        ..NewUser::default()
+    });
+    let shouting = env.sim().add_user(NewUser {
+        user_principal_name: "upper@contoso.com".into(),
+        display_name: "Upper".into(),
+        mail: Some("MIXED.case@contoso.COM".into()),
+        ..NewUser::default()
+    });
+    let empty = env.sim().add_user(NewUser {
+        user_principal_name: "empty@contoso.com".into(),
+        display_name: "".into(),
+        given_name: Some("".into()),
+        surname: None,
+        mail: Some("empty@contoso.com".into()),
+        ..NewUser::default()
+    });
+    env.add(&a, &odd.id);
+    env.add(&b, &shouting.id);
+    env.add(&a, &mixed.id);
+    env.add(&b, &empty.id);
+    env.employee_rule(&a, 10, None);
+    // A user in fifty groups, each with its own rule: the lowest order wins.
+    let busy = env.user("busy");
+    for i in 0..50 {
+        let g = env.group(&format!("Many {i}"), 3 + (i % 20));
+        env.add(&g, &busy);
+        env.contact_rule(&g, 100 - i as i64, i % 2 == 0);
+    }
+    let s = env.sync_ok(&[]).await;
+    let t = tenant(&s, "t0");
+    assert_eq!(t["status"], "success");
+    // mixed and upper share an email case-insensitively: one record, one report.
+    let reports: Vec<String> = t["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reports, vec!["duplicate_email"], "{t}");
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE lower(email) = 'mixed.case@contoso.com'"),
+        vec![vec!["1"]]
+    );
+    assert_eq!(
+        env.rows("SELECT email FROM employees WHERE username = 'odd'"),
+        vec![vec!["Zoë.Ünïcode@Exämple.com"]]
+    );
+    let first: Vec<Vec<String>> =
+        env.rows("SELECT length(first_name), last_name FROM employees WHERE username = 'odd'");
+    assert_eq!(
+        first,
+        vec![vec![
+            "10000".to_string(),
+            "Tab\there\u{0007}bell\nnewline".to_string()
+        ]]
+    );
+    assert_eq!(
+        env.rows("SELECT first_name IS NULL, department FROM employees WHERE username = 'empty'"),
+        vec![vec!["1", "General"]]
+    );
+    // busy: order 51 (i = 49) wins, a contact with portal access false (49 is odd).
+    assert_eq!(
+        env.rows("SELECT portal_access FROM contacts WHERE email = 'busy@contoso.com'"),
+        vec![vec!["0"]]
+    );
+    assert_eq!(env.rows("SELECT COUNT(*) FROM group_members m JOIN contacts c ON c.id = m.member_id AND m.member_kind = 'contact' WHERE c.email = 'busy@contoso.com'"), vec![vec!["50"]]);
+    // Idempotent on odd data too.
+    let before = env.dump();
+    env.sync_ok(&[]).await;
+    assert_eq!(env.dump(), before);
+}
+
+#[tokio::test]
+async fn a_generated_tenant_with_guests_devices_and_disabled_users_syncs_cleanly() {
+    let sim = Sim::start(SimOptions {
+        users: 400,
+        groups: 6,
+        seed: 99,
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("sim.secret");
+    std::fs::write(&secret, crate::support::SECRET).unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        sim.config_toml(&dir.path().join("psa.db"), &secret),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let run = |args: &'static [&'static str]| {
+        let config = config.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_entra-sync"))
+                .arg("--config")
+                .arg(&config)
+                .args(args)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = run(&["sync", "--json"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(s["tenants"][0]["created"].as_i64().unwrap() > 50, "{s}");
+    // Guests get the local part of their external address as username.
+    let conn = rusqlite::Connection::open(dir.path().join("psa.db")).unwrap();
+    let bad: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM employees WHERE username LIKE '%#EXT#%' OR username LIKE '%@%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(bad, 0);
+    let out = run(&["sync", "--full", "--json"]).await;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "created",
+        "updated",
+        "reactivated",
+        "deactivated",
+        "archived",
+    ] {
+        assert_eq!(s["tenants"][0][key], 0, "{key}: {s}");
+    }
+}
