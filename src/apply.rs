@@ -71,8 +71,14 @@ impl Store {
             }
             if change.action != Action::Resnapshot {
                 let mut fields = Map::new();
-                for (name, old, new) in change.field_changes() {
-                    fields.insert(name.to_string(), json!([old, new]));
+                if change.action == Action::Purge {
+                    for (name, old) in change.after.columns() {
+                        fields.insert(name.to_string(), json!([old, null]));
+                    }
+                } else {
+                    for (name, old, new) in change.field_changes() {
+                        fields.insert(name.to_string(), json!([old, new]));
+                    }
                 }
                 log(
                     &tx,
@@ -138,6 +144,18 @@ fn apply_change(tx: &Transaction<'_>, change: &Change, now: &str) -> Result<i64,
     let table = table(change.kind);
     let columns = change.after.columns();
     match (&change.record, change.action) {
+        (RecordRef::Existing(id), Action::Purge) => {
+            tx.execute(
+                "DELETE FROM group_members WHERE member_kind = ?1 AND member_id = ?2",
+                params![change.kind.as_str(), id],
+            )?;
+            tx.execute(
+                "DELETE FROM sync_links WHERE record_kind = ?1 AND record_id = ?2",
+                params![change.kind.as_str(), id],
+            )?;
+            tx.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])?;
+            Ok(*id)
+        }
         (RecordRef::New(_), _) => {
             let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
             let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();

@@ -39,6 +39,8 @@ pub struct StoreView {
     pub links: Vec<Link>,
     /// The read-only groups of the tenant being planned.
     pub groups: Vec<StoredGroup>,
+    /// Records a ticket points at (never purged).
+    pub ticketed: BTreeSet<(RecordKind, i64)>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -71,6 +73,8 @@ pub enum Action {
     Deactivate,
     /// Kind change: the record of the other kind is renamed `…_Archived` and deactivated.
     Archive,
+    /// Retention: a record deactivated longer than the configured days is deleted.
+    Purge,
 }
 
 impl Action {
@@ -83,6 +87,7 @@ impl Action {
             Action::Resnapshot => "resnapshot",
             Action::Deactivate => "deactivate",
             Action::Archive => "archive",
+            Action::Purge => "purge",
         }
     }
 
@@ -242,6 +247,36 @@ pub fn plan(
     p.reports.dedup();
     plan.reports = p.reports;
     plan
+}
+
+/// Retention: the tenant's records deactivated before `cutoff` (RFC 3339), except the root
+/// and records a ticket points at. Never part of the mass-deactivation count.
+pub fn purges(tenant: &str, store: &StoreView, cutoff: &str) -> Vec<Change> {
+    let mut out = Vec::new();
+    for link in store.links.iter().filter(|l| l.tenant == tenant) {
+        let key = (link.kind, link.record_id);
+        let Some(rec) = store.records.get(&key) else {
+            continue;
+        };
+        let old_enough = rec.deactivated_at.as_deref().is_some_and(|d| d < cutoff);
+        if rec.active || rec.is_root || !old_enough || store.ticketed.contains(&key) {
+            continue;
+        }
+        out.push(Change {
+            action: Action::Purge,
+            kind: link.kind,
+            record: RecordRef::Existing(rec.id),
+            object_id: link.object_id.clone(),
+            user: rec
+                .values
+                .email()
+                .map_or_else(|| link.object_id.clone(), str::to_string),
+            before: Some(rec.values.clone()),
+            after: rec.values.clone(),
+            source: None,
+        });
+    }
+    out
 }
 
 /// `Some(reason)` when `removals` exceeds a configured limit (SPEC 5.3).

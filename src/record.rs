@@ -182,6 +182,8 @@ pub struct StoredRecord {
     pub values: Values,
     pub active: bool,
     pub is_root: bool,
+    /// RFC 3339, set while the record is deactivated or archived.
+    pub deactivated_at: Option<String>,
 }
 
 impl StoredRecord {

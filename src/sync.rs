@@ -398,6 +398,14 @@ async fn tenant_run(
     let mut plan = plan::plan(&tenant.name, &resolution, &view, &group_names, &safety);
     if let Some(id) = &user {
         plan = restrict_to_user(plan, id, &view);
+    } else if refreshed.mode == refresh::Mode::Full
+        && config.retention.purge_deactivated_after_days > 0
+    {
+        let days = config.retention.purge_deactivated_after_days.min(36_500) as i64;
+        let cutoff = (chrono::Utc::now() - chrono::Duration::days(days))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        plan.changes
+            .extend(plan::purges(&tenant.name, &view, &cutoff));
     }
     outcome.status = if opts.dry_run {
         RunStatus::DryRun
@@ -508,6 +516,7 @@ fn counts(plan: &Plan) -> RunCounts {
         reactivated: n(Action::Reactivate),
         deactivated: n(Action::Deactivate),
         archived: n(Action::Archive),
+        purged: n(Action::Purge),
         held: plan.held.iter().filter(|c| c.action.removes()).count() as i64,
         reports: plan.reports.len() as i64,
     }

@@ -116,7 +116,7 @@ impl Store {
         let mut view = StoreView::default();
         let mut stmt = self.conn.prepare(
             "SELECT id, username, email, first_name, last_name, job_title, phone, department,
-                    security_role, active, is_root FROM employees",
+                    security_role, active, is_root, deactivated_at FROM employees",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(StoredRecord {
@@ -133,6 +133,7 @@ impl Store {
                 }),
                 active: r.get::<_, Option<i64>>(9)?.unwrap_or(0) != 0,
                 is_root: r.get::<_, Option<i64>>(10)?.unwrap_or(0) != 0,
+                deactivated_at: r.get(11)?,
             })
         })?;
         for rec in rows {
@@ -141,7 +142,7 @@ impl Store {
         }
         let mut stmt = self.conn.prepare(
             "SELECT id, account, email, first_name, last_name, job_title, phone, phone_type,
-                    portal_access, active FROM contacts",
+                    portal_access, active, deactivated_at FROM contacts",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(StoredRecord {
@@ -158,6 +159,7 @@ impl Store {
                 }),
                 active: r.get::<_, Option<i64>>(9)?.unwrap_or(0) != 0,
                 is_root: false,
+                deactivated_at: r.get(10)?,
             })
         })?;
         for rec in rows {
@@ -224,6 +226,17 @@ impl Store {
             }
         }
         view.groups = groups.into_values().collect();
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT 'employee', employee_id FROM tickets WHERE employee_id IS NOT NULL
+             UNION SELECT DISTINCT 'contact', contact_id FROM tickets WHERE contact_id IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (kind, id) = row?;
+            if let Some(kind) = RecordKind::parse(&kind) {
+                view.ticketed.insert((kind, id));
+            }
+        }
         Ok(view)
     }
 
@@ -236,7 +249,7 @@ impl Store {
     pub fn last_runs(&self, limit_per_tenant: usize) -> Result<Vec<RunRecord>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT tenant, mode, started_at, finished_at, status, created, updated, reactivated,
-                    deactivated, archived, held, reports, graph_requests, error
+                    deactivated, archived, held, reports, graph_requests, error, purged
              FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY id DESC) AS n FROM sync_runs)
              WHERE n <= ?1 ORDER BY tenant, n",
         )?;
@@ -253,6 +266,7 @@ impl Store {
                     reactivated: r.get(7)?,
                     deactivated: r.get(8)?,
                     archived: r.get(9)?,
+                    purged: r.get(14)?,
                     held: r.get(10)?,
                     reports: r.get(11)?,
                 },
@@ -313,6 +327,7 @@ pub struct RunCounts {
     pub reactivated: i64,
     pub deactivated: i64,
     pub archived: i64,
+    pub purged: i64,
     pub held: i64,
     pub reports: i64,
 }
@@ -343,8 +358,8 @@ pub struct StoreTotals {
 pub(crate) fn insert_run(conn: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
     conn.execute(
         "INSERT INTO sync_runs (tenant, mode, started_at, finished_at, status, created, updated,
-             reactivated, deactivated, archived, held, reports, graph_requests, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             reactivated, deactivated, archived, held, reports, graph_requests, error, purged)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             run.tenant,
             run.mode,
@@ -360,6 +375,7 @@ pub(crate) fn insert_run(conn: &Connection, run: &RunRecord) -> Result<i64, Stor
             run.counts.reports,
             run.graph_requests,
             run.error,
+            run.counts.purged,
         ],
     )?;
     Ok(conn.last_insert_rowid())

@@ -337,3 +337,52 @@ async fn tenants_4_11_one_failing_tenant_does_not_block_the_other() {
         vec![vec!["t0", "failed"], vec!["t1", "success"]]
     );
 }
+
+#[tokio::test]
+async fn retention_purges_old_deactivated_records_but_never_one_with_a_ticket() {
+    let mut env = TestEnv::new().await;
+    env.extra_config
+        .push_str("\n[retention]\npurge_deactivated_after_days = 30\n");
+    let staff = env.group("Staff", 1);
+    let users: Vec<String> = ["old", "ticketed", "recent", "stays"]
+        .iter()
+        .map(|u| env.user(u))
+        .collect();
+    for u in &users {
+        env.add(&staff, u);
+    }
+    env.employee_rule(&staff, 10, None);
+    env.sync_ok(&[]).await;
+    for u in &users[..3] {
+        env.remove(&staff, u);
+    }
+    env.sync_ok(&[]).await;
+    env.exec(
+        "UPDATE employees SET deactivated_at = '2020-01-01T00:00:00Z' WHERE username IN ('old', 'ticketed');
+         INSERT INTO tickets (subject, employee_id) SELECT 'Keep me', id FROM employees WHERE username = 'ticketed';",
+    );
+    // An incremental run does not purge; a full one does.
+    env.sync_ok(&[]).await;
+    assert_eq!(env.rows("SELECT COUNT(*) FROM employees"), vec![vec!["4"]]);
+    let s = env.sync_ok(&["--full"]).await;
+    assert_eq!(tenant(&s, "t0")["purged"], 1);
+    assert_eq!(
+        env.rows("SELECT username, active FROM employees ORDER BY username"),
+        vec![
+            vec!["recent", "0"],
+            vec!["stays", "1"],
+            vec!["ticketed", "0"]
+        ]
+    );
+    assert_eq!(
+        env.rows("SELECT action, changes LIKE '%\"username\":[\"old\",null]%' FROM change_log WHERE action = 'purge'"),
+        vec![vec!["purge", "1"]]
+    );
+    // The purged user coming back gets a new record.
+    env.add(&staff, &users[0]);
+    env.sync_ok(&[]).await;
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE username = 'old' AND active = 1"),
+        vec![vec!["1"]]
+    );
+}
