@@ -201,12 +201,20 @@ pub(crate) fn generate(users: usize, groups: usize, seed: u64, tenant: &str) -> 
         let base_local = format!("{given_a}.{sur_a}");
         let n = used_local.entry(base_local.clone()).or_insert(0);
         *n += 1;
-        let local = if *n == 1 {
+        let count = *n;
+        let local = if count == 1 {
             base_local
         } else {
-            format!("{base_local}{n}")
+            format!("{base_local}{count}")
         };
         let roll: f64 = rng.r#gen();
+        // Mail follows the UPN (`Ada.Lovelace2@…` for `ada.lovelace2@…`), except for a few
+        // namesakes who were given the first one's address: the duplicates real tenants have.
+        let mail_suffix = if count == 1 || (0.12..0.125).contains(&roll) {
+            String::new()
+        } else {
+            count.to_string()
+        };
         // i == 1 and i == 2 are always a guest and a disabled user so small tenants have both.
         let guest = i == 1 || (i > 3 && roll < 0.05);
         let disabled = i == 2 || (!guest && i > 3 && roll < 0.09);
@@ -217,7 +225,7 @@ pub(crate) fn generate(users: usize, groups: usize, seed: u64, tenant: &str) -> 
             id: id.to_string(),
             user_principal_name: format!("{local}@{tenant}"),
             mail: Some(format!(
-                "{}.{}@{mail_dom}",
+                "{}.{}{mail_suffix}@{mail_dom}",
                 capitalize(given_a),
                 capitalize(sur_a)
             )),

@@ -1,0 +1,360 @@
+//! `cargo bench --bench sync`: entra-sync against a 100,000-user graph-sim tenant in a separate
+//! process on loopback, release build, store on disk. Prints one line per figure (SPEC 8).
+//!
+//! Figures: full sync into an empty store (seconds, peak RSS, Graph requests vs. the pages the
+//! data needs), full sync into a current store, idle incremental run, incremental run after
+//! 1,000 attribute and 1,000 membership changes, and the floors (graph-sim serving every page
+//! to a bare client; SQLite inserting the same rows) with each sync figure as a ratio of them.
+//! Sizes can be changed with BENCH_USERS and BENCH_GROUPS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Run {
+    seconds: f64,
+    peak_rss_mb: f64,
+    summary: Value,
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `entra-sync` to completion, sampling its peak RSS (VmHWM) while it runs.
+fn entra_sync(config: &Path, args: &[&str]) -> Run {
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_entra-sync"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .arg("--json")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_path) {
+            for line in status.lines() {
+                if let Some(v) = line.strip_prefix("VmHWM:") {
+                    let kb: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                    peak_kb = peak_kb.max(kb);
+                }
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let out = reader.join().unwrap();
+    let summary: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("entra-sync printed no JSON ({e}): {out}"));
+    Run {
+        seconds,
+        peak_rss_mb: peak_kb as f64 / 1024.0,
+        summary,
+    }
+}
+
+fn tenant(run: &Run) -> &Value {
+    &run.summary["tenants"][0]
+}
+
+fn rows_written(run: &Run) -> i64 {
+    [
+        "created",
+        "updated",
+        "reactivated",
+        "deactivated",
+        "archived",
+    ]
+    .iter()
+    .map(|k| tenant(run)[*k].as_i64().unwrap_or(0))
+    .sum()
+}
+
+#[tokio::main]
+async fn main() {
+    let users = env_usize("BENCH_USERS", 100_000);
+    let groups = env_usize("BENCH_GROUPS", 20);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+
+    let start = Instant::now();
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_graph-sim"))
+        .args([
+            "--users",
+            &users.to_string(),
+            "--groups",
+            &groups.to_string(),
+            "--seed",
+            "1",
+        ])
+        .arg("--write-config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let base = first.trim().to_string();
+    println!(
+        "graph-sim: {users} users, {groups} groups, started in {:.2} s at {base}",
+        start.elapsed().as_secs_f64()
+    );
+    // Throughput figures, not safety: the guard would hold the big membership changes below.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[safety]\nmax_deactivations = 0\nmax_deactivation_percent = 0\n"),
+    )
+    .unwrap();
+
+    let http = reqwest::Client::new();
+    let sim_groups: Vec<Value> = http
+        .get(format!("{base}/_sim/groups"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let parsed = entra_sync::config::Config::load(&config).unwrap();
+    let rule_groups: BTreeSet<String> = parsed.rules.iter().map(|r| r.group_id.clone()).collect();
+    let by_id: BTreeMap<String, &Value> = sim_groups
+        .iter()
+        .map(|g| (g["id"].as_str().unwrap().to_string(), g))
+        .collect();
+    // Groups a full sync reads: the rule groups and the groups nested in them.
+    let mut read: BTreeSet<String> = BTreeSet::new();
+    let mut stack: Vec<String> = rule_groups.iter().cloned().collect();
+    while let Some(g) = stack.pop() {
+        if !read.insert(g.clone()) {
+            continue;
+        }
+        for m in by_id[&g]["members"].as_array().unwrap() {
+            let m = m.as_str().unwrap();
+            if by_id.contains_key(m) {
+                stack.push(m.to_string());
+            }
+        }
+    }
+    let member_pages: usize = read
+        .iter()
+        .map(|g| {
+            by_id[g]["members"]
+                .as_array()
+                .unwrap()
+                .len()
+                .div_ceil(999)
+                .max(1)
+        })
+        .sum();
+    let memberships: usize = read
+        .iter()
+        .map(|g| by_id[g]["members"].as_array().unwrap().len())
+        .sum();
+
+    // Floor 1: graph-sim alone serving every member page to a bare client.
+    let token: Value = http
+        .post(format!(
+            "{base}/{}/oauth2/v2.0/token",
+            parsed.tenants[0].tenant_id
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", parsed.tenants[0].client_id.as_str()),
+            (
+                "client_secret",
+                parsed.tenants[0].secret.as_ref().unwrap().expose(),
+            ),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = token["access_token"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    let mut fetches = tokio::task::JoinSet::new();
+    for g in &read {
+        let (http, bearer) = (http.clone(), bearer.clone());
+        let mut next = Some(format!(
+            "{base}/v1.0/groups/{g}/members?$select={}&$top=999",
+            entra_sync::graph::wire::USER_SELECT
+        ));
+        fetches.spawn(async move {
+            let mut items = 0usize;
+            while let Some(url) = next.take() {
+                let page: Value = http
+                    .get(&url)
+                    .bearer_auth(&bearer)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                items += page["value"].as_array().map_or(0, Vec::len);
+                next = page["@odata.nextLink"].as_str().map(str::to_string);
+            }
+            items
+        });
+    }
+    let mut served = 0;
+    while let Some(n) = fetches.join_next().await {
+        served += n.unwrap();
+    }
+    let graph_floor = start.elapsed().as_secs_f64();
+    println!(
+        "floor graph-sim: {graph_floor:.2} s to serve {member_pages} pages ({served} members) to a bare client"
+    );
+
+    // Full sync into an empty store.
+    let full = entra_sync(&config, &["sync", "--full"]);
+    let t = tenant(&full);
+    let records = t["created"].as_i64().unwrap_or(0) as usize;
+
+    // Floor 2: SQLite alone inserting the same number of records in one transaction.
+    let sqlite_floor = {
+        let path = dir.path().join("floor.db");
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch(
+            "CREATE TABLE employees (id INTEGER PRIMARY KEY, username TEXT, email TEXT, first_name TEXT,
+             last_name TEXT, job_title TEXT, phone TEXT, department TEXT, security_role TEXT, active INTEGER)",
+        )
+        .unwrap();
+        let start = Instant::now();
+        let tx = conn.transaction().unwrap();
+        {
+            let mut stmt = tx
+                .prepare("INSERT INTO employees (username, email, first_name, last_name, job_title, phone, department, security_role, active) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1)")
+                .unwrap();
+            for i in 0..records {
+                stmt.execute(rusqlite::params![
+                    format!("user{i}"),
+                    format!("user{i}@contoso.com"),
+                    "Given",
+                    "Surname",
+                    "Engineer",
+                    "+1 425 555 0100",
+                    "R&D",
+                    "Technician"
+                ])
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        start.elapsed().as_secs_f64()
+    };
+    let floor = graph_floor + sqlite_floor;
+    println!("floor sqlite: {sqlite_floor:.2} s to insert {records} records in one transaction");
+    println!(
+        "full sync, empty store: {:.2} s ({:.2}x floor {floor:.2} s), peak RSS {:.0} MB, {} Graph requests for {member_pages} member pages ({memberships} memberships), {records} records created",
+        full.seconds,
+        full.seconds / floor,
+        full.peak_rss_mb,
+        t["graph_requests"],
+    );
+
+    let current = entra_sync(&config, &["sync", "--full"]);
+    println!(
+        "full sync, current store: {:.2} s ({:.2}x floor), record rows written {}, {} Graph requests",
+        current.seconds,
+        current.seconds / floor,
+        rows_written(&current),
+        tenant(&current)["graph_requests"]
+    );
+
+    let idle = entra_sync(&config, &["sync"]);
+    println!(
+        "incremental, nothing changed: {:.3} s wall ({} ms in the run), {} Graph requests per tenant, record rows written {}, mode {}",
+        idle.seconds,
+        tenant(&idle)["duration_ms"],
+        tenant(&idle)["graph_requests"],
+        rows_written(&idle),
+        tenant(&idle)["mode"]
+    );
+
+    // 1,000 attribute changes and 1,000 membership changes through the control API.
+    let all_users: Vec<Value> = http
+        .get(format!("{base}/_sim/users"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rule_list: Vec<&String> = rule_groups.iter().collect();
+    let mut member_of: BTreeMap<&str, &str> = BTreeMap::new();
+    for g in &rule_list {
+        for m in by_id[g.as_str()]["members"].as_array().unwrap() {
+            member_of.entry(m.as_str().unwrap()).or_insert(g.as_str());
+        }
+    }
+    let members: Vec<&str> = member_of
+        .keys()
+        .copied()
+        .filter(|m| !by_id.contains_key(*m))
+        .collect();
+    for (i, id) in members.iter().take(1000).enumerate() {
+        http.patch(format!("{base}/_sim/users/{id}"))
+            .json(&json!({ "jobTitle": format!("Bench title {i}") }))
+            .send()
+            .await
+            .unwrap();
+    }
+    let outsiders: Vec<&str> = all_users
+        .iter()
+        .filter_map(|u| u["id"].as_str())
+        .filter(|id| !member_of.contains_key(id))
+        .collect();
+    for i in 0..1000 {
+        if i % 2 == 0 && i / 2 < outsiders.len() {
+            let g = rule_list[i % rule_list.len()];
+            http.post(format!("{base}/_sim/groups/{g}/members"))
+                .json(&json!({ "id": outsiders[i / 2] }))
+                .send()
+                .await
+                .unwrap();
+        } else {
+            let id = members[members.len() - 1 - i];
+            let g = member_of[id];
+            http.delete(format!("{base}/_sim/groups/{g}/members/{id}"))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let changed = entra_sync(&config, &["sync"]);
+    println!(
+        "incremental, 1000 attribute + 1000 membership changes: {:.2} s, {} Graph requests, record rows written {}, mode {}",
+        changed.seconds,
+        tenant(&changed)["graph_requests"],
+        rows_written(&changed),
+        tenant(&changed)["mode"]
+    );
+    let _ = sim.kill();
+    let _ = sim.wait();
+}
