@@ -56,18 +56,18 @@ impl Store {
                 created.insert((change.kind, object_id.clone()), id);
             }
             if let Some(source) = &change.source {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR REPLACE INTO sync_links (tenant, object_id, record_kind, record_id, source, synced_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
+                )?
+                .execute(params![
                         plan.tenant,
                         change.object_id,
                         change.kind.as_str(),
                         id,
                         serde_json::to_string(source).unwrap_or_default(),
                         now
-                    ],
-                )?;
+                    ])?;
             }
             if change.action != Action::Resnapshot {
                 let mut fields = Map::new();
@@ -131,11 +131,11 @@ fn log(
     action: &str,
     changes: Value,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO change_log (run_id, at, tenant, object_id, record_kind, record_id, action, changes)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![run_id, now, tenant, object_id, kind, record_id, action, changes.to_string()],
-    )?;
+    )?
+    .execute(params![run_id, now, tenant, object_id, kind, record_id, action, changes.to_string()])?;
     Ok(())
 }
 
@@ -200,7 +200,7 @@ fn apply_change(tx: &Transaction<'_>, change: &Change, now: &str) -> Result<i64,
             let mut values: Vec<rusqlite::types::Value> = vec![now.to_string().into()];
             values.extend(changed.iter().map(|(_, v)| sql_value(v)));
             values.push((*id).into());
-            tx.execute(&sql, params_from_iter(values))?;
+            tx.prepare_cached(&sql)?.execute(params_from_iter(values))?;
             Ok(*id)
         }
     }

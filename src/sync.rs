@@ -292,7 +292,7 @@ async fn tenant_run(
             }
         }
         let mirror_groups = match &store {
-            Some(s) => s.load_mirror(&tenant.name).map(|m| m.groups.into_keys().collect()).unwrap_or_default(),
+            Some(s) => s.mirror_group_ids(&tenant.name).unwrap_or_default(),
             None => Default::default(),
         };
         refresh::full(&client, &rules, &mirror_groups).await

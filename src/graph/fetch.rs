@@ -91,25 +91,30 @@ pub async fn group_members(
         "/groups/{group_id}/members?$select={USER_SELECT}&$top=999"
     ));
     let what = format!("members of group {group_id}");
-    let items = client.get_all(&url, &what).await?;
     let mut members = BTreeMap::new();
     let mut users = Vec::new();
-    for item in &items {
-        let Some(id) = object_id(item) else {
-            tracing::warn!(
-                tenant = client.tenant(),
-                group = group_id,
-                "a member without an id was ignored"
-            );
-            continue;
-        };
-        let kind = member_type(item);
-        if kind == MemberType::User
-            && let Some(user) = parse_user(item)
-        {
-            users.push(user);
+    // Page by page: a large group's raw JSON is never held all at once.
+    let mut next = Some(url);
+    while let Some(url) = next.take() {
+        let page = client.get_page(&url, &what).await?;
+        next = page.next_link;
+        for item in &page.value {
+            let Some(id) = object_id(item) else {
+                tracing::warn!(
+                    tenant = client.tenant(),
+                    group = group_id,
+                    "a member without an id was ignored"
+                );
+                continue;
+            };
+            let kind = member_type(item);
+            if kind == MemberType::User
+                && let Some(user) = parse_user(item)
+            {
+                users.push(user);
+            }
+            members.insert(id, kind);
         }
-        members.insert(id, kind);
     }
     Ok((members, users))
 }

@@ -98,6 +98,18 @@ impl Store {
         Ok(snapshot)
     }
 
+    /// The ids of the groups the mirror tracks (without reading their members).
+    pub fn mirror_group_ids(
+        &self,
+        tenant: &str,
+    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT object_id FROM entra_groups WHERE tenant = ?1")?;
+        let rows = stmt.query_map([tenant], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn load_cursors(&self, tenant: &str) -> Result<Option<Cursors>, StoreError> {
         let mut stmt = self
             .conn
