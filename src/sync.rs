@@ -338,28 +338,17 @@ async fn tenant_run(
                 tenant: tenant.name.clone(),
                 ..Plan::default()
             };
-            outcome.status = if opts.dry_run {
-                RunStatus::DryRun
-            } else {
-                RunStatus::Success
+            let mirror = MirrorWrite {
+                snapshot: None,
+                cursors: &refreshed.cursors,
             };
-            if let Some(store) = store.as_mut()
-                && !opts.dry_run
-            {
-                let run = run_record(
-                    tenant,
-                    &mode,
-                    started_at,
-                    outcome.status,
-                    &plan,
-                    outcome.graph_requests,
-                );
-                let mirror = MirrorWrite {
-                    snapshot: None,
-                    cursors: &refreshed.cursors,
-                };
-                store.apply(&plan, &run, Some(&mirror))?;
-            }
+            let run = RunContext {
+                tenant,
+                mode: &mode,
+                started_at,
+                opts,
+            };
+            apply_recorded(store.as_mut(), &run, outcome, &plan, Some(&mirror))?;
             return Ok(Some(plan));
         }
     };
@@ -407,52 +396,66 @@ async fn tenant_run(
         plan.changes
             .extend(plan::purges(&tenant.name, &view, &cutoff));
     }
-    outcome.status = if opts.dry_run {
+    // A one-user run resolves from fresh data but must not move the tenant's cursors.
+    let mirror = MirrorWrite {
+        snapshot: refreshed.snapshot.as_ref().map(|s| (s, &previous)),
+        cursors: &refreshed.cursors,
+    };
+    let run = RunContext {
+        tenant,
+        mode: &mode,
+        started_at,
+        opts,
+    };
+    apply_recorded(
+        store.as_mut(),
+        &run,
+        outcome,
+        &plan,
+        user.is_none().then_some(&mirror),
+    )?;
+    Ok(Some(plan))
+}
+
+/// Who and what a run is, for its `sync_runs` row.
+struct RunContext<'a> {
+    tenant: &'a TenantConfig,
+    mode: &'a str,
+    started_at: &'a str,
+    opts: &'a SyncOptions,
+}
+
+/// Sets the run's status from the plan and, unless it is a dry run, applies the plan with its
+/// `sync_runs` row and the mirror in one transaction.
+fn apply_recorded(
+    store: Option<&mut Store>,
+    run: &RunContext<'_>,
+    outcome: &mut TenantOutcome,
+    plan: &Plan,
+    mirror: Option<&MirrorWrite<'_>>,
+) -> Result<(), crate::store::StoreError> {
+    outcome.status = if run.opts.dry_run {
         RunStatus::DryRun
     } else if plan.hold_reason.is_some() {
         RunStatus::Held
     } else {
         RunStatus::Success
     };
-    if let Some(store) = store.as_mut()
-        && !opts.dry_run
-    {
-        let run = run_record(
-            tenant,
-            &mode,
-            started_at,
-            outcome.status,
-            &plan,
-            outcome.graph_requests,
-        );
-        // A one-user run resolves from fresh data but must not move the tenant's cursors.
-        let mirror = MirrorWrite {
-            snapshot: refreshed.snapshot.as_ref().map(|s| (s, &previous)),
-            cursors: &refreshed.cursors,
-        };
-        store.apply(&plan, &run, user.is_none().then_some(&mirror))?;
-    }
-    Ok(Some(plan))
-}
-
-fn run_record(
-    tenant: &TenantConfig,
-    mode: &str,
-    started_at: &str,
-    status: RunStatus,
-    plan: &Plan,
-    graph_requests: u64,
-) -> RunRecord {
-    RunRecord {
-        tenant: tenant.name.clone(),
-        mode: mode.to_string(),
-        started_at: started_at.to_string(),
+    let Some(store) = store.filter(|_| !run.opts.dry_run) else {
+        return Ok(());
+    };
+    let record = RunRecord {
+        tenant: run.tenant.name.clone(),
+        mode: run.mode.to_string(),
+        started_at: run.started_at.to_string(),
         finished_at: Some(now_rfc3339()),
-        status: status.as_str().to_string(),
+        status: outcome.status.as_str().to_string(),
         counts: counts(plan),
-        graph_requests: graph_requests as i64,
+        graph_requests: outcome.graph_requests as i64,
         error: plan.hold_reason.clone(),
-    }
+    };
+    store.apply(plan, &record, mirror)?;
+    Ok(())
 }
 
 /// The object id of the user `query` names (object id, UPN or mail), in Entra or in the store.
