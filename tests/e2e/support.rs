@@ -212,8 +212,14 @@ impl TestEnv {
     }
 
     pub fn rows(&self, sql: &str) -> Vec<Vec<String>> {
-        let conn = rusqlite::Connection::open(self.store_path()).expect("open store");
-        let mut stmt = conn.prepare(sql).expect("prepare");
+        self.try_rows(sql).expect("query the store")
+    }
+
+    /// `rows`, or the error while the store is still being created by another process.
+    pub fn try_rows(&self, sql: &str) -> rusqlite::Result<Vec<Vec<String>>> {
+        let conn = rusqlite::Connection::open(self.store_path())?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mut stmt = conn.prepare(sql)?;
         let n = stmt.column_count();
         stmt.query_map([], |r| {
             (0..n)
@@ -226,9 +232,7 @@ impl TestEnv {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
-        })
-        .expect("query")
-        .map(|r| r.expect("row"))
+        })?
         .collect()
     }
 
