@@ -229,12 +229,24 @@ pub fn status_command(config: &Config, json: bool) -> ExitCode {
         }
         Err(e) => return fail(EXIT_FAILED, e),
     };
-    let (runs, totals) = match (store.last_runs(5), store.totals()) {
-        (Ok(r), Ok(t)) => (r, t),
-        (Err(e), _) | (_, Err(e)) => return fail(EXIT_FAILED, e),
+    let (runs, totals, cursors) =
+        match (store.last_runs(5), store.totals(), store.cursor_saved_at()) {
+            (Ok(r), Ok(t), Ok(c)) => (r, t, c),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(EXIT_FAILED, e),
+        };
+    let now = chrono::Utc::now();
+    let cursor_age = |tenant: &str| -> Option<i64> {
+        let saved = chrono::DateTime::parse_from_rfc3339(cursors.get(tenant)?).ok()?;
+        Some((now - saved.with_timezone(&chrono::Utc)).num_seconds())
     };
     if json {
-        let value = serde_json::json!({ "runs": runs, "totals": totals });
+        let ages: serde_json::Map<String, serde_json::Value> = config
+            .tenants
+            .iter()
+            .map(|t| (t.name.clone(), serde_json::json!(cursor_age(&t.name))))
+            .collect();
+        let value =
+            serde_json::json!({ "runs": runs, "totals": totals, "cursor_age_seconds": ages });
         println!("{value:#}");
         return ExitCode::SUCCESS;
     }
@@ -251,6 +263,13 @@ pub fn status_command(config: &Config, json: bool) -> ExitCode {
         let mine: Vec<_> = runs.iter().filter(|r| r.tenant == tenant.name).collect();
         if mine.is_empty() {
             println!("tenant {}: never synced", tenant.name);
+        }
+        match cursor_age(&tenant.name) {
+            Some(age) => println!("tenant {}: delta cursors saved {age} s ago", tenant.name),
+            None => println!(
+                "tenant {}: no delta cursors (the next sync is a full one)",
+                tenant.name
+            ),
         }
         for r in mine {
             let c = &r.counts;

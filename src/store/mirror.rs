@@ -135,6 +135,15 @@ impl Store {
         Ok(cursors)
     }
 
+    /// When each tenant's delta cursors were last saved (RFC 3339), for `status`.
+    pub fn cursor_saved_at(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT tenant, MIN(saved_at) FROM delta_cursors GROUP BY tenant")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The status of the tenant's latest run, if any.
     pub fn last_status(&self, tenant: &str) -> Result<Option<String>, StoreError> {
         use rusqlite::OptionalExtension;

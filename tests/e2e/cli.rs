@@ -81,6 +81,8 @@ async fn status_reports_the_last_run_and_totals() {
     assert_eq!(v["totals"]["employees_active"], 1);
     assert_eq!(v["runs"][0]["status"], "success");
     assert_eq!(v["runs"][0]["created"], 1);
+    let age = v["cursor_age_seconds"]["t0"].as_i64().unwrap();
+    assert!((0..60).contains(&age), "{v}");
 }
 
 #[tokio::test]
@@ -104,4 +106,65 @@ async fn check_says_ok_for_each_group_and_fail_for_a_missing_one() {
         "{}",
         out.stdout
     );
+}
+
+#[tokio::test]
+async fn every_kind_of_bad_config_exits_2_with_one_line_naming_the_key() {
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    env.employee_rule(&staff, 10, None);
+    env.write_config();
+    let good = std::fs::read_to_string(env.config_path()).unwrap();
+    let secret_line = format!(
+        "client_secret_file = \"{}\"",
+        env.dir.path().join("sim.secret").display()
+    );
+    let cases: Vec<(String, &str)> = vec![
+        (
+            good.replace("[store]", "[store]\ncolour = \"blue\""),
+            "colour",
+        ),
+        (
+            good.replace("order = 10", "order = \"first\""),
+            "rules[0].order",
+        ),
+        (good.replace(&staff, "not-a-guid"), "rules[0].group_id"),
+        (
+            good.replace("tenant = \"t0\"", "tenant = \"nope\""),
+            "rules[0].tenant",
+        ),
+        (
+            format!(
+                "{good}\n[[tenants]]\nname = \"t0\"\ntenant_id = \"x.com\"\nclient_id = \"00000000-0000-0000-0000-000000000001\"\nclient_secret_env = \"X\"\n"
+            ),
+            "tenants[1].name",
+        ),
+        (
+            good.replace(&secret_line, "client_secret_file = \"/nonexistent/secret\""),
+            "tenants[0].client_secret_file",
+        ),
+        (
+            good.replacen(
+                "authority = \"http://127.0.0.1",
+                "authority = \"http://192.0.2.1",
+                1,
+            ),
+            "tenants[0].authority",
+        ),
+    ];
+    for (text, key) in cases {
+        std::fs::write(env.config_path(), &text).unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_entra-sync"))
+            .arg("--config")
+            .arg(env.config_path())
+            .arg("sync")
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(out.status.code(), Some(2), "{key}: {stderr}");
+        assert_eq!(errors.len(), 1, "{key}: {stderr}");
+        assert!(errors[0].contains(key), "{key}: {stderr}");
+    }
 }

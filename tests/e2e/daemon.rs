@@ -307,3 +307,50 @@ async fn healthz_reports_a_failing_tenant() {
     let (_, body) = d.get("/healthz").await.unwrap();
     assert!(body.contains("tenant t0") && body.contains("403"), "{body}");
 }
+
+#[tokio::test]
+async fn a_held_run_makes_healthz_unhealthy_until_resync_allows_it() {
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    let users: Vec<String> = (0..6).map(|i| env.user(&format!("u{i}"))).collect();
+    for u in &users {
+        env.add(&staff, u);
+    }
+    env.employee_rule(&staff, 10, None);
+    env.extra_config = String::new();
+    let d = Daemon::start(&mut env, "").await;
+    d.wait_for(|| async { runs(&env) >= 1 }, "the first run")
+        .await;
+    // The default 20 % limit: 3 of 6 leaving is held.
+    for u in &users[..3] {
+        env.remove(&staff, u);
+    }
+    d.wait_for(
+        || async {
+            d.get("/healthz")
+                .await
+                .is_some_and(|(code, body)| code == 503 && body.contains("held"))
+        },
+        "healthz to report the hold",
+    )
+    .await;
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE active = 1"),
+        vec![vec!["6"]]
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{}/resync?allow_mass_deactivation=true", d.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE active = 1"),
+        vec![vec!["3"]]
+    );
+    d.wait_for(
+        || async { d.get("/healthz").await.is_some_and(|(code, _)| code == 200) },
+        "healthz to recover",
+    )
+    .await;
+}
