@@ -145,26 +145,6 @@ impl GraphClient {
         })
     }
 
-    pub async fn get_object(&self, url: &str, what: &str) -> Result<Value, GraphError> {
-        let body = self.send(url, Body::None, what).await?;
-        serde_json::from_slice(&body).map_err(|e| GraphError::BadResponse {
-            what: what.to_string(),
-            reason: format!("the answer is not valid JSON ({e})"),
-        })
-    }
-
-    /// Every item of a collection, following `@odata.nextLink` verbatim.
-    pub async fn get_all(&self, url: &str, what: &str) -> Result<Vec<Value>, GraphError> {
-        let mut items = Vec::new();
-        let mut next = Some(url.to_string());
-        while let Some(url) = next {
-            let page = self.get_page(&url, what).await?;
-            items.extend(page.value);
-            next = page.next_link;
-        }
-        Ok(items)
-    }
-
     /// `POST /$batch` of GETs (at most 20 per call, more are split). Returns each item's
     /// status and body by position; throttled items are retried after their `Retry-After`.
     pub async fn batch_get(
