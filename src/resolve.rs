@@ -89,11 +89,20 @@ pub struct Resolution {
 pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
     let mut out = Resolution::default();
     // Every user's candidate rules, from each rule's (transitive) membership.
+    let rule_members: Vec<(&RuleConfig, BTreeSet<&str>)> = rules
+        .rules
+        .iter()
+        .map(|rule| {
+            (
+                rule,
+                snapshot.members_of(&rule.group_id, rules.nested_groups),
+            )
+        })
+        .collect();
     let mut candidates: BTreeMap<&str, Vec<&RuleConfig>> = BTreeMap::new();
-    for rule in &rules.rules {
-        let members = snapshot.members_of(&rule.group_id, rules.nested_groups);
+    for (rule, members) in &rule_members {
         for user in members {
-            candidates.entry(user).or_default().push(rule);
+            candidates.entry(*user).or_default().push(*rule);
         }
     }
     for (user_id, rule_list) in candidates {
@@ -144,9 +153,8 @@ pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
             },
         );
     }
-    for rule in &rules.rules {
-        let members = snapshot
-            .members_of(&rule.group_id, rules.nested_groups)
+    for (rule, members) in rule_members {
+        let members = members
             .into_iter()
             .filter(|u| out.desired.contains_key(*u) || out.untouchable.contains(*u))
             .map(str::to_string)

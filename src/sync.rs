@@ -309,7 +309,7 @@ async fn tenant_run(
         .throttle_wait_ms
         .load(std::sync::atomic::Ordering::Relaxed)
         - wait_ms_before;
-    let refreshed = graph_result.map_err(|e| anyhow::anyhow!(e))?;
+    let mut refreshed = graph_result.map_err(|e| anyhow::anyhow!(e))?;
     if opts.user.is_none() {
         outcome.mode = refreshed.mode.as_str().to_string();
     }
@@ -322,16 +322,20 @@ async fn tenant_run(
     let rules_changed = stored_cursors
         .as_ref()
         .is_none_or(|c| c.rules != refreshed.cursors.rules);
-    let previous = match (&refreshed.snapshot, &store) {
-        (Some(_), _) | (None, None) => load_mirror(&store).map_err(|e| anyhow::anyhow!(e))?,
-        (None, Some(_))
+    let loaded = refreshed.previous.take();
+    let previous = match (loaded, &refreshed.snapshot, &store) {
+        (Some(previous), Some(_), _) => previous,
+        (None, Some(_), _) | (_, None, None) => {
+            load_mirror(&store).map_err(|e| anyhow::anyhow!(e))?
+        }
+        (_, None, Some(_))
             if rules_changed
                 || last_status.as_deref() == Some("held")
                 || opts.allow_mass_deactivation =>
         {
             load_mirror(&store).map_err(|e| anyhow::anyhow!(e))?
         }
-        (None, Some(_)) => {
+        (_, None, Some(_)) => {
             // Nothing happened in Entra and nothing changed here: record the run and the new
             // cursors, touch no record.
             let plan = Plan {
