@@ -6,11 +6,13 @@
 
 use std::collections::HashMap;
 
+use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Transaction, TransactionBehavior, params, params_from_iter};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde::ser::SerializeMap;
 
 use crate::plan::{Action, Change, GroupChange, Plan, RecordRef};
-use crate::record::RecordKind;
+use crate::record::{Cell, RecordKind, Values, cell_diff};
 use crate::store::{MirrorWrite, RunRecord, Store, StoreError, insert_run, write_mirror};
 
 /// RFC 3339 UTC, second precision: `2026-11-23T17:04:05Z`.
@@ -25,14 +27,72 @@ fn table(kind: RecordKind) -> &'static str {
     }
 }
 
-fn sql_value(v: &Value) -> rusqlite::types::Value {
-    match v {
-        Value::Null => rusqlite::types::Value::Null,
-        Value::Number(n) => rusqlite::types::Value::Integer(n.as_i64().unwrap_or(0)),
-        Value::Bool(b) => rusqlite::types::Value::Integer(i64::from(*b)),
-        Value::String(s) => rusqlite::types::Value::Text(s.clone()),
-        other => rusqlite::types::Value::Text(other.to_string()),
+/// Binds a [`Cell`] without copying its text.
+struct Sql<'a>(Cell<'a>);
+
+impl ToSql for Sql<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            Cell::Text(None) => ToSqlOutput::Borrowed(ValueRef::Null),
+            Cell::Text(Some(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Cell::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(i)),
+        })
     }
+}
+
+/// A record change's `change_log.changes`: `{"column": [old, new], …}`.
+struct FieldLog<'a>(Vec<(&'static str, Cell<'a>, Cell<'a>)>);
+
+impl Serialize for FieldLog<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, old, new) in &self.0 {
+            map.serialize_entry(name, &(old, new))?;
+        }
+        map.end()
+    }
+}
+
+impl<'a> FieldLog<'a> {
+    fn of(change: &'a Change) -> FieldLog<'a> {
+        let null = Cell::Text(None);
+        FieldLog(match (change.action, &change.before) {
+            (Action::Purge, _) => change
+                .after
+                .cells()
+                .into_iter()
+                .map(|(name, old)| (name, old, null))
+                .collect(),
+            (_, Some(before)) => cell_diff(before, &change.after),
+            (_, None) => change
+                .after
+                .cells()
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(name, new)| (name, null, new))
+                .collect(),
+        })
+    }
+}
+
+/// A group change's `change_log.changes`.
+#[derive(Serialize)]
+struct GroupLog<'a> {
+    display_name: Option<&'a str>,
+    members_added: Vec<(&'static str, i64)>,
+    members_removed: Vec<(&'static str, i64)>,
+}
+
+/// `INSERT INTO employees|contacts (…) VALUES (…)`: ?1 is the timestamp, then the cells.
+fn insert_sql(values: &Values) -> String {
+    let names: Vec<&str> = values.cells().iter().map(|(n, _)| *n).collect();
+    let placeholders: Vec<String> = (2..=names.len() + 1).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO {} ({}, active, created_at, updated_at) VALUES ({}, 1, ?1, ?1)",
+        table(values.kind()),
+        names.join(", "),
+        placeholders.join(", ")
+    )
 }
 
 impl Store {
@@ -49,11 +109,12 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let run_id = insert_run(&tx, run)?;
         let now = now_rfc3339();
-        let mut created: HashMap<(RecordKind, String), i64> = HashMap::new();
+        let mut created: HashMap<(RecordKind, &str), i64> = HashMap::new();
+        let mut phase = crate::phase::Phase::start();
         for change in &plan.changes {
             let id = apply_change(&tx, change, &now)?;
             if let RecordRef::New(object_id) = &change.record {
-                created.insert((change.kind, object_id.clone()), id);
+                created.insert((change.kind, object_id.as_str()), id);
             }
             if let Some(source) = &change.source {
                 tx.prepare_cached(
@@ -70,16 +131,6 @@ impl Store {
                     ])?;
             }
             if change.action != Action::Resnapshot {
-                let mut fields = Map::new();
-                if change.action == Action::Purge {
-                    for (name, old) in change.after.columns() {
-                        fields.insert(name.to_string(), json!([old, null]));
-                    }
-                } else {
-                    for (name, old, new) in change.field_changes() {
-                        fields.insert(name.to_string(), json!([old, new]));
-                    }
-                }
                 log(
                     &tx,
                     run_id,
@@ -89,13 +140,15 @@ impl Store {
                     change.kind.as_str(),
                     Some(id),
                     change.action.as_str(),
-                    Value::Object(fields),
+                    &serde_json::to_string(&FieldLog::of(change)).unwrap_or_default(),
                 )?;
             }
         }
+        phase.done(&plan.tenant, "apply records");
         for group in &plan.groups {
             apply_group(&tx, run_id, &now, &plan.tenant, group, &created)?;
         }
+        phase.done(&plan.tenant, "apply groups");
         for report in &plan.reports {
             tx.execute(
                 "INSERT INTO sync_reports (run_id, tenant, object_id, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -111,10 +164,13 @@ impl Store {
                 ],
             )?;
         }
+        phase.done(&plan.tenant, "apply reports");
         if let Some(mirror) = mirror {
             write_mirror(&tx, &plan.tenant, mirror, &now)?;
         }
+        phase.done(&plan.tenant, "apply mirror");
         tx.commit()?;
+        phase.done(&plan.tenant, "apply commit");
         Ok(run_id)
     }
 }
@@ -129,20 +185,19 @@ fn log(
     kind: &str,
     record_id: Option<i64>,
     action: &str,
-    changes: Value,
+    changes: &str,
 ) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO change_log (run_id, at, tenant, object_id, record_kind, record_id, action, changes)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![run_id, now, tenant, object_id, kind, record_id, action, changes.to_string()])?;
+    .execute(params![run_id, now, tenant, object_id, kind, record_id, action, changes])?;
     Ok(())
 }
 
 /// Writes one record change; returns the record id.
 fn apply_change(tx: &Transaction<'_>, change: &Change, now: &str) -> Result<i64, StoreError> {
     let table = table(change.kind);
-    let columns = change.after.columns();
     match (&change.record, change.action) {
         (RecordRef::Existing(id), Action::Purge) => {
             tx.execute(
@@ -157,26 +212,22 @@ fn apply_change(tx: &Transaction<'_>, change: &Change, now: &str) -> Result<i64,
             Ok(*id)
         }
         (RecordRef::New(_), _) => {
-            let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
-            let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-            let sql = format!(
-                "INSERT INTO {table} ({}, active, created_at, updated_at) VALUES ({}, 1, '{now}', '{now}')",
-                names.join(", "),
-                placeholders.join(", ")
-            );
-            tx.execute(
-                &sql,
-                params_from_iter(columns.iter().map(|(_, v)| sql_value(v))),
-            )?;
+            let mut stmt = tx.prepare_cached(&insert_sql(&change.after))?;
+            let cells = change.after.cells();
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(cells.len() + 1);
+            values.push(&now);
+            let binds: Vec<Sql<'_>> = cells.iter().map(|(_, c)| Sql(*c)).collect();
+            values.extend(binds.iter().map(|b| b as &dyn ToSql));
+            stmt.execute(values.as_slice())?;
             Ok(tx.last_insert_rowid())
         }
         (RecordRef::Existing(id), action) => {
-            let changed: Vec<(&str, Value)> = match &change.before {
-                Some(before) => crate::record::diff(before, &change.after)
+            let changed: Vec<(&str, Cell<'_>)> = match &change.before {
+                Some(before) => cell_diff(before, &change.after)
                     .into_iter()
                     .map(|(n, _, new)| (n, new))
                     .collect(),
-                None => columns,
+                None => change.after.cells().to_vec(),
             };
             let state = match action {
                 Action::Reactivate => ", active = 1, deactivated_at = NULL",
@@ -197,9 +248,9 @@ fn apply_change(tx: &Transaction<'_>, change: &Change, now: &str) -> Result<i64,
                 "UPDATE {table} SET {}{state} WHERE id = ?{id_param}",
                 sets.join(", ")
             );
-            let mut values: Vec<rusqlite::types::Value> = vec![now.to_string().into()];
-            values.extend(changed.iter().map(|(_, v)| sql_value(v)));
-            values.push((*id).into());
+            let mut values: Vec<Sql<'_>> = vec![Sql(Cell::Text(Some(now)))];
+            values.extend(changed.iter().map(|(_, v)| Sql(*v)));
+            values.push(Sql(Cell::Int(*id)));
             tx.prepare_cached(&sql)?.execute(params_from_iter(values))?;
             Ok(*id)
         }
@@ -212,12 +263,12 @@ fn apply_group(
     now: &str,
     tenant: &str,
     group: &GroupChange,
-    created: &HashMap<(RecordKind, String), i64>,
+    created: &HashMap<(RecordKind, &str), i64>,
 ) -> Result<(), StoreError> {
     let resolve = |kind: RecordKind, r: &RecordRef| -> Option<i64> {
         match r {
             RecordRef::Existing(id) => Some(*id),
-            RecordRef::New(obj) => created.get(&(kind, obj.clone())).copied(),
+            RecordRef::New(obj) => created.get(&(kind, obj.as_str())).copied(),
         }
     };
     let (group_id, action) = match group.group {
@@ -233,7 +284,7 @@ fn apply_group(
                 "group",
                 Some(id),
                 "remove_group",
-                json!({}),
+                "{}",
             )?;
             return Ok(());
         }
@@ -255,20 +306,20 @@ fn apply_group(
     let mut added = Vec::new();
     for (kind, r) in &group.add {
         if let Some(member) = resolve(*kind, r) {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO group_members (group_id, member_kind, member_id) VALUES (?1, ?2, ?3)",
-                params![group_id, kind.as_str(), member],
-            )?;
-            added.push(json!([kind.as_str(), member]));
+            )?
+            .execute(params![group_id, kind.as_str(), member])?;
+            added.push((kind.as_str(), member));
         }
     }
     let mut removed = Vec::new();
     for (kind, member) in &group.remove {
-        tx.execute(
+        tx.prepare_cached(
             "DELETE FROM group_members WHERE group_id = ?1 AND member_kind = ?2 AND member_id = ?3",
-            params![group_id, kind.as_str(), member],
-        )?;
-        removed.push(json!([kind.as_str(), member]));
+        )?
+        .execute(params![group_id, kind.as_str(), member])?;
+        removed.push((kind.as_str(), *member));
     }
     log(
         tx,
@@ -279,7 +330,12 @@ fn apply_group(
         "group",
         Some(group_id),
         action,
-        json!({"display_name": group.display_name, "members_added": added, "members_removed": removed}),
+        &serde_json::to_string(&GroupLog {
+            display_name: group.display_name.as_deref(),
+            members_added: added,
+            members_removed: removed,
+        })
+        .unwrap_or_default(),
     )?;
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod demo;
 pub mod directory;
 pub mod graph;
+pub mod phase;
 pub mod plan;
 pub mod record;
 pub mod refresh;

@@ -101,33 +101,41 @@ impl Values {
         }
     }
 
-    /// Column name → value, in table order, for SQL and the change log.
-    pub fn columns(&self) -> Vec<(&'static str, Value)> {
-        fn s(v: &Option<String>) -> Value {
-            v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()))
+    /// Column name → value, in table order, borrowed: what SQL binds and the change log shows.
+    pub fn cells(&self) -> [(&'static str, Cell<'_>); 8] {
+        fn t(v: &Option<String>) -> Cell<'_> {
+            Cell::Text(v.as_deref())
         }
         match self {
-            Values::Employee(e) => vec![
-                ("username", s(&e.username)),
-                ("email", s(&e.email)),
-                ("first_name", s(&e.first_name)),
-                ("last_name", s(&e.last_name)),
-                ("job_title", s(&e.job_title)),
-                ("phone", s(&e.phone)),
-                ("department", s(&e.department)),
-                ("security_role", s(&e.security_role)),
+            Values::Employee(e) => [
+                ("username", t(&e.username)),
+                ("email", t(&e.email)),
+                ("first_name", t(&e.first_name)),
+                ("last_name", t(&e.last_name)),
+                ("job_title", t(&e.job_title)),
+                ("phone", t(&e.phone)),
+                ("department", t(&e.department)),
+                ("security_role", t(&e.security_role)),
             ],
-            Values::Contact(c) => vec![
-                ("account", s(&c.account)),
-                ("email", s(&c.email)),
-                ("first_name", s(&c.first_name)),
-                ("last_name", s(&c.last_name)),
-                ("job_title", s(&c.job_title)),
-                ("phone", s(&c.phone)),
-                ("phone_type", s(&c.phone_type)),
-                ("portal_access", Value::from(i64::from(c.portal_access))),
+            Values::Contact(c) => [
+                ("account", t(&c.account)),
+                ("email", t(&c.email)),
+                ("first_name", t(&c.first_name)),
+                ("last_name", t(&c.last_name)),
+                ("job_title", t(&c.job_title)),
+                ("phone", t(&c.phone)),
+                ("phone_type", t(&c.phone_type)),
+                ("portal_access", Cell::Int(i64::from(c.portal_access))),
             ],
         }
+    }
+
+    /// Column name → value, in table order, as JSON values.
+    pub fn columns(&self) -> Vec<(&'static str, Value)> {
+        self.cells()
+            .into_iter()
+            .map(|(name, cell)| (name, cell.to_value()))
+            .collect()
     }
 
     /// The same record with its access revoked (no security role / no portal access).
@@ -162,16 +170,47 @@ impl Values {
     }
 }
 
+/// One column's value borrowed from a record: text (`None` = NULL) or an integer flag.
+/// Serializes as the JSON the change log stores (`null`, a string, or a number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Cell<'a> {
+    Text(Option<&'a str>),
+    Int(i64),
+}
+
+impl Cell<'_> {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Cell::Text(None))
+    }
+
+    pub fn to_value(self) -> Value {
+        match self {
+            Cell::Text(None) => Value::Null,
+            Cell::Text(Some(s)) => Value::String(s.to_string()),
+            Cell::Int(i) => Value::from(i),
+        }
+    }
+}
+
 /// A field that differs between two versions of a record: (column, old, new).
 pub type FieldChange = (&'static str, Value, Value);
 
-/// Columns whose values differ between `old` and `new` (same kind).
-pub fn diff(old: &Values, new: &Values) -> Vec<FieldChange> {
-    old.columns()
+/// Columns whose values differ between `old` and `new` (same kind), borrowed.
+pub fn cell_diff<'a>(old: &'a Values, new: &'a Values) -> Vec<(&'static str, Cell<'a>, Cell<'a>)> {
+    old.cells()
         .into_iter()
-        .zip(new.columns())
+        .zip(new.cells())
         .filter(|((_, a), (_, b))| a != b)
         .map(|((name, a), (_, b))| (name, a, b))
+        .collect()
+}
+
+/// Columns whose values differ between `old` and `new` (same kind).
+pub fn diff(old: &Values, new: &Values) -> Vec<FieldChange> {
+    cell_diff(old, new)
+        .into_iter()
+        .map(|(name, a, b)| (name, a.to_value(), b.to_value()))
         .collect()
 }
 

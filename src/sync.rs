@@ -277,6 +277,7 @@ async fn tenant_run(
             None => Ok(Snapshot::default()),
         }
     };
+    let mut phase = crate::phase::Phase::start();
     let graph_result = async {
         if opts.user.is_none()
             && !opts.full
@@ -310,6 +311,7 @@ async fn tenant_run(
         .load(std::sync::atomic::Ordering::Relaxed)
         - wait_ms_before;
     let mut refreshed = graph_result.map_err(|e| anyhow::anyhow!(e))?;
+    phase.done(&tenant.name, "graph read");
     if opts.user.is_none() {
         outcome.mode = refreshed.mode.as_str().to_string();
     }
@@ -357,7 +359,9 @@ async fn tenant_run(
         }
     };
     let snapshot = refreshed.snapshot.as_ref().unwrap_or(&previous);
+    phase.done(&tenant.name, "mirror load");
     let resolution = resolve::resolve(&rules, snapshot);
+    phase.done(&tenant.name, "resolve");
     let view = match &store {
         Some(s) => s.view(&tenant.name)?,
         None => StoreView::default(),
@@ -388,7 +392,9 @@ async fn tenant_run(
         },
         None => None,
     };
+    phase.done(&tenant.name, "view");
     let mut plan = plan::plan(&tenant.name, &resolution, &view, &group_names, &safety);
+    phase.done(&tenant.name, "plan");
     if let Some(id) = &user {
         plan = restrict_to_user(plan, id, &view);
     } else if refreshed.mode == refresh::Mode::Full
@@ -418,6 +424,7 @@ async fn tenant_run(
         &plan,
         user.is_none().then_some(&mirror),
     )?;
+    phase.done(&tenant.name, "apply");
     Ok(Some(plan))
 }
 
