@@ -38,9 +38,6 @@ pub struct Refreshed {
     /// The tenant's directory now. `None` when an incremental round brought nothing at all:
     /// the stored mirror is still current and need not even be loaded.
     pub snapshot: Option<Snapshot>,
-    /// The stored mirror an incremental round was applied to, when it had to be loaded (so
-    /// the caller can diff against it without reading it again).
-    pub previous: Option<Snapshot>,
     pub cursors: Cursors,
 }
 
@@ -89,7 +86,6 @@ pub async fn full(
     Ok(Refreshed {
         mode: Mode::Full,
         snapshot: Some(snapshot),
-        previous: None,
         cursors: Cursors {
             scope: scope_fingerprint(rules),
             rules: rules_fingerprint(rules),
@@ -153,15 +149,13 @@ pub async fn incremental(
         return Ok(Some(Refreshed {
             mode: Mode::Incremental,
             snapshot: None,
-            previous: None,
             cursors: new_cursors,
         }));
     }
-    let previous = mirror().map_err(|reason| GraphError::BadResponse {
+    let mut snapshot = mirror().map_err(|reason| GraphError::BadResponse {
         what: "the stored mirror".into(),
         reason,
     })?;
-    let mut snapshot = previous.clone();
     let users = delta::user_changes(&users.items);
     let rule_groups: BTreeSet<&str> = rules.rules.iter().map(|r| r.group_id.as_str()).collect();
     if let Some(deleted) = groups
@@ -267,7 +261,6 @@ pub async fn incremental(
     Ok(Some(Refreshed {
         mode: Mode::Incremental,
         snapshot: Some(snapshot),
-        previous: Some(previous),
         cursors: new_cursors,
     }))
 }

@@ -310,7 +310,7 @@ async fn tenant_run(
         .throttle_wait_ms
         .load(std::sync::atomic::Ordering::Relaxed)
         - wait_ms_before;
-    let mut refreshed = graph_result.map_err(|e| anyhow::anyhow!(e))?;
+    let refreshed = graph_result.map_err(|e| anyhow::anyhow!(e))?;
     phase.done(&tenant.name, "graph read");
     if opts.user.is_none() {
         outcome.mode = refreshed.mode.as_str().to_string();
@@ -324,20 +324,24 @@ async fn tenant_run(
     let rules_changed = stored_cursors
         .as_ref()
         .is_none_or(|c| c.rules != refreshed.cursors.rules);
-    let loaded = refreshed.previous.take();
-    let previous = match (loaded, &refreshed.snapshot, &store) {
-        (Some(previous), Some(_), _) => previous,
-        (None, Some(_), _) | (_, None, None) => {
-            load_mirror(&store).map_err(|e| anyhow::anyhow!(e))?
+    let loaded;
+    let snapshot: &Snapshot = match (&refreshed.snapshot, &store) {
+        (Some(snapshot), _) => snapshot,
+        (None, None) => {
+            loaded = Snapshot::default();
+            &loaded
         }
-        (_, None, Some(_))
+        (None, Some(s))
             if rules_changed
                 || last_status.as_deref() == Some("held")
                 || opts.allow_mass_deactivation =>
         {
-            load_mirror(&store).map_err(|e| anyhow::anyhow!(e))?
+            // Nothing new in Entra, but the rules changed or a held run is being released:
+            // resolve the stored mirror again.
+            loaded = s.load_mirror(&tenant.name)?;
+            &loaded
         }
-        (_, None, Some(_)) => {
+        (None, Some(_)) => {
             // Nothing happened in Entra and nothing changed here: record the run and the new
             // cursors, touch no record.
             let plan = Plan {
@@ -358,7 +362,6 @@ async fn tenant_run(
             return Ok(Some(plan));
         }
     };
-    let snapshot = refreshed.snapshot.as_ref().unwrap_or(&previous);
     phase.done(&tenant.name, "mirror load");
     let resolution = resolve::resolve(&rules, snapshot);
     phase.done(&tenant.name, "resolve");
@@ -408,7 +411,7 @@ async fn tenant_run(
     }
     // A one-user run resolves from fresh data but must not move the tenant's cursors.
     let mirror = MirrorWrite {
-        snapshot: refreshed.snapshot.as_ref().map(|s| (s, &previous)),
+        snapshot: refreshed.snapshot.as_ref(),
         cursors: &refreshed.cursors,
     };
     let run = RunContext {

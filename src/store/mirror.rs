@@ -1,9 +1,11 @@
 //! The mirror of Entra state (users and direct memberships of the tracked groups) and the delta
 //! cursors, per tenant: what an incremental run starts from.
 //!
-//! Written only by [`crate::apply`], inside the run's transaction, as a diff against what was
-//! there so that a run with nothing new writes no rows. Decides nothing.
+//! Written only by [`crate::apply`], inside the run's transaction, as a diff against the rows
+//! already stored (read in key order and merged with the new state, never loaded whole), so a
+//! run with nothing new writes no rows. Decides nothing.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use rusqlite::{Transaction, params};
@@ -22,9 +24,9 @@ pub struct Cursors {
     pub links: BTreeMap<String, String>,
 }
 
-/// What a run writes of the mirror: the new state, the state it replaces, the new cursors.
+/// What a run writes of the mirror: the new state (`None`: unchanged) and the new cursors.
 pub struct MirrorWrite<'a> {
-    pub snapshot: Option<(&'a Snapshot, &'a Snapshot)>,
+    pub snapshot: Option<&'a Snapshot>,
     pub cursors: &'a Cursors,
 }
 
@@ -158,6 +160,151 @@ impl Store {
     }
 }
 
+/// Walks two sequences ordered by the same key together: `f(Some(old), Some(new))` when
+/// `cmp` finds them equal, `(Some, None)` for an item only in `old`, `(None, Some)` for one
+/// only in `new`.
+fn merge<A, B>(
+    old: impl IntoIterator<Item = A>,
+    new: impl IntoIterator<Item = B>,
+    cmp: impl Fn(&A, &B) -> Ordering,
+    mut f: impl FnMut(Option<A>, Option<B>),
+) {
+    let mut old = old.into_iter().peekable();
+    let mut new = new.into_iter().peekable();
+    loop {
+        let order = match (old.peek(), new.peek()) {
+            (None, None) => return,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(a), Some(b)) => cmp(a, b),
+        };
+        match order {
+            Ordering::Less => f(old.next(), None),
+            Ordering::Greater => f(None, new.next()),
+            Ordering::Equal => f(old.next(), new.next()),
+        }
+    }
+}
+
+/// The rows of a query, stopping at the first error, which is kept in `error`.
+fn rows_until_error<T>(
+    rows: impl Iterator<Item = rusqlite::Result<T>>,
+    error: &mut Option<rusqlite::Error>,
+) -> impl Iterator<Item = T> {
+    rows.map_while(move |r| r.map_err(|e| *error = Some(e)).ok())
+}
+
+/// One mirror change, collected while the stored rows are read and written after.
+enum Op<'a> {
+    UpsertUser(&'a str, String),
+    DeleteUser(String),
+    UpsertGroup(&'a EntraGroup),
+    DeleteGroup(String),
+    AddMember(&'a str, &'a str, MemberType),
+    RemoveMember(String, String),
+}
+
+/// The mirror rows that differ from `new`, found by streaming the stored rows in key order
+/// (the stored mirror is never held in memory whole).
+fn mirror_diff<'a>(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    new: &'a Snapshot,
+) -> Result<Vec<Op<'a>>, StoreError> {
+    let mut ops = Vec::new();
+    let mut error = None;
+
+    let mut stmt =
+        tx.prepare("SELECT object_id, data FROM entra_users WHERE tenant = ?1 ORDER BY object_id")?;
+    let stored = stmt.query_map([tenant], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    merge(
+        rows_until_error(stored, &mut error),
+        new.users.iter(),
+        |(a, _), (b, _)| a.as_str().cmp(b.as_str()),
+        |old, new| match (old, new) {
+            (Some((id, _)), None) => ops.push(Op::DeleteUser(id)),
+            (old, Some((id, user))) => {
+                let data = serde_json::to_string(user).unwrap_or_default();
+                if old.is_none_or(|(_, stored)| stored != data) {
+                    ops.push(Op::UpsertUser(id.as_str(), data));
+                }
+            }
+            (None, None) => {}
+        },
+    );
+    if let Some(e) = error.take() {
+        return Err(e.into());
+    }
+
+    let mut stmt = tx.prepare(
+        "SELECT object_id, display_name, created FROM entra_groups WHERE tenant = ?1 ORDER BY object_id",
+    )?;
+    let stored = stmt.query_map([tenant], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    merge(
+        rows_until_error(stored, &mut error),
+        new.groups.values(),
+        |(a, _, _), b| a.as_str().cmp(b.id.as_str()),
+        |old, new| match (old, new) {
+            (Some((id, _, _)), None) => ops.push(Op::DeleteGroup(id)),
+            (old, Some(group)) => {
+                let created = group.created.map(|c| c.to_rfc3339());
+                if old.is_none_or(|(_, name, at)| name != group.display_name || at != created) {
+                    ops.push(Op::UpsertGroup(group));
+                }
+            }
+            (None, None) => {}
+        },
+    );
+    if let Some(e) = error.take() {
+        return Err(e.into());
+    }
+
+    // Members of the groups still tracked (a dropped group's members go with DeleteGroup).
+    let mut stmt = tx.prepare(
+        "SELECT group_id, member_id, member_type FROM entra_members WHERE tenant = ?1
+         ORDER BY group_id, member_id",
+    )?;
+    let stored = stmt.query_map([tenant], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let wanted = new.groups.iter().flat_map(|(g, group)| {
+        group
+            .members
+            .iter()
+            .map(move |(m, kind)| (g.as_str(), m.as_str(), *kind))
+    });
+    merge(
+        rows_until_error(stored, &mut error).filter(|(g, _, _)| new.groups.contains_key(g)),
+        wanted,
+        |(g1, m1, _), (g2, m2, _)| (g1.as_str(), m1.as_str()).cmp(&(*g2, *m2)),
+        |old, new| match (old, new) {
+            (Some((g, m, _)), None) => ops.push(Op::RemoveMember(g, m)),
+            (old, Some((g, m, kind))) => {
+                if old.is_none_or(|(_, _, stored)| stored != member_type_str(kind)) {
+                    ops.push(Op::AddMember(g, m, kind));
+                }
+            }
+            (None, None) => {}
+        },
+    );
+    if let Some(e) = error.take() {
+        return Err(e.into());
+    }
+    Ok(ops)
+}
+
 /// Writes the mirror diff and the cursors; returns the number of mirror rows written.
 pub(crate) fn write_mirror(
     tx: &Transaction<'_>,
@@ -166,66 +313,52 @@ pub(crate) fn write_mirror(
     now: &str,
 ) -> Result<u64, StoreError> {
     let mut rows = 0u64;
-    if let Some((new, old)) = write.snapshot {
-        let mut upsert_user = tx.prepare_cached(
-            "INSERT OR REPLACE INTO entra_users (tenant, object_id, data) VALUES (?1, ?2, ?3)",
-        )?;
-        for (id, user) in &new.users {
-            if old.users.get(id) != Some(user) {
-                let data = serde_json::to_string(user).unwrap_or_default();
-                upsert_user.execute(params![tenant, id, data])?;
-                rows += 1;
-            }
-        }
-        let mut delete_user =
-            tx.prepare_cached("DELETE FROM entra_users WHERE tenant = ?1 AND object_id = ?2")?;
-        for id in old.users.keys().filter(|id| !new.users.contains_key(*id)) {
-            delete_user.execute(params![tenant, id])?;
-            rows += 1;
-        }
-        let mut add_member = tx.prepare_cached(
-            "INSERT OR REPLACE INTO entra_members (tenant, group_id, member_id, member_type) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        let mut remove_member = tx.prepare_cached(
-            "DELETE FROM entra_members WHERE tenant = ?1 AND group_id = ?2 AND member_id = ?3",
-        )?;
-        let empty = BTreeMap::new();
-        for (id, group) in &new.groups {
-            let before = old.groups.get(id);
-            let changed_meta = before
-                .is_none_or(|b| b.display_name != group.display_name || b.created != group.created);
-            if changed_meta {
-                tx.execute(
-                    "INSERT OR REPLACE INTO entra_groups (tenant, object_id, display_name, created) VALUES (?1, ?2, ?3, ?4)",
-                    params![tenant, id, group.display_name, group.created.map(|c| c.to_rfc3339())],
-                )?;
-                rows += 1;
-            }
-            let old_members = before.map_or(&empty, |b| &b.members);
-            for (member, kind) in &group.members {
-                if old_members.get(member) != Some(kind) {
-                    add_member.execute(params![tenant, id, member, member_type_str(*kind)])?;
-                    rows += 1;
+    if let Some(new) = write.snapshot {
+        let ops = mirror_diff(tx, tenant, new)?;
+        rows = ops.len() as u64;
+        for op in ops {
+            match op {
+                Op::UpsertUser(id, data) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO entra_users (tenant, object_id, data) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![tenant, id, data])?;
+                }
+                Op::DeleteUser(id) => {
+                    tx.prepare_cached(
+                        "DELETE FROM entra_users WHERE tenant = ?1 AND object_id = ?2",
+                    )?
+                    .execute(params![tenant, id])?;
+                }
+                Op::UpsertGroup(group) => {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO entra_groups (tenant, object_id, display_name, created) VALUES (?1, ?2, ?3, ?4)",
+                        params![tenant, group.id, group.display_name, group.created.map(|c| c.to_rfc3339())],
+                    )?;
+                }
+                Op::DeleteGroup(id) => {
+                    tx.execute(
+                        "DELETE FROM entra_members WHERE tenant = ?1 AND group_id = ?2",
+                        params![tenant, id],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM entra_groups WHERE tenant = ?1 AND object_id = ?2",
+                        params![tenant, id],
+                    )?;
+                }
+                Op::AddMember(group, member, kind) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO entra_members (tenant, group_id, member_id, member_type) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![tenant, group, member, member_type_str(kind)])?;
+                }
+                Op::RemoveMember(group, member) => {
+                    tx.prepare_cached(
+                        "DELETE FROM entra_members WHERE tenant = ?1 AND group_id = ?2 AND member_id = ?3",
+                    )?
+                    .execute(params![tenant, group, member])?;
                 }
             }
-            for member in old_members
-                .keys()
-                .filter(|m| !group.members.contains_key(*m))
-            {
-                remove_member.execute(params![tenant, id, member])?;
-                rows += 1;
-            }
-        }
-        for id in old.groups.keys().filter(|id| !new.groups.contains_key(*id)) {
-            tx.execute(
-                "DELETE FROM entra_members WHERE tenant = ?1 AND group_id = ?2",
-                params![tenant, id],
-            )?;
-            tx.execute(
-                "DELETE FROM entra_groups WHERE tenant = ?1 AND object_id = ?2",
-                params![tenant, id],
-            )?;
-            rows += 1;
         }
     }
     tx.execute("DELETE FROM delta_cursors WHERE tenant = ?1", [tenant])?;
@@ -236,4 +369,92 @@ pub(crate) fn write_mirror(
         )?;
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn user(id: &str, title: &str) -> EntraUser {
+        EntraUser {
+            id: id.into(),
+            user_principal_name: Some(format!("{id}@contoso.com")),
+            job_title: Some(title.into()),
+            account_enabled: Some(true),
+            ..EntraUser::default()
+        }
+    }
+
+    fn group(id: &str, name: &str, members: &[(&str, MemberType)]) -> EntraGroup {
+        EntraGroup {
+            id: id.into(),
+            display_name: Some(name.into()),
+            created: None,
+            members: members.iter().map(|(m, k)| (m.to_string(), *k)).collect(),
+        }
+    }
+
+    fn snapshot(users: Vec<EntraUser>, groups: Vec<EntraGroup>) -> Snapshot {
+        Snapshot {
+            users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),
+            groups: groups.into_iter().map(|g| (g.id.clone(), g)).collect(),
+        }
+    }
+
+    fn write(store: &mut Store, tenant: &str, s: &Snapshot) -> u64 {
+        let cursors = Cursors::default();
+        let tx = store.conn.transaction().unwrap();
+        let rows = write_mirror(
+            &tx,
+            tenant,
+            &MirrorWrite {
+                snapshot: Some(s),
+                cursors: &cursors,
+            },
+            "2026-11-23T00:00:00Z",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        rows
+    }
+
+    #[test]
+    fn the_mirror_diff_writes_only_what_changed_and_reads_back_the_new_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let user_kind = MemberType::User;
+        let a = snapshot(
+            vec![user("u1", "Dev"), user("u2", "Ops"), user("u3", "QA")],
+            vec![
+                group(
+                    "g1",
+                    "One",
+                    &[
+                        ("u1", user_kind),
+                        ("u2", user_kind),
+                        ("g2", MemberType::Group),
+                    ],
+                ),
+                group("g2", "Two", &[("u3", user_kind)]),
+            ],
+        );
+        // Another tenant's mirror must not be touched by this tenant's diff.
+        assert_eq!(write(&mut store, "other", &a), 3 + 2 + 4);
+        assert_eq!(write(&mut store, "t", &a), 9);
+        assert_eq!(write(&mut store, "t", &a), 0, "nothing new writes nothing");
+
+        let b = snapshot(
+            // u1 changed, u2 gone, u4 new
+            vec![user("u1", "Lead"), user("u3", "QA"), user("u4", "New")],
+            // g1 renamed, loses u2, gains u4; g2 dropped with its members
+            vec![group("g1", "Uno", &[("u1", user_kind), ("u4", user_kind)])],
+        );
+        // users: u1 upsert, u2 delete, u4 upsert → 3
+        // groups: g1 upsert, g2 delete → 2; members: g1 -u2 -g2 +u4 → 3
+        assert_eq!(write(&mut store, "t", &b), 3 + 2 + 3);
+        assert_eq!(store.load_mirror("t").unwrap(), b);
+        assert_eq!(store.load_mirror("other").unwrap(), a);
+        assert_eq!(write(&mut store, "t", &b), 0);
+    }
 }
