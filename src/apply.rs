@@ -116,7 +116,7 @@ impl Store {
             if let RecordRef::New(object_id) = &change.record {
                 created.insert((change.kind, object_id.as_str()), id);
             }
-            if let Some(source) = &change.source {
+            if change.relink {
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO sync_links (tenant, object_id, record_kind, record_id, source, synced_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -126,7 +126,7 @@ impl Store {
                         change.object_id,
                         change.kind.as_str(),
                         id,
-                        serde_json::to_string(source).unwrap_or_default(),
+                        serde_json::to_string(&change.after).unwrap_or_default(),
                         now
                     ])?;
             }

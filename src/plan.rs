@@ -108,9 +108,10 @@ pub struct Change {
     pub before: Option<Values>,
     #[serde(skip)]
     pub after: Values,
-    /// The link's new source snapshot; `None` leaves the link as it is.
+    /// The user's link is (re)written with `after` as its source snapshot; `false` leaves
+    /// the link as it is.
     #[serde(skip)]
-    pub source: Option<Values>,
+    pub relink: bool,
 }
 
 impl Change {
@@ -163,10 +164,12 @@ impl Plan {
     }
 }
 
-/// One user's decision: applied or held together (a held kind change is held whole).
-struct Unit {
-    changes: Vec<Change>,
-    live: Option<(RecordKind, RecordRef)>,
+/// One user's decision: its changes (a range of the planner's staged changes), applied or
+/// held together (a held kind change is held whole), and the record it lives in afterwards.
+struct Unit<'a> {
+    object_id: &'a str,
+    changes: std::ops::Range<usize>,
+    live: (RecordKind, RecordRef),
 }
 
 struct Planner<'a> {
@@ -193,10 +196,17 @@ pub fn plan(
     safety: &Safety,
 ) -> Plan {
     let mut p = Planner::new(tenant, resolution, store);
-    let mut units: BTreeMap<String, Unit> = BTreeMap::new();
+    // Every user's changes go to one list, in object id order; a unit is a range of it.
+    let mut staged: Vec<Change> = Vec::new();
+    let mut units: Vec<Unit<'_>> = Vec::new();
     for (object_id, desired) in &resolution.desired {
-        if let Some(unit) = p.user_unit(desired) {
-            units.insert(object_id.clone(), unit);
+        let start = staged.len();
+        if let Some(live) = p.user_unit(desired, &mut staged) {
+            units.push(Unit {
+                object_id,
+                changes: start..staged.len(),
+                live,
+            });
         }
     }
     let deactivations = p.deactivations(&units);
@@ -212,9 +222,8 @@ pub fn plan(
         })
         .map(|l| (l.kind, l.record_id))
         .collect();
-    let removals = units
-        .values()
-        .flat_map(|u| &u.changes)
+    let removals = staged
+        .iter()
         .chain(&deactivations)
         .filter(|c| c.action.removes())
         .count();
@@ -225,21 +234,30 @@ pub fn plan(
         hold_reason: hold_reason.clone(),
         ..Plan::default()
     };
-    let mut live: BTreeMap<String, (RecordKind, RecordRef)> = BTreeMap::new();
-    for (object_id, unit) in units {
-        let held = hold_reason.is_some() && unit.changes.iter().any(|c| c.action.removes());
-        if held {
-            plan.held.extend(unit.changes);
-            continue;
+    let mut held = vec![false; staged.len()];
+    let mut live: HashMap<&str, &(RecordKind, RecordRef)> = HashMap::with_capacity(units.len());
+    for unit in &units {
+        if hold_reason.is_some()
+            && staged[unit.changes.clone()]
+                .iter()
+                .any(|c| c.action.removes())
+        {
+            held[unit.changes.clone()].fill(true);
+        } else {
+            live.insert(unit.object_id, &unit.live);
         }
-        if let Some(l) = unit.live {
-            live.insert(object_id, l);
-        }
-        plan.changes.extend(unit.changes);
     }
     if hold_reason.is_some() {
+        for (change, held) in staged.into_iter().zip(held) {
+            if held {
+                plan.held.push(change);
+            } else {
+                plan.changes.push(change);
+            }
+        }
         plan.held.extend(deactivations);
     } else {
+        plan.changes = staged;
         plan.changes.extend(deactivations);
     }
     plan.groups = p.groups(&live, group_names);
@@ -273,7 +291,7 @@ pub fn purges(tenant: &str, store: &StoreView, cutoff: &str) -> Vec<Change> {
                 .map_or_else(|| link.object_id.clone(), str::to_string),
             before: Some(rec.values.clone()),
             after: rec.values.clone(),
-            source: None,
+            relink: false,
         });
     }
     out
@@ -368,7 +386,13 @@ impl<'a> Planner<'a> {
         });
     }
 
-    fn user_unit(&mut self, d: &crate::resolve::Desired) -> Option<Unit> {
+    /// Decides one in-scope user: pushes its changes to `changes` and returns the record it
+    /// lives in afterwards, or `None` when it is skipped (with a report).
+    fn user_unit(
+        &mut self,
+        d: &crate::resolve::Desired,
+        changes: &mut Vec<Change>,
+    ) -> Option<(RecordKind, RecordRef)> {
         let kind = d.kind();
         let obj = d.object_id.as_str();
         let email = d.values.email().map(fold).unwrap_or_default();
@@ -495,7 +519,6 @@ impl<'a> Planner<'a> {
 
         // Decided: build the changes.
         self.emails_this_run.insert(email, d.user.clone());
-        let mut changes = Vec::new();
         for id in &to_archive {
             if let Some(rec) = self.record(other, *id) {
                 self.claimed.insert((other, *id));
@@ -508,7 +531,7 @@ impl<'a> Planner<'a> {
                     user: d.user.clone(),
                     before: Some(rec.values.clone()),
                     after: archived,
-                    source: None,
+                    relink: false,
                 });
             }
         }
@@ -549,13 +572,10 @@ impl<'a> Planner<'a> {
                 user: d.user.clone(),
                 before: matched.map(|r| r.values.clone()),
                 after: d.values.clone(),
-                source: Some(d.values.clone()),
+                relink: true,
             });
         }
-        Some(Unit {
-            changes,
-            live: Some((kind, record)),
-        })
+        Some((kind, record))
     }
 
     /// `…_Archived` on the email and a free username (`…_Archived2` when taken).
@@ -581,7 +601,7 @@ impl<'a> Planner<'a> {
     }
 
     /// SPEC 4.7: linked records whose user left scope.
-    fn deactivations(&mut self, units: &BTreeMap<String, Unit>) -> Vec<Change> {
+    fn deactivations(&mut self, units: &[Unit<'_>]) -> Vec<Change> {
         let mut links: Vec<&&Link> = self.my_links.values().collect();
         links.sort_by(|a, b| (&a.object_id, a.kind).cmp(&(&b.object_id, b.kind)));
         let mut out = Vec::new();
@@ -593,7 +613,9 @@ impl<'a> Planner<'a> {
                 || self.claimed.contains(&(link.kind, link.record_id))
                 || self.skipped.contains(&link.object_id)
                 || self.resolution.untouchable.contains(&link.object_id)
-                || units.contains_key(&link.object_id)
+                || units
+                    .binary_search_by(|u| u.object_id.cmp(link.object_id.as_str()))
+                    .is_ok()
                 || self.resolution.desired.contains_key(&link.object_id)
             {
                 continue;
@@ -618,7 +640,7 @@ impl<'a> Planner<'a> {
                     .map_or_else(|| link.object_id.clone(), str::to_string),
                 before: Some(rec.values.clone()),
                 after: rec.values.revoked(),
-                source: None,
+                relink: false,
             });
         }
         out
@@ -638,14 +660,18 @@ impl<'a> Planner<'a> {
 
     fn groups(
         &self,
-        live: &BTreeMap<String, (RecordKind, RecordRef)>,
+        live: &HashMap<&str, &(RecordKind, RecordRef)>,
         names: &BTreeMap<String, Option<String>>,
     ) -> Vec<GroupChange> {
         let mut out = Vec::new();
         for (group_id, users) in &self.resolution.group_members {
             let wanted: BTreeSet<(RecordKind, RecordRef)> = users
                 .iter()
-                .filter_map(|u| live.get(u).cloned().or_else(|| self.current_live(u)))
+                .filter_map(|u| {
+                    live.get(u.as_str())
+                        .map(|l| (*l).clone())
+                        .or_else(|| self.current_live(u))
+                })
                 .collect();
             let stored = self.store.groups.iter().find(|g| &g.object_id == group_id);
             let name = names
