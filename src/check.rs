@@ -73,7 +73,7 @@ pub async fn run(config: &Config) -> Vec<CheckLine> {
                 "/groups/{group}/members?$select={USER_SELECT}&$top=5"
             ));
             match client
-                .get_page(&url, &format!("members of group {group}"))
+                .get_page::<serde_json::Value>(&url, &format!("members of group {group}"))
                 .await
             {
                 Ok(page) => {

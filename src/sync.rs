@@ -409,6 +409,8 @@ async fn tenant_run(
         plan.changes
             .extend(plan::purges(&tenant.name, &view, &cutoff));
     }
+    // The plan owns what it writes: free the rest before the write's own buffers.
+    drop((resolution, view, group_names));
     // A one-user run resolves from fresh data but must not move the tenant's cursors.
     let mirror = MirrorWrite {
         snapshot: refreshed.snapshot.as_ref(),

@@ -56,7 +56,7 @@ pub async fn round(client: &GraphClient, url: &str, what: &str) -> Result<Round,
     let mut items = Vec::new();
     let mut next = url.to_string();
     loop {
-        let page = client.get_page(&next, what).await?;
+        let page = client.get_page::<Value>(&next, what).await?;
         items.extend(page.value);
         match (page.next_link, page.delta_link) {
             (Some(n), _) => next = n,

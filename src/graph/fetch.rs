@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
-use super::wire::{USER_SELECT, member_type, object_id, parse_user};
+use super::wire::{Member, USER_SELECT};
 use super::{GraphClient, GraphError};
 use crate::directory::{EntraGroup, MemberType, Snapshot};
 
@@ -96,10 +96,10 @@ pub async fn group_members(
     // Page by page: a large group's raw JSON is never held all at once.
     let mut next = Some(url);
     while let Some(url) = next.take() {
-        let page = client.get_page(&url, &what).await?;
+        let page = client.get_page::<Member>(&url, &what).await?;
         next = page.next_link;
-        for item in &page.value {
-            let Some(id) = object_id(item) else {
+        for item in page.value {
+            let Some(id) = item.id() else {
                 tracing::warn!(
                     tenant = client.tenant(),
                     group = group_id,
@@ -107,9 +107,9 @@ pub async fn group_members(
                 );
                 continue;
             };
-            let kind = member_type(item);
+            let kind = item.kind();
             if kind == MemberType::User
-                && let Some(user) = parse_user(item)
+                && let Some(user) = item.into_user()
             {
                 users.push(user);
             }

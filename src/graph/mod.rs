@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::{AuthError, TokenSource, error_chain};
 use crate::config::{SyncConfig, TenantConfig};
-use wire::{Page, parse_error, parse_page};
+use wire::{Page, parse_error, parse_page_of};
 
 /// The longest `Retry-After` the client waits out before giving up the run.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -137,9 +137,13 @@ impl GraphClient {
         Ok(())
     }
 
-    pub async fn get_page(&self, url: &str, what: &str) -> Result<Page, GraphError> {
+    pub async fn get_page<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        what: &str,
+    ) -> Result<Page<T>, GraphError> {
         let body = self.send(url, Body::None, what).await?;
-        parse_page(&body).map_err(|reason| GraphError::BadResponse {
+        parse_page_of(&body).map_err(|reason| GraphError::BadResponse {
             what: what.to_string(),
             reason,
         })

@@ -4,6 +4,7 @@
 //! the page — because one odd user must not stop a tenant's sync. No I/O.
 
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::directory::{EntraUser, MemberType};
@@ -11,17 +12,19 @@ use crate::directory::{EntraUser, MemberType};
 /// The `$select` list for users: only what the mapping and scope need.
 pub const USER_SELECT: &str = "id,userPrincipalName,mail,givenName,surname,jobTitle,department,businessPhones,accountEnabled,userType";
 
-/// One page of a collection (`value` + `@odata.nextLink` / `@odata.deltaLink`).
+/// One page of a collection (`value` + `@odata.nextLink` / `@odata.deltaLink`), its items as
+/// JSON values or, for member listings, parsed straight into [`Member`]s.
 #[derive(Debug, Default)]
-pub struct Page {
-    pub value: Vec<Value>,
+pub struct Page<T = Value> {
+    pub value: Vec<T>,
     pub next_link: Option<String>,
     pub delta_link: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct RawPage {
-    value: Option<Vec<Value>>,
+#[serde(bound = "T: Deserialize<'de>")]
+struct RawPage<T> {
+    value: Option<Vec<T>>,
     #[serde(rename = "@odata.nextLink")]
     next_link: Option<Value>,
     #[serde(rename = "@odata.deltaLink")]
@@ -29,7 +32,11 @@ struct RawPage {
 }
 
 pub fn parse_page(body: &[u8]) -> Result<Page, String> {
-    let raw: RawPage = serde_json::from_slice(body).map_err(|e| {
+    parse_page_of(body)
+}
+
+pub fn parse_page_of<T: DeserializeOwned>(body: &[u8]) -> Result<Page<T>, String> {
+    let raw: RawPage<T> = serde_json::from_slice(body).map_err(|e| {
         if e.is_eof() {
             "the answer was cut short (truncated JSON)".to_string()
         } else {
@@ -56,6 +63,145 @@ pub fn parse_page(body: &[u8]) -> Result<Page, String> {
     Ok(page)
 }
 
+/// Any JSON value, kept only as far as the lenient readers below need it.
+enum Loose {
+    Str(String),
+    Bool(bool),
+    /// An array: its first element when that is a string.
+    FirstStr(Option<String>),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Loose {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Loose, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Loose;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Loose, E> {
+                Ok(Loose::Str(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Loose, E> {
+                Ok(Loose::Str(v))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Loose, E> {
+                Ok(Loose::Bool(v))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_none<E>(self) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Loose, D::Error> {
+                d.deserialize_any(V)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loose, A::Error> {
+                let first = match seq.next_element::<Loose>()? {
+                    Some(Loose::Str(s)) => Some(s),
+                    _ => None,
+                };
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Loose::FirstStr(first))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn loose_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Loose::deserialize(d)? {
+        Loose::Str(s) => Some(s),
+        _ => None,
+    })
+}
+
+fn loose_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(match Loose::deserialize(d)? {
+        Loose::Bool(b) => Some(b),
+        _ => None,
+    })
+}
+
+fn first_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Loose::deserialize(d)? {
+        Loose::FirstStr(s) => s,
+        _ => None,
+    })
+}
+
+/// A directory object as listed (`/members`, `/users/{id}`, delta items), with only the
+/// properties the sync reads. A property of the wrong type is treated as absent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Member {
+    #[serde(deserialize_with = "loose_string")]
+    id: Option<String>,
+    #[serde(rename = "@odata.type", deserialize_with = "loose_string")]
+    odata_type: Option<String>,
+    #[serde(deserialize_with = "loose_string")]
+    user_principal_name: Option<String>,
+    #[serde(deserialize_with = "loose_string")]
+    mail: Option<String>,
+    #[serde(deserialize_with = "loose_string")]
+    given_name: Option<String>,
+    #[serde(deserialize_with = "loose_string")]
+    surname: Option<String>,
+    #[serde(deserialize_with = "loose_string")]
+    job_title: Option<String>,
+    #[serde(deserialize_with = "loose_string")]
+    department: Option<String>,
+    #[serde(rename = "businessPhones", deserialize_with = "first_string")]
+    business_phone: Option<String>,
+    #[serde(deserialize_with = "loose_bool")]
+    account_enabled: Option<bool>,
+    #[serde(deserialize_with = "loose_string")]
+    user_type: Option<String>,
+}
+
+impl Member {
+    /// The object's id, lower-cased when it is a GUID.
+    pub fn id(&self) -> Option<String> {
+        let id = self.id.as_deref()?;
+        Some(crate::config::parse_guid(id).unwrap_or_else(|| id.to_string()))
+    }
+
+    pub fn kind(&self) -> MemberType {
+        odata_member_type(self.odata_type.as_deref())
+    }
+
+    /// The user this object describes (whatever its `@odata.type`), if it has an id.
+    pub fn into_user(self) -> Option<EntraUser> {
+        Some(EntraUser {
+            id: self.id()?,
+            user_principal_name: self.user_principal_name,
+            mail: self.mail,
+            given_name: self.given_name,
+            surname: self.surname,
+            job_title: self.job_title,
+            department: self.department,
+            business_phone: self.business_phone,
+            account_enabled: self.account_enabled,
+            user_type: self.user_type,
+        })
+    }
+}
+
 fn string(obj: &Value, key: &str) -> Option<String> {
     obj.get(key).and_then(Value::as_str).map(str::to_string)
 }
@@ -66,33 +212,21 @@ pub fn object_id(obj: &Value) -> Option<String> {
     Some(crate::config::parse_guid(id).unwrap_or_else(|| id.to_string()))
 }
 
-pub fn member_type(obj: &Value) -> MemberType {
-    match obj.get("@odata.type").and_then(Value::as_str) {
+fn odata_member_type(odata_type: Option<&str>) -> MemberType {
+    match odata_type {
         Some("#microsoft.graph.user") => MemberType::User,
         Some("#microsoft.graph.group") => MemberType::Group,
         _ => MemberType::Other,
     }
 }
 
-/// A user object from a listing, `/users/{id}` or a delta page.
+pub fn member_type(obj: &Value) -> MemberType {
+    odata_member_type(obj.get("@odata.type").and_then(Value::as_str))
+}
+
+/// A user object from `/users/{id}`, a `$batch` answer or a delta page.
 pub fn parse_user(obj: &Value) -> Option<EntraUser> {
-    Some(EntraUser {
-        id: object_id(obj)?,
-        user_principal_name: string(obj, "userPrincipalName"),
-        mail: string(obj, "mail"),
-        given_name: string(obj, "givenName"),
-        surname: string(obj, "surname"),
-        job_title: string(obj, "jobTitle"),
-        department: string(obj, "department"),
-        business_phone: obj
-            .get("businessPhones")
-            .and_then(Value::as_array)
-            .and_then(|a| a.first())
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        account_enabled: obj.get("accountEnabled").and_then(Value::as_bool),
-        user_type: string(obj, "userType"),
-    })
+    Member::deserialize(obj).ok()?.into_user()
 }
 
 /// `existing` with the properties a delta item carries laid over it (delta items may carry
@@ -260,6 +394,41 @@ mod tests {
     }
 
     #[test]
+    fn member_pages_parsed_typed_agree_with_the_json_values() {
+        for name in [
+            "group-members-page1.json",
+            "group-members-limited-info.json",
+            "group-transitivemembers.json",
+            "users-delta-initial.json",
+            "users-list-default-properties.json",
+        ] {
+            let values = parse_page(&fixture(name)).unwrap();
+            let typed = parse_page_of::<Member>(&fixture(name)).unwrap();
+            assert_eq!(values.next_link, typed.next_link, "{name}");
+            assert_eq!(values.value.len(), typed.value.len(), "{name}");
+            for (v, m) in values.value.iter().zip(typed.value) {
+                assert_eq!(member_type(v), m.kind(), "{name}");
+                assert_eq!(parse_user(v), m.into_user(), "{name}");
+            }
+        }
+        let odd = br##"{"value":[{"id":"A","@odata.type":"#microsoft.graph.user","mail":{"x":[1]},
+            "businessPhones":[7,"+1"],"accountEnabled":1,"userPrincipalName":"a@b.c"}]}"##;
+        let user = parse_page_of::<Member>(odd)
+            .unwrap()
+            .value
+            .pop()
+            .unwrap()
+            .into_user()
+            .unwrap();
+        assert_eq!(user.id, "A");
+        assert_eq!(
+            (user.mail, user.business_phone, user.account_enabled),
+            (None, None, None)
+        );
+        assert_eq!(user.user_principal_name.as_deref(), Some("a@b.c"));
+    }
+
+    #[test]
     fn truncated_and_invalid_pages_are_explained() {
         assert!(
             parse_page(br#"{"value":[{"id":"a"#)
@@ -289,6 +458,7 @@ mod fuzz {
         #[test]
         fn any_bytes_parse_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse_page(&bytes);
+            let _ = parse_page_of::<Member>(&bytes);
             let _ = parse_error(&bytes);
         }
 
@@ -305,7 +475,10 @@ mod fuzz {
                 "userPrincipalName": 7, "givenName": ["x"], "surname": {"a": 1},
             });
             let _ = parse_user(&v);
-            let _ = parse_page(serde_json::json!({"value": [v]}).to_string().as_bytes());
+            let page = serde_json::json!({"value": [v]}).to_string();
+            let _ = parse_page(page.as_bytes());
+            let typed = parse_page_of::<Member>(page.as_bytes());
+            prop_assert_eq!(typed.ok().and_then(|mut p| p.value.pop()).and_then(Member::into_user), parse_user(&v));
         }
     }
 }

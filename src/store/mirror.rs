@@ -196,7 +196,7 @@ fn rows_until_error<T>(
 
 /// One mirror change, collected while the stored rows are read and written after.
 enum Op<'a> {
-    UpsertUser(&'a str, String),
+    UpsertUser(&'a EntraUser),
     DeleteUser(String),
     UpsertGroup(&'a EntraGroup),
     DeleteGroup(String),
@@ -213,6 +213,7 @@ fn mirror_diff<'a>(
 ) -> Result<Vec<Op<'a>>, StoreError> {
     let mut ops = Vec::new();
     let mut error = None;
+    let mut buf = Vec::new();
 
     let mut stmt =
         tx.prepare("SELECT object_id, data FROM entra_users WHERE tenant = ?1 ORDER BY object_id")?;
@@ -225,10 +226,12 @@ fn mirror_diff<'a>(
         |(a, _), (b, _)| a.as_str().cmp(b.as_str()),
         |old, new| match (old, new) {
             (Some((id, _)), None) => ops.push(Op::DeleteUser(id)),
-            (old, Some((id, user))) => {
-                let data = serde_json::to_string(user).unwrap_or_default();
-                if old.is_none_or(|(_, stored)| stored != data) {
-                    ops.push(Op::UpsertUser(id.as_str(), data));
+            (old, Some((_, user))) => {
+                buf.clear();
+                if serde_json::to_writer(&mut buf, user).is_err()
+                    || old.is_none_or(|(_, stored)| stored.as_bytes() != buf.as_slice())
+                {
+                    ops.push(Op::UpsertUser(user));
                 }
             }
             (None, None) => {}
@@ -318,11 +321,12 @@ pub(crate) fn write_mirror(
         rows = ops.len() as u64;
         for op in ops {
             match op {
-                Op::UpsertUser(id, data) => {
+                Op::UpsertUser(user) => {
+                    let data = serde_json::to_string(user).unwrap_or_default();
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO entra_users (tenant, object_id, data) VALUES (?1, ?2, ?3)",
                     )?
-                    .execute(params![tenant, id, data])?;
+                    .execute(params![tenant, user.id, data])?;
                 }
                 Op::DeleteUser(id) => {
                     tx.prepare_cached(
