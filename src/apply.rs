@@ -95,7 +95,24 @@ fn insert_sql(values: &Values) -> String {
     )
 }
 
+/// A run's one write transaction: the mirror and cursors it read, then the plan it decided,
+/// committed together by [`RunWrite::finish`]; dropped unfinished, nothing is written.
+pub struct RunWrite<'s> {
+    tx: Transaction<'s>,
+    now: String,
+}
+
 impl Store {
+    /// Starts a run's write transaction (immediate: the store's one writer from here).
+    pub fn begin_run(&mut self) -> Result<RunWrite<'_>, StoreError> {
+        Ok(RunWrite {
+            tx: self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?,
+            now: now_rfc3339(),
+        })
+    }
+
     /// Applies `plan`, records `run`, and writes the Entra mirror and delta cursors the plan
     /// was made from — all in one transaction. Returns the run id.
     pub fn apply(
@@ -104,11 +121,33 @@ impl Store {
         run: &RunRecord,
         mirror: Option<&MirrorWrite<'_>>,
     ) -> Result<i64, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let write = self.begin_run()?;
+        if let Some(mirror) = mirror {
+            write.write_mirror(&plan.tenant, mirror)?;
+        }
+        write.finish(plan, run)
+    }
+}
+
+impl RunWrite<'_> {
+    /// What the planner needs for `tenant`, as this transaction sees it.
+    pub fn view(&self, tenant: &str) -> Result<crate::plan::StoreView, StoreError> {
+        crate::store::view_of(&self.tx, tenant)
+    }
+
+    /// Writes the Entra mirror diff and the delta cursors; the caller may then free the
+    /// snapshot before planning.
+    pub fn write_mirror(&self, tenant: &str, mirror: &MirrorWrite<'_>) -> Result<(), StoreError> {
+        let mut phase = crate::phase::Phase::start();
+        write_mirror(&self.tx, tenant, mirror, &self.now)?;
+        phase.done(tenant, "write mirror");
+        Ok(())
+    }
+
+    /// Applies `plan`, records `run`, and commits. Returns the run id.
+    pub fn finish(self, plan: &Plan, run: &RunRecord) -> Result<i64, StoreError> {
+        let RunWrite { tx, now } = self;
         let run_id = insert_run(&tx, run)?;
-        let now = now_rfc3339();
         let mut created: HashMap<(RecordKind, &str), i64> = HashMap::new();
         let mut phase = crate::phase::Phase::start();
         for change in &plan.changes {
@@ -165,10 +204,6 @@ impl Store {
             )?;
         }
         phase.done(&plan.tenant, "apply reports");
-        if let Some(mirror) = mirror {
-            write_mirror(&tx, &plan.tenant, mirror, &now)?;
-        }
-        phase.done(&plan.tenant, "apply mirror");
         tx.commit()?;
         phase.done(&plan.tenant, "apply commit");
         Ok(run_id)

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::apply::RunWrite;
 use crate::apply::now_rfc3339;
 use crate::config::{Config, TenantConfig};
 use crate::directory::Snapshot;
@@ -19,7 +20,7 @@ use crate::plan::{self, Action, Plan, RecordRef, Safety, StoreView};
 use crate::record::{RecordKind, fold};
 use crate::refresh;
 use crate::resolve::{self, Report, Rules};
-use crate::store::{MirrorWrite, RunCounts, RunRecord, Store, WriterLock};
+use crate::store::{MirrorWrite, RunCounts, RunRecord, Store, StoreError, WriterLock};
 
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
@@ -310,7 +311,7 @@ async fn tenant_run(
         .throttle_wait_ms
         .load(std::sync::atomic::Ordering::Relaxed)
         - wait_ms_before;
-    let refreshed = graph_result.map_err(|e| anyhow::anyhow!(e))?;
+    let mut refreshed = graph_result.map_err(|e| anyhow::anyhow!(e))?;
     phase.done(&tenant.name, "graph read");
     if opts.user.is_none() {
         outcome.mode = refreshed.mode.as_str().to_string();
@@ -324,13 +325,9 @@ async fn tenant_run(
     let rules_changed = stored_cursors
         .as_ref()
         .is_none_or(|c| c.rules != refreshed.cursors.rules);
-    let loaded;
-    let snapshot: &Snapshot = match (&refreshed.snapshot, &store) {
-        (Some(snapshot), _) => snapshot,
-        (None, None) => {
-            loaded = Snapshot::default();
-            &loaded
-        }
+    let (snapshot, fresh) = match (refreshed.snapshot.take(), &store) {
+        (Some(snapshot), _) => (snapshot, true),
+        (None, None) => (Snapshot::default(), false),
         (None, Some(s))
             if rules_changed
                 || last_status.as_deref() == Some("held")
@@ -338,8 +335,7 @@ async fn tenant_run(
         {
             // Nothing new in Entra, but the rules changed or a held run is being released:
             // resolve the stored mirror again.
-            loaded = s.load_mirror(&tenant.name)?;
-            &loaded
+            (s.load_mirror(&tenant.name)?, false)
         }
         (None, Some(_)) => {
             // Nothing happened in Entra and nothing changed here: record the run and the new
@@ -348,27 +344,21 @@ async fn tenant_run(
                 tenant: tenant.name.clone(),
                 ..Plan::default()
             };
-            let mirror = MirrorWrite {
-                snapshot: None,
-                cursors: &refreshed.cursors,
-            };
+            let access = Access::open(&mut store, opts.dry_run)?;
+            access.write_mirror(&tenant.name, None, &refreshed.cursors)?;
             let run = RunContext {
                 tenant,
                 mode: &mode,
                 started_at,
                 opts,
             };
-            apply_recorded(store.as_mut(), &run, outcome, &plan, Some(&mirror))?;
+            apply_recorded(access, &run, outcome, &plan)?;
             return Ok(Some(plan));
         }
     };
     phase.done(&tenant.name, "mirror load");
-    let resolution = resolve::resolve(&rules, snapshot);
+    let resolution = resolve::resolve(&rules, &snapshot);
     phase.done(&tenant.name, "resolve");
-    let view = match &store {
-        Some(s) => s.view(&tenant.name)?,
-        None => StoreView::default(),
-    };
     let group_names: BTreeMap<String, Option<String>> = resolution
         .group_members
         .keys()
@@ -379,13 +369,26 @@ async fn tenant_run(
             )
         })
         .collect();
+    let user_in_entra = opts
+        .user
+        .as_deref()
+        .and_then(|query| find_in_entra(query, &snapshot));
+    // The run's one write transaction starts here with the new mirror and cursors, so the
+    // snapshot is freed before the store view and the plan are built. A one-user run resolves
+    // from fresh data but must not move the tenant's cursors.
+    let access = Access::open(&mut store, opts.dry_run)?;
+    if opts.user.is_none() {
+        access.write_mirror(&tenant.name, fresh.then_some(&snapshot), &refreshed.cursors)?;
+    }
+    drop(snapshot);
+    let view = access.view(&tenant.name)?;
     let mut safety = Safety {
         max_deactivations: config.safety.max_deactivations,
         max_deactivation_percent: config.safety.max_deactivation_percent,
         allow_mass_deactivation: opts.allow_mass_deactivation,
     };
     let user = match &opts.user {
-        Some(query) => match find_user(query, snapshot, &view, &tenant.name) {
+        Some(query) => match user_in_entra.or_else(|| find_in_store(query, &view, &tenant.name)) {
             Some(id) => {
                 // Support staff asked for this one person: the mass guard does not apply.
                 safety.allow_mass_deactivation = true;
@@ -411,26 +414,50 @@ async fn tenant_run(
     }
     // The plan owns what it writes: free the rest before the write's own buffers.
     drop((resolution, view, group_names));
-    // A one-user run resolves from fresh data but must not move the tenant's cursors.
-    let mirror = MirrorWrite {
-        snapshot: refreshed.snapshot.as_ref(),
-        cursors: &refreshed.cursors,
-    };
     let run = RunContext {
         tenant,
         mode: &mode,
         started_at,
         opts,
     };
-    apply_recorded(
-        store.as_mut(),
-        &run,
-        outcome,
-        &plan,
-        user.is_none().then_some(&mirror),
-    )?;
+    apply_recorded(access, &run, outcome, &plan)?;
     phase.done(&tenant.name, "apply");
     Ok(Some(plan))
+}
+
+/// How a run reaches the store: its write transaction, or (dry run, no store yet) reading only.
+enum Access<'s> {
+    Write(RunWrite<'s>),
+    Read(Option<&'s Store>),
+}
+
+impl<'s> Access<'s> {
+    fn open(store: &'s mut Option<Store>, dry_run: bool) -> Result<Access<'s>, StoreError> {
+        Ok(match store.as_mut() {
+            Some(s) if !dry_run => Access::Write(s.begin_run()?),
+            other => Access::Read(other.map(|s| &*s)),
+        })
+    }
+
+    fn view(&self, tenant: &str) -> Result<StoreView, StoreError> {
+        match self {
+            Access::Write(w) => w.view(tenant),
+            Access::Read(Some(s)) => s.view(tenant),
+            Access::Read(None) => Ok(StoreView::default()),
+        }
+    }
+
+    fn write_mirror(
+        &self,
+        tenant: &str,
+        snapshot: Option<&Snapshot>,
+        cursors: &crate::store::Cursors,
+    ) -> Result<(), StoreError> {
+        match self {
+            Access::Write(w) => w.write_mirror(tenant, &MirrorWrite { snapshot, cursors }),
+            Access::Read(_) => Ok(()),
+        }
+    }
 }
 
 /// Who and what a run is, for its `sync_runs` row.
@@ -442,14 +469,13 @@ struct RunContext<'a> {
 }
 
 /// Sets the run's status from the plan and, unless it is a dry run, applies the plan with its
-/// `sync_runs` row and the mirror in one transaction.
+/// `sync_runs` row and commits the run's transaction.
 fn apply_recorded(
-    store: Option<&mut Store>,
+    access: Access<'_>,
     run: &RunContext<'_>,
     outcome: &mut TenantOutcome,
     plan: &Plan,
-    mirror: Option<&MirrorWrite<'_>>,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<(), StoreError> {
     outcome.status = if run.opts.dry_run {
         RunStatus::DryRun
     } else if plan.hold_reason.is_some() {
@@ -457,7 +483,7 @@ fn apply_recorded(
     } else {
         RunStatus::Success
     };
-    let Some(store) = store.filter(|_| !run.opts.dry_run) else {
+    let Access::Write(write) = access else {
         return Ok(());
     };
     let record = RunRecord {
@@ -470,12 +496,12 @@ fn apply_recorded(
         graph_requests: outcome.graph_requests as i64,
         error: plan.hold_reason.clone(),
     };
-    store.apply(plan, &record, mirror)?;
+    write.finish(plan, &record)?;
     Ok(())
 }
 
-/// The object id of the user `query` names (object id, UPN or mail), in Entra or in the store.
-fn find_user(query: &str, snapshot: &Snapshot, view: &StoreView, tenant: &str) -> Option<String> {
+/// The object id of the Entra user `query` names (object id, UPN or mail).
+fn find_in_entra(query: &str, snapshot: &Snapshot) -> Option<String> {
     let q = fold(query);
     let by_id = crate::config::parse_guid(query);
     for user in snapshot.users.values() {
@@ -486,7 +512,14 @@ fn find_user(query: &str, snapshot: &Snapshot, view: &StoreView, tenant: &str) -
             return Some(user.id.clone());
         }
     }
-    // Someone who left every group is only known to the store.
+    None
+}
+
+/// The object id of the user `query` names (object id or email) among the tenant's synced
+/// records: someone who left every group is only known to the store.
+fn find_in_store(query: &str, view: &StoreView, tenant: &str) -> Option<String> {
+    let q = fold(query);
+    let by_id = crate::config::parse_guid(query);
     view.links
         .iter()
         .filter(|l| l.tenant == tenant)

@@ -113,131 +113,7 @@ impl Store {
 
     /// What the planner needs for `tenant`.
     pub fn view(&self, tenant: &str) -> Result<StoreView, StoreError> {
-        let mut view = StoreView::default();
-        let mut stmt = self.conn.prepare(
-            "SELECT id, username, email, first_name, last_name, job_title, phone, department,
-                    security_role, active, is_root, deactivated_at FROM employees",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(StoredRecord {
-                id: r.get(0)?,
-                values: Values::Employee(EmployeeValues {
-                    username: r.get(1)?,
-                    email: r.get(2)?,
-                    first_name: r.get(3)?,
-                    last_name: r.get(4)?,
-                    job_title: r.get(5)?,
-                    phone: r.get(6)?,
-                    department: r.get(7)?,
-                    security_role: r.get(8)?,
-                }),
-                active: r.get::<_, Option<i64>>(9)?.unwrap_or(0) != 0,
-                is_root: r.get::<_, Option<i64>>(10)?.unwrap_or(0) != 0,
-                deactivated_at: r.get(11)?,
-            })
-        })?;
-        for rec in rows {
-            let rec = rec?;
-            view.records.insert((RecordKind::Employee, rec.id), rec);
-        }
-        let mut stmt = self.conn.prepare(
-            "SELECT id, account, email, first_name, last_name, job_title, phone, phone_type,
-                    portal_access, active, deactivated_at FROM contacts",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(StoredRecord {
-                id: r.get(0)?,
-                values: Values::Contact(ContactValues {
-                    account: r.get(1)?,
-                    email: r.get(2)?,
-                    first_name: r.get(3)?,
-                    last_name: r.get(4)?,
-                    job_title: r.get(5)?,
-                    phone: r.get(6)?,
-                    phone_type: r.get(7)?,
-                    portal_access: r.get::<_, Option<i64>>(8)?.unwrap_or(0) != 0,
-                }),
-                active: r.get::<_, Option<i64>>(9)?.unwrap_or(0) != 0,
-                is_root: false,
-                deactivated_at: r.get(10)?,
-            })
-        })?;
-        for rec in rows {
-            let rec = rec?;
-            view.records.insert((RecordKind::Contact, rec.id), rec);
-        }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT tenant, object_id, record_kind, record_id, source FROM sync_links")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        })?;
-        for row in rows {
-            let (tenant, object_id, kind, record_id, source) = row?;
-            let Some(kind) = RecordKind::parse(&kind) else {
-                continue;
-            };
-            view.links.push(Link {
-                tenant,
-                object_id,
-                kind,
-                record_id,
-                // An unreadable snapshot only means "rewrite from Entra next time".
-                source: serde_json::from_str(&source).ok(),
-            });
-        }
-        let mut groups: BTreeMap<i64, StoredGroup> = BTreeMap::new();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, object_id, display_name FROM groups WHERE tenant = ?1")?;
-        let rows = stmt.query_map([tenant], |r| {
-            Ok(StoredGroup {
-                id: r.get(0)?,
-                object_id: r.get(1)?,
-                display_name: r.get(2)?,
-                members: Default::default(),
-            })
-        })?;
-        for g in rows {
-            let g = g?;
-            groups.insert(g.id, g);
-        }
-        let mut stmt = self.conn.prepare(
-            "SELECT m.group_id, m.member_kind, m.member_id FROM group_members m
-             JOIN groups g ON g.id = m.group_id WHERE g.tenant = ?1",
-        )?;
-        let rows = stmt.query_map([tenant], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (group, kind, member) = row?;
-            if let (Some(g), Some(kind)) = (groups.get_mut(&group), RecordKind::parse(&kind)) {
-                g.members.insert((kind, member));
-            }
-        }
-        view.groups = groups.into_values().collect();
-        let mut stmt = self.conn.prepare(
-            "SELECT DISTINCT 'employee', employee_id FROM tickets WHERE employee_id IS NOT NULL
-             UNION SELECT DISTINCT 'contact', contact_id FROM tickets WHERE contact_id IS NOT NULL",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (kind, id) = row?;
-            if let Some(kind) = RecordKind::parse(&kind) {
-                view.ticketed.insert((kind, id));
-            }
-        }
-        Ok(view)
+        view_of(&self.conn, tenant)
     }
 
     /// Records a run that failed before it could apply anything.
@@ -298,6 +174,134 @@ impl Store {
             .optional()?
             .unwrap_or(0))
     }
+}
+
+/// What the planner needs for `tenant`, read through `conn` (the store's connection or a
+/// run's open transaction).
+pub(crate) fn view_of(conn: &Connection, tenant: &str) -> Result<StoreView, StoreError> {
+    let mut view = StoreView::default();
+    let mut stmt = conn.prepare(
+        "SELECT id, username, email, first_name, last_name, job_title, phone, department,
+                security_role, active, is_root, deactivated_at FROM employees",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(StoredRecord {
+            id: r.get(0)?,
+            values: Values::Employee(EmployeeValues {
+                username: r.get(1)?,
+                email: r.get(2)?,
+                first_name: r.get(3)?,
+                last_name: r.get(4)?,
+                job_title: r.get(5)?,
+                phone: r.get(6)?,
+                department: r.get(7)?,
+                security_role: r.get(8)?,
+            }),
+            active: r.get::<_, Option<i64>>(9)?.unwrap_or(0) != 0,
+            is_root: r.get::<_, Option<i64>>(10)?.unwrap_or(0) != 0,
+            deactivated_at: r.get(11)?,
+        })
+    })?;
+    for rec in rows {
+        let rec = rec?;
+        view.records.insert((RecordKind::Employee, rec.id), rec);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT id, account, email, first_name, last_name, job_title, phone, phone_type,
+                portal_access, active, deactivated_at FROM contacts",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(StoredRecord {
+            id: r.get(0)?,
+            values: Values::Contact(ContactValues {
+                account: r.get(1)?,
+                email: r.get(2)?,
+                first_name: r.get(3)?,
+                last_name: r.get(4)?,
+                job_title: r.get(5)?,
+                phone: r.get(6)?,
+                phone_type: r.get(7)?,
+                portal_access: r.get::<_, Option<i64>>(8)?.unwrap_or(0) != 0,
+            }),
+            active: r.get::<_, Option<i64>>(9)?.unwrap_or(0) != 0,
+            is_root: false,
+            deactivated_at: r.get(10)?,
+        })
+    })?;
+    for rec in rows {
+        let rec = rec?;
+        view.records.insert((RecordKind::Contact, rec.id), rec);
+    }
+    let mut stmt =
+        conn.prepare("SELECT tenant, object_id, record_kind, record_id, source FROM sync_links")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, String>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (tenant, object_id, kind, record_id, source) = row?;
+        let Some(kind) = RecordKind::parse(&kind) else {
+            continue;
+        };
+        view.links.push(Link {
+            tenant,
+            object_id,
+            kind,
+            record_id,
+            // An unreadable snapshot only means "rewrite from Entra next time".
+            source: serde_json::from_str(&source).ok(),
+        });
+    }
+    let mut groups: BTreeMap<i64, StoredGroup> = BTreeMap::new();
+    let mut stmt =
+        conn.prepare("SELECT id, object_id, display_name FROM groups WHERE tenant = ?1")?;
+    let rows = stmt.query_map([tenant], |r| {
+        Ok(StoredGroup {
+            id: r.get(0)?,
+            object_id: r.get(1)?,
+            display_name: r.get(2)?,
+            members: Default::default(),
+        })
+    })?;
+    for g in rows {
+        let g = g?;
+        groups.insert(g.id, g);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT m.group_id, m.member_kind, m.member_id FROM group_members m
+         JOIN groups g ON g.id = m.group_id WHERE g.tenant = ?1",
+    )?;
+    let rows = stmt.query_map([tenant], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (group, kind, member) = row?;
+        if let (Some(g), Some(kind)) = (groups.get_mut(&group), RecordKind::parse(&kind)) {
+            g.members.insert((kind, member));
+        }
+    }
+    view.groups = groups.into_values().collect();
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT 'employee', employee_id FROM tickets WHERE employee_id IS NOT NULL
+         UNION SELECT DISTINCT 'contact', contact_id FROM tickets WHERE contact_id IS NOT NULL",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (kind, id) = row?;
+        if let Some(kind) = RecordKind::parse(&kind) {
+            view.ticketed.insert((kind, id));
+        }
+    }
+    Ok(view)
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
