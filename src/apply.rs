@@ -138,9 +138,7 @@ impl RunWrite<'_> {
     /// Writes the Entra mirror diff and the delta cursors; the caller may then free the
     /// snapshot before planning.
     pub fn write_mirror(&self, tenant: &str, mirror: &MirrorWrite<'_>) -> Result<(), StoreError> {
-        let mut phase = crate::phase::Phase::start();
         write_mirror(&self.tx, tenant, mirror, &self.now)?;
-        phase.done(tenant, "write mirror");
         Ok(())
     }
 

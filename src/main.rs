@@ -1,6 +1,9 @@
 //! The `entra-sync` binary: parse the command line, set up logging, dispatch, map the outcome
 //! to an exit code (SPEC 1). Everything else lives in the library.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;

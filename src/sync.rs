@@ -381,6 +381,7 @@ async fn tenant_run(
         access.write_mirror(&tenant.name, fresh.then_some(&snapshot), &refreshed.cursors)?;
     }
     drop(snapshot);
+    phase.done(&tenant.name, "write mirror, free snapshot");
     let view = access.view(&tenant.name)?;
     let mut safety = Safety {
         max_deactivations: config.safety.max_deactivations,
