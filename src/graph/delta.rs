@@ -158,7 +158,7 @@ mod tests {
     use crate::graph::wire::parse_page;
 
     fn fixture(name: &str) -> Vec<Value> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/graph-fixtures/");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sim_fixtures/");
         let bytes = std::fs::read(format!("{path}{name}")).unwrap();
         parse_page(&bytes).unwrap().value
     }

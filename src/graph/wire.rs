@@ -301,7 +301,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/graph-fixtures/");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sim_fixtures/");
         std::fs::read(format!("{path}{name}")).unwrap()
     }
 
