@@ -88,6 +88,11 @@ fn rows_written(run: &Run) -> i64 {
     .sum()
 }
 
+/// A graph-sim control-API listing (`/_sim/users`, `/_sim/groups`).
+async fn sim_list(http: &reqwest::Client, url: &str) -> Vec<Value> {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// The tables a sync writes, parents before children.
 const TABLES: [&str; 12] = [
     "sync_runs",
@@ -191,14 +196,7 @@ async fn main() {
     .unwrap();
 
     let http = reqwest::Client::new();
-    let sim_groups: Vec<Value> = http
-        .get(format!("{base}/_sim/groups"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sim_groups = sim_list(&http, &format!("{base}/_sim/groups")).await;
     let parsed = entra_sync::config::Config::load(&config).unwrap();
     let rule_groups: BTreeSet<String> = parsed.rules.iter().map(|r| r.group_id.clone()).collect();
     let by_id: BTreeMap<String, &Value> = sim_groups
@@ -338,14 +336,7 @@ async fn main() {
     );
 
     // 1,000 attribute changes and 1,000 membership changes through the control API.
-    let all_users: Vec<Value> = http
-        .get(format!("{base}/_sim/users"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all_users = sim_list(&http, &format!("{base}/_sim/users")).await;
     let rule_list: Vec<&String> = rule_groups.iter().collect();
     let mut member_of: BTreeMap<&str, &str> = BTreeMap::new();
     for g in &rule_list {

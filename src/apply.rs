@@ -5,6 +5,7 @@
 //! run's writes are visible or none (SPEC 5.4).
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Transaction, TransactionBehavior, params, params_from_iter};
@@ -12,7 +13,7 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use crate::plan::{Action, Change, GroupChange, Plan, RecordRef};
-use crate::record::{Cell, RecordKind, Values, cell_diff};
+use crate::record::{Cell, ContactValues, EmployeeValues, RecordKind, Values, cell_diff};
 use crate::store::{MirrorWrite, RunRecord, Store, StoreError, insert_run, write_mirror};
 
 /// RFC 3339 UTC, second precision: `2026-11-23T17:04:05Z`.
@@ -53,28 +54,6 @@ impl Serialize for FieldLog<'_> {
     }
 }
 
-impl<'a> FieldLog<'a> {
-    fn of(change: &'a Change) -> FieldLog<'a> {
-        let null = Cell::Text(None);
-        FieldLog(match (change.action, &change.before) {
-            (Action::Purge, _) => change
-                .after
-                .cells()
-                .into_iter()
-                .map(|(name, old)| (name, old, null))
-                .collect(),
-            (_, Some(before)) => cell_diff(before, &change.after),
-            (_, None) => change
-                .after
-                .cells()
-                .into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(name, new)| (name, null, new))
-                .collect(),
-        })
-    }
-}
-
 /// A group change's `change_log.changes`.
 #[derive(Serialize)]
 struct GroupLog<'a> {
@@ -84,15 +63,28 @@ struct GroupLog<'a> {
 }
 
 /// `INSERT INTO employees|contacts (…) VALUES (…)`: ?1 is the timestamp, then the cells.
-fn insert_sql(values: &Values) -> String {
-    let names: Vec<&str> = values.cells().iter().map(|(n, _)| *n).collect();
-    let placeholders: Vec<String> = (2..=names.len() + 1).map(|i| format!("?{i}")).collect();
-    format!(
-        "INSERT INTO {} ({}, active, created_at, updated_at) VALUES ({}, 1, ?1, ?1)",
-        table(values.kind()),
-        names.join(", "),
-        placeholders.join(", ")
-    )
+/// Built once per kind from the columns [`Values::cells`] names.
+fn insert_sql(kind: RecordKind) -> &'static str {
+    fn build(values: Values) -> String {
+        let names: Vec<&str> = values.cells().iter().map(|(n, _)| *n).collect();
+        let placeholders: Vec<String> = (2..=names.len() + 1).map(|i| format!("?{i}")).collect();
+        format!(
+            "INSERT INTO {} ({}, active, created_at, updated_at) VALUES ({}, 1, ?1, ?1)",
+            table(values.kind()),
+            names.join(", "),
+            placeholders.join(", ")
+        )
+    }
+    static SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
+        [
+            build(Values::Employee(EmployeeValues::default())),
+            build(Values::Contact(ContactValues::default())),
+        ]
+    });
+    match kind {
+        RecordKind::Employee => &SQL[0],
+        RecordKind::Contact => &SQL[1],
+    }
 }
 
 /// A run's one write transaction: the mirror and cursors it read, then the plan it decided,
@@ -111,21 +103,6 @@ impl Store {
                 .transaction_with_behavior(TransactionBehavior::Immediate)?,
             now: now_rfc3339(),
         })
-    }
-
-    /// Applies `plan`, records `run`, and writes the Entra mirror and delta cursors the plan
-    /// was made from — all in one transaction. Returns the run id.
-    pub fn apply(
-        &mut self,
-        plan: &Plan,
-        run: &RunRecord,
-        mirror: Option<&MirrorWrite<'_>>,
-    ) -> Result<i64, StoreError> {
-        let write = self.begin_run()?;
-        if let Some(mirror) = mirror {
-            write.write_mirror(&plan.tenant, mirror)?;
-        }
-        write.finish(plan, run)
     }
 }
 
@@ -177,7 +154,7 @@ impl RunWrite<'_> {
                     change.kind.as_str(),
                     Some(id),
                     change.action.as_str(),
-                    &serde_json::to_string(&FieldLog::of(change)).unwrap_or_default(),
+                    &serde_json::to_string(&FieldLog(change.field_cells())).unwrap_or_default(),
                 )?;
             }
         }
@@ -187,9 +164,10 @@ impl RunWrite<'_> {
         }
         phase.done(&plan.tenant, "apply groups");
         for report in &plan.reports {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO sync_reports (run_id, tenant, object_id, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
+            )?
+            .execute(params![
                     run_id,
                     plan.tenant,
                     report.object_id,
@@ -245,13 +223,11 @@ fn apply_change(tx: &Transaction<'_>, change: &Change, now: &str) -> Result<i64,
             Ok(*id)
         }
         (RecordRef::New(_), _) => {
-            let mut stmt = tx.prepare_cached(&insert_sql(&change.after))?;
             let cells = change.after.cells();
-            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(cells.len() + 1);
-            values.push(&now);
-            let binds: Vec<Sql<'_>> = cells.iter().map(|(_, c)| Sql(*c)).collect();
-            values.extend(binds.iter().map(|b| b as &dyn ToSql));
-            stmt.execute(values.as_slice())?;
+            let binds = std::iter::once(Sql(Cell::Text(Some(now))))
+                .chain(cells.iter().map(|(_, c)| Sql(*c)));
+            tx.prepare_cached(insert_sql(change.kind))?
+                .execute(params_from_iter(binds))?;
             Ok(tx.last_insert_rowid())
         }
         (RecordRef::Existing(id), action) => {

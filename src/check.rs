@@ -4,14 +4,12 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use crate::config::Config;
 use crate::directory::MemberType;
-use crate::graph::wire::{USER_SELECT, member_type, parse_user};
+use crate::graph::wire::{Member, USER_SELECT};
 use crate::graph::{GraphClient, fetch};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct CheckLine {
     pub ok: bool,
     pub subject: String,
@@ -73,17 +71,17 @@ pub async fn run(config: &Config) -> Vec<CheckLine> {
                 "/groups/{group}/members?$select={USER_SELECT}&$top=5"
             ));
             match client
-                .get_page::<serde_json::Value>(&url, &format!("members of group {group}"))
+                .get_page::<Member>(&url, &format!("members of group {group}"))
                 .await
             {
                 Ok(page) => {
                     let users: Vec<_> = page
                         .value
-                        .iter()
-                        .filter(|v| member_type(v) == MemberType::User)
-                        .filter_map(parse_user)
+                        .into_iter()
+                        .filter(|m| m.kind() == MemberType::User)
+                        .filter_map(Member::into_user)
                         .collect();
-                    if !users.is_empty() && users.iter().all(|u| u.is_limited()) {
+                    if fetch::lacks_user_read_all(&users) {
                         lines.push(CheckLine {
                             ok: false,
                             subject,

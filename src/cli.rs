@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, config_path};
-use crate::plan::{Action, Change, RecordRef};
+use crate::plan::Action;
 use crate::store::Store;
 use crate::sync::{self, RunStatus, SyncOptions, SyncSummary};
 
@@ -138,11 +138,11 @@ pub fn render_summary(summary: &SyncSummary, dry_run: bool) -> String {
         if dry_run && let Some(plan) = &t.plan {
             for change in &plan.changes {
                 if change.action != Action::Resnapshot {
-                    out.push_str(&format!("  {}\n", render_change(change)));
+                    out.push_str(&format!("  {}\n", change));
                 }
             }
             for change in &plan.held {
-                out.push_str(&format!("  (held) {}\n", render_change(change)));
+                out.push_str(&format!("  (held) {}\n", change));
             }
             for g in &plan.groups {
                 out.push_str(&format!(
@@ -163,32 +163,6 @@ pub fn render_summary(summary: &SyncSummary, dry_run: bool) -> String {
         }
     }
     out
-}
-
-/// `update employee #12 ada@contoso.com: job_title "Dev" → "Lead"`
-pub fn render_change(c: &Change) -> String {
-    let target = match &c.record {
-        RecordRef::Existing(id) => format!("{} #{id}", c.kind),
-        RecordRef::New(_) => format!("new {}", c.kind),
-    };
-    let fields: Vec<String> = c
-        .field_changes()
-        .into_iter()
-        .map(|(name, old, new)| {
-            if old.is_null() {
-                format!("{name}={new}")
-            } else {
-                format!("{name} {old} → {new}")
-            }
-        })
-        .collect();
-    format!(
-        "{} {target} {}{}{}",
-        c.action.as_str(),
-        c.user,
-        if fields.is_empty() { "" } else { ": " },
-        fields.join(", ")
-    )
 }
 
 pub async fn check_command(config: &Config) -> ExitCode {

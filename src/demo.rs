@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::cli::{EXIT_FAILED, fail, render_change, render_summary};
+use crate::cli::{EXIT_FAILED, fail, render_summary};
 use crate::config::{Config, Target};
 use crate::plan::Action;
 use crate::sim::{NewUser, Sim, SimOptions, UserPatch};
@@ -161,7 +161,7 @@ async fn demo() -> anyhow::Result<()> {
     for t in &second.tenants {
         for change in t.plan.iter().flat_map(|p| &p.changes) {
             if change.action != Action::Resnapshot {
-                println!("     {}", render_change(change));
+                println!("     {change}");
             }
         }
     }

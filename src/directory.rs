@@ -40,6 +40,25 @@ pub enum MemberType {
     Other,
 }
 
+impl MemberType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberType::User => "user",
+            MemberType::Group => "group",
+            MemberType::Other => "other",
+        }
+    }
+
+    /// The stored form back; anything unknown is `Other`.
+    pub fn parse(s: &str) -> MemberType {
+        match s {
+            "user" => MemberType::User,
+            "group" => MemberType::Group,
+            _ => MemberType::Other,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntraGroup {
     pub id: String,

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::record::{FieldChange, RecordKind, StoredRecord, Values, diff, fold};
+use crate::record::{Cell, RecordKind, StoredRecord, Values, cell_diff, fold};
 use crate::resolve::{Report, ReportKind, Resolution};
 
 /// Which Entra user a record was written from, and the values it was last written with.
@@ -115,18 +115,77 @@ pub struct Change {
 }
 
 impl Change {
-    /// The fields this change writes, old → new (all fields for a create).
-    pub fn field_changes(&self) -> Vec<FieldChange> {
-        match &self.before {
-            Some(before) => diff(before, &self.after),
-            None => self
+    /// The fields this change writes, old → new: the differing ones for an existing record,
+    /// the non-empty ones for a create, every one going to null for a purge. What the change
+    /// log records and a dry run prints.
+    pub fn field_cells(&self) -> Vec<(&'static str, Cell<'_>, Cell<'_>)> {
+        let null = Cell::Text(None);
+        match (self.action, &self.before) {
+            (Action::Purge, _) => self
                 .after
-                .columns()
+                .cells()
+                .into_iter()
+                .map(|(name, old)| (name, old, null))
+                .collect(),
+            (_, Some(before)) => cell_diff(before, &self.after),
+            (_, None) => self
+                .after
+                .cells()
                 .into_iter()
                 .filter(|(_, v)| !v.is_null())
-                .map(|(name, v)| (name, serde_json::Value::Null, v))
+                .map(|(name, new)| (name, null, new))
                 .collect(),
         }
+    }
+
+    /// Taking a linked record out of service (or, for a purge, out of the store).
+    fn retire(action: Action, link: &Link, rec: &StoredRecord, after: Values) -> Change {
+        Change {
+            action,
+            kind: link.kind,
+            record: RecordRef::Existing(rec.id),
+            object_id: link.object_id.clone(),
+            user: rec
+                .values
+                .email()
+                .map_or_else(|| link.object_id.clone(), str::to_string),
+            before: Some(rec.values.clone()),
+            after,
+            relink: false,
+        }
+    }
+}
+
+/// `update employee #12 ada@contoso.com: job_title "Dev" → "Lead"`: how a dry run, the
+/// demo and the per-change debug log show a change.
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let json = |cell| serde_json::to_string(&cell).unwrap_or_default();
+        match &self.record {
+            RecordRef::Existing(id) => write!(
+                f,
+                "{} {} #{id} {}",
+                self.action.as_str(),
+                self.kind,
+                self.user
+            )?,
+            RecordRef::New(_) => write!(
+                f,
+                "{} new {} {}",
+                self.action.as_str(),
+                self.kind,
+                self.user
+            )?,
+        }
+        for (i, (name, old, new)) in self.field_cells().into_iter().enumerate() {
+            f.write_str(if i == 0 { ": " } else { ", " })?;
+            if old.is_null() {
+                write!(f, "{name}={}", json(new))?;
+            } else {
+                write!(f, "{name} {} → {}", json(old), json(new))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -280,19 +339,7 @@ pub fn purges(tenant: &str, store: &StoreView, cutoff: &str) -> Vec<Change> {
         if rec.active || rec.is_root || !old_enough || store.ticketed.contains(&key) {
             continue;
         }
-        out.push(Change {
-            action: Action::Purge,
-            kind: link.kind,
-            record: RecordRef::Existing(rec.id),
-            object_id: link.object_id.clone(),
-            user: rec
-                .values
-                .email()
-                .map_or_else(|| link.object_id.clone(), str::to_string),
-            before: Some(rec.values.clone()),
-            after: rec.values.clone(),
-            relink: false,
-        });
+        out.push(Change::retire(Action::Purge, link, rec, rec.values.clone()));
     }
     out
 }
@@ -629,19 +676,12 @@ impl<'a> Planner<'a> {
                 });
                 continue;
             }
-            out.push(Change {
-                action: Action::Deactivate,
-                kind: link.kind,
-                record: RecordRef::Existing(rec.id),
-                object_id: link.object_id.clone(),
-                user: rec
-                    .values
-                    .email()
-                    .map_or_else(|| link.object_id.clone(), str::to_string),
-                before: Some(rec.values.clone()),
-                after: rec.values.revoked(),
-                relink: false,
-            });
+            out.push(Change::retire(
+                Action::Deactivate,
+                link,
+                rec,
+                rec.values.revoked(),
+            ));
         }
         out
     }

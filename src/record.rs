@@ -6,7 +6,6 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -130,14 +129,6 @@ impl Values {
         }
     }
 
-    /// Column name → value, in table order, as JSON values.
-    pub fn columns(&self) -> Vec<(&'static str, Value)> {
-        self.cells()
-            .into_iter()
-            .map(|(name, cell)| (name, cell.to_value()))
-            .collect()
-    }
-
     /// The same record with its access revoked (no security role / no portal access).
     pub fn revoked(&self) -> Values {
         match self {
@@ -183,18 +174,7 @@ impl Cell<'_> {
     pub fn is_null(&self) -> bool {
         matches!(self, Cell::Text(None))
     }
-
-    pub fn to_value(self) -> Value {
-        match self {
-            Cell::Text(None) => Value::Null,
-            Cell::Text(Some(s)) => Value::String(s.to_string()),
-            Cell::Int(i) => Value::from(i),
-        }
-    }
 }
-
-/// A field that differs between two versions of a record: (column, old, new).
-pub type FieldChange = (&'static str, Value, Value);
 
 /// Columns whose values differ between `old` and `new` (same kind), borrowed.
 pub fn cell_diff<'a>(old: &'a Values, new: &'a Values) -> Vec<(&'static str, Cell<'a>, Cell<'a>)> {
@@ -203,14 +183,6 @@ pub fn cell_diff<'a>(old: &'a Values, new: &'a Values) -> Vec<(&'static str, Cel
         .zip(new.cells())
         .filter(|((_, a), (_, b))| a != b)
         .map(|((name, a), (_, b))| (name, a, b))
-        .collect()
-}
-
-/// Columns whose values differ between `old` and `new` (same kind).
-pub fn diff(old: &Values, new: &Values) -> Vec<FieldChange> {
-    cell_diff(old, new)
-        .into_iter()
-        .map(|(name, a, b)| (name, a.to_value(), b.to_value()))
         .collect()
 }
 
@@ -223,12 +195,6 @@ pub struct StoredRecord {
     pub is_root: bool,
     /// RFC 3339, set while the record is deactivated or archived.
     pub deactivated_at: Option<String>,
-}
-
-impl StoredRecord {
-    pub fn kind(&self) -> RecordKind {
-        self.values.kind()
-    }
 }
 
 /// Case-insensitive comparison key for emails and usernames.

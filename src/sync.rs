@@ -220,6 +220,9 @@ async fn run_tenant(
     match result {
         Ok(None) => None,
         Ok(Some(plan)) => {
+            for change in &plan.changes {
+                tracing::debug!(tenant = %tenant.name, "{change}");
+            }
             outcome.counts = counts(&plan);
             outcome.hold_reason = plan.hold_reason.clone();
             outcome.reports = plan.reports.clone();
@@ -229,7 +232,7 @@ async fn run_tenant(
         }
         Err(e) => {
             outcome.error = Some(format!("tenant \"{}\": {e}", tenant.name));
-            Some(finish_failed(config, opts, outcome, &started_at))
+            Some(finish_failed(config, opts, outcome, &started_at).await)
         }
     }
 }
@@ -272,11 +275,9 @@ async fn tenant_run(
         Some(s) => s.load_cursors(&tenant.name)?,
         None => None,
     };
-    let load_mirror = |store: &Option<Store>| -> Result<Snapshot, String> {
-        match store {
-            Some(s) => s.load_mirror(&tenant.name).map_err(|e| e.to_string()),
-            None => Ok(Snapshot::default()),
-        }
+    let load_mirror = || match &store {
+        Some(s) => s.load_mirror(&tenant.name).map_err(|e| e.to_string()),
+        None => Ok(Snapshot::default()),
     };
     let mut phase = crate::phase::Phase::start();
     let graph_result = async {
@@ -284,7 +285,7 @@ async fn tenant_run(
             && !opts.full
             && let Some(cursors) = &stored_cursors
         {
-            match refresh::incremental(&client, &rules, cursors, || load_mirror(&store)).await {
+            match refresh::incremental(&client, &rules, cursors, load_mirror).await {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => tracing::info!(tenant = %tenant.name, "tracked groups changed; running a full sync"),
                 Err(GraphError::CursorExpired { what, code }) => {
@@ -325,6 +326,12 @@ async fn tenant_run(
     let rules_changed = stored_cursors
         .as_ref()
         .is_none_or(|c| c.rules != refreshed.cursors.rules);
+    let run = RunContext {
+        tenant,
+        mode: &mode,
+        started_at,
+        opts,
+    };
     let (snapshot, fresh) = match (refreshed.snapshot.take(), &store) {
         (Some(snapshot), _) => (snapshot, true),
         (None, None) => (Snapshot::default(), false),
@@ -346,12 +353,6 @@ async fn tenant_run(
             };
             let access = Access::open(&mut store, opts.dry_run)?;
             access.write_mirror(&tenant.name, None, &refreshed.cursors)?;
-            let run = RunContext {
-                tenant,
-                mode: &mode,
-                started_at,
-                opts,
-            };
             apply_recorded(access, &run, outcome, &plan)?;
             return Ok(Some(plan));
         }
@@ -415,12 +416,6 @@ async fn tenant_run(
     }
     // The plan owns what it writes: free the rest before the write's own buffers.
     drop((resolution, view, group_names));
-    let run = RunContext {
-        tenant,
-        mode: &mode,
-        started_at,
-        opts,
-    };
     apply_recorded(access, &run, outcome, &plan)?;
     phase.done(&tenant.name, "apply");
     Ok(Some(plan))
@@ -575,7 +570,7 @@ fn counts(plan: &Plan) -> RunCounts {
     }
 }
 
-fn finish_failed(
+async fn finish_failed(
     config: &Config,
     opts: &SyncOptions,
     mut outcome: TenantOutcome,
@@ -596,9 +591,17 @@ fn finish_failed(
             graph_requests: outcome.graph_requests as i64,
             error: Some(error),
         };
-        let recorded = WriterLock::acquire(&config.store.path)
-            .and_then(|_lock| Store::open(&config.store.path)?.record_failed_run(&record));
-        if let Err(e) = recorded {
+        // The writer lock may have to wait for another process: not on the async runtime.
+        let path = config.store.path.clone();
+        let recorded = tokio::task::spawn_blocking(move || {
+            WriterLock::acquire(&path)
+                .and_then(|_lock| Store::open(&path)?.record_failed_run(&record))
+        })
+        .await;
+        if let Err(e) = recorded
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
             tracing::error!(tenant = %outcome.tenant, "cannot record the failed run: {e}");
         }
     }

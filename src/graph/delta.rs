@@ -116,14 +116,6 @@ pub struct GroupChanges {
     pub deleted: BTreeSet<String>,
 }
 
-impl GroupChanges {
-    pub fn is_empty(&self) -> bool {
-        self.members.values().all(BTreeMap::is_empty)
-            && self.renamed.is_empty()
-            && self.deleted.is_empty()
-    }
-}
-
 pub fn group_changes(items: &[Value]) -> GroupChanges {
     let mut out = GroupChanges::default();
     for item in items {

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use super::wire::{Member, USER_SELECT};
 use super::{GraphClient, GraphError};
-use crate::directory::{EntraGroup, MemberType, Snapshot};
+use crate::directory::{EntraGroup, EntraUser, MemberType, Snapshot};
 
 const GROUP_SELECT: &str = "id,displayName,createdDateTime,securityEnabled";
 
@@ -174,7 +174,7 @@ pub async fn full_snapshot(
 /// SPEC 5.6: with too narrow a permission Graph returns every user with null properties.
 /// Such a snapshot must fail the run, not look like users losing their email.
 pub fn check_permissions(snapshot: &Snapshot) -> Result<(), GraphError> {
-    if !snapshot.users.is_empty() && snapshot.users.values().all(|u| u.is_limited()) {
+    if lacks_user_read_all(snapshot.users.values()) {
         return Err(GraphError::BadResponse {
             what: "reading group members".into(),
             reason: "Graph returned every user without its properties (userPrincipalName, accountEnabled are null): \
@@ -183,4 +183,17 @@ pub fn check_permissions(snapshot: &Snapshot) -> Result<(), GraphError> {
         });
     }
     Ok(())
+}
+
+/// Whether Graph returned `users` (at least one) all without their properties: the sign that
+/// the app lacks User.Read.All.
+pub fn lacks_user_read_all<'a>(users: impl IntoIterator<Item = &'a EntraUser>) -> bool {
+    let mut any = false;
+    for user in users {
+        if !user.is_limited() {
+            return false;
+        }
+        any = true;
+    }
+    any
 }

@@ -9,7 +9,6 @@ pub mod delta;
 pub mod fetch;
 pub mod wire;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -65,7 +64,6 @@ pub struct GraphStats {
     pub requests: AtomicU64,
     pub throttle_waits: AtomicU64,
     pub throttle_wait_ms: AtomicU64,
-    pub by_status: std::sync::Mutex<BTreeMap<u16, u64>>,
 }
 
 impl GraphStats {
@@ -73,9 +71,6 @@ impl GraphStats {
         metrics::counter!("entra_sync_graph_requests_total", "tenant" => tenant.to_string(), "status" => status.to_string())
             .increment(1);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut map) = self.by_status.lock() {
-            *map.entry(status).or_default() += 1;
-        }
     }
 
     pub fn requests(&self) -> u64 {
@@ -314,16 +309,15 @@ impl GraphClient {
                             .get(reqwest::header::RETRY_AFTER)
                             .and_then(|v| v.to_str().ok())
                             .and_then(parse_retry_after);
-                        let location = resp.headers().get(reqwest::header::LOCATION).is_some();
                         match resp.bytes().await {
-                            Ok(bytes) => Ok((status, retry_after, location, bytes)),
+                            Ok(bytes) => Ok((status, retry_after, bytes)),
                             Err(e) => Err(format!("the answer was cut off: {}", error_chain(&e))),
                         }
                     }
                     Err(e) => Err(error_chain(&e)),
                 }
             };
-            let (status, retry_after, _location, bytes) = match outcome {
+            let (status, retry_after, bytes) = match outcome {
                 Ok(parts) => parts,
                 Err(reason) => {
                     self.stats.count(&self.tenant, 0);

@@ -31,6 +31,7 @@ struct RawPage<T> {
     delta_link: Option<Value>,
 }
 
+#[cfg(test)]
 pub fn parse_page(body: &[u8]) -> Result<Page, String> {
     parse_page_of(body)
 }
@@ -177,8 +178,7 @@ pub struct Member {
 impl Member {
     /// The object's id, lower-cased when it is a GUID.
     pub fn id(&self) -> Option<String> {
-        let id = self.id.as_deref()?;
-        Some(crate::config::parse_guid(id).unwrap_or_else(|| id.to_string()))
+        self.id.as_deref().map(normalize_id)
     }
 
     pub fn kind(&self) -> MemberType {
@@ -206,10 +206,14 @@ fn string(obj: &Value, key: &str) -> Option<String> {
     obj.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
+/// An object id as the sync keys it: lower-cased when it is a GUID, else as Graph sent it.
+fn normalize_id(id: &str) -> String {
+    crate::config::parse_guid(id).unwrap_or_else(|| id.to_string())
+}
+
 /// The object's id, lower-cased when it is a GUID.
 pub fn object_id(obj: &Value) -> Option<String> {
-    let id = obj.get("id")?.as_str()?;
-    Some(crate::config::parse_guid(id).unwrap_or_else(|| id.to_string()))
+    obj.get("id")?.as_str().map(normalize_id)
 }
 
 fn odata_member_type(odata_type: Option<&str>) -> MemberType {

@@ -138,7 +138,7 @@ impl World {
             graph_requests: 0,
             error: None,
         };
-        self.store.apply(&p, &run, None).unwrap();
+        self.store.begin_run().unwrap().finish(&p, &run).unwrap();
         p
     }
 

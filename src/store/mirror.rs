@@ -30,14 +30,6 @@ pub struct MirrorWrite<'a> {
     pub cursors: &'a Cursors,
 }
 
-fn member_type_str(t: MemberType) -> &'static str {
-    match t {
-        MemberType::User => "user",
-        MemberType::Group => "group",
-        MemberType::Other => "other",
-    }
-}
-
 impl Store {
     /// The tenant's mirrored directory (empty when never synced).
     pub fn load_mirror(&self, tenant: &str) -> Result<Snapshot, StoreError> {
@@ -88,13 +80,8 @@ impl Store {
         })?;
         for row in rows {
             let (group, member, kind) = row?;
-            let kind = match kind.as_str() {
-                "user" => MemberType::User,
-                "group" => MemberType::Group,
-                _ => MemberType::Other,
-            };
             if let Some(g) = snapshot.groups.get_mut(&group) {
-                g.members.insert(member, kind);
+                g.members.insert(member, MemberType::parse(&kind));
             }
         }
         Ok(snapshot)
@@ -295,7 +282,7 @@ fn mirror_diff<'a>(
         |old, new| match (old, new) {
             (Some((g, m, _)), None) => ops.push(Op::RemoveMember(g, m)),
             (old, Some((g, m, kind))) => {
-                if old.is_none_or(|(_, _, stored)| stored != member_type_str(kind)) {
+                if old.is_none_or(|(_, _, stored)| stored != kind.as_str()) {
                     ops.push(Op::AddMember(g, m, kind));
                 }
             }
@@ -354,7 +341,7 @@ pub(crate) fn write_mirror(
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO entra_members (tenant, group_id, member_id, member_type) VALUES (?1, ?2, ?3, ?4)",
                     )?
-                    .execute(params![tenant, group, member, member_type_str(kind)])?;
+                    .execute(params![tenant, group, member, kind.as_str()])?;
                 }
                 Op::RemoveMember(group, member) => {
                     tx.prepare_cached(

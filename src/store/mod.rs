@@ -2,7 +2,8 @@
 //! the cross-process writer lock, and typed reads for the planner and `status`.
 //!
 //! This is the narrow interface a PostgreSQL backend would implement again: [`Store::view`],
-//! [`Store::apply`] (in [`crate::apply`]), [`Store::record_failed_run`] and the status reads.
+//! [`Store::begin_run`] with [`crate::apply::RunWrite`], [`Store::record_failed_run`] and the
+//! status reads.
 //! It must not decide anything about records.
 
 mod mirror;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use include_dir::{Dir, include_dir};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 use rusqlite_migration::Migrations;
 use serde::Serialize;
 
@@ -165,14 +166,6 @@ impl Store {
             contacts_active: count("SELECT COUNT(*) FROM contacts WHERE active = 1")?,
             groups: count("SELECT COUNT(*) FROM groups")?,
         })
-    }
-
-    pub fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .optional()?
-            .unwrap_or(0))
     }
 }
 
