@@ -150,7 +150,14 @@ async fn a_generated_tenant_with_guests_devices_and_disabled_users_syncs_cleanly
         .unwrap();
     assert_eq!(bad, 0);
     let out = run(&["sync", "--full", "--json"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["tenants"][0]["status"], "success", "{s}");
     for key in [
         "created",
         "updated",
