@@ -90,7 +90,14 @@ fn rows_written(run: &Run) -> i64 {
 
 /// A graph-sim control-API listing (`/_sim/users`, `/_sim/groups`).
 async fn sim_list(http: &reqwest::Client, url: &str) -> Vec<Value> {
-    http.get(url).send().await.unwrap().json().await.unwrap()
+    let answer = http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    answer.json().await.unwrap()
 }
 
 /// The tables a sync writes, parents before children.
@@ -344,16 +351,20 @@ async fn main() {
             member_of.entry(m.as_str().unwrap()).or_insert(g.as_str());
         }
     }
+    // Members that are users (groups also hold nested groups, devices, service principals).
+    let user_ids: BTreeSet<&str> = all_users.iter().filter_map(|u| u["id"].as_str()).collect();
     let members: Vec<&str> = member_of
         .keys()
         .copied()
-        .filter(|m| !by_id.contains_key(*m))
+        .filter(|m| user_ids.contains(m))
         .collect();
     for (i, id) in members.iter().take(1000).enumerate() {
         http.patch(format!("{base}/_sim/users/{id}"))
             .json(&json!({ "jobTitle": format!("Bench title {i}") }))
             .send()
             .await
+            .unwrap()
+            .error_for_status()
             .unwrap();
     }
     let outsiders: Vec<&str> = all_users
@@ -368,13 +379,16 @@ async fn main() {
                 .json(&json!({ "id": outsiders[i / 2] }))
                 .send()
                 .await
+                .unwrap()
+                .error_for_status()
                 .unwrap();
-        } else {
-            let id = members[members.len() - 1 - i];
+        } else if let Some(&id) = members.len().checked_sub(1 + i).map(|k| &members[k]) {
             let g = member_of[id];
             http.delete(format!("{base}/_sim/groups/{g}/members/{id}"))
                 .send()
                 .await
+                .unwrap()
+                .error_for_status()
                 .unwrap();
         }
     }
