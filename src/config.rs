@@ -223,7 +223,6 @@ impl Config {
             path: path.display().to_string(),
             reason: io_reason(&e),
         })?;
-        crate::secret::warn_if_readable_by_others(path);
         let env: Vec<(String, String)> = std::env::vars().collect();
         let mut config = Self::parse(&text, &env)?;
         config.resolve_relative_paths(path.parent().unwrap_or(Path::new(".")));
@@ -505,7 +504,7 @@ impl Config {
             };
             t.secret = Some(
                 source
-                    .read(credentials_dir.as_deref(), env)
+                    .read("client secret", credentials_dir.as_deref(), env)
                     .map_err(|m| invalid(key, m))?,
             );
         }

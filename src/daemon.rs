@@ -20,6 +20,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::cli::{EXIT_FAILED, EXIT_USAGE, fail};
 use crate::config::Config;
+use crate::secret::{Secret, SecretSource};
 use crate::sync::{self, Clients, RunStatus, SyncOptions, SyncSummary};
 
 /// Failed runs in a row after which a tenant waits `reconnect_after_seconds`.
@@ -58,7 +59,7 @@ pub struct Shared {
     pub health: RwLock<BTreeMap<String, TenantHealth>>,
     pub triggers: mpsc::Sender<Trigger>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    pub admin_token: RwLock<Option<String>>,
+    pub admin_token: RwLock<Option<Secret>>,
 }
 
 impl Shared {
@@ -67,23 +68,19 @@ impl Shared {
     }
 }
 
-fn read_admin_token(config: &Config) -> Result<Option<String>, String> {
+/// The bearer token `POST /resync` requires, read like a client secret (a relative name is
+/// looked up in systemd's credentials directory).
+fn read_admin_token(config: &Config) -> Result<Option<Secret>, String> {
     if config.admin.token_file.is_empty() {
         return Ok(None);
     }
-    crate::secret::warn_if_readable_by_others(std::path::Path::new(&config.admin.token_file));
-    let token = std::fs::read_to_string(&config.admin.token_file).map_err(|e| {
-        format!(
-            "config key `admin.token_file`: cannot read {}: {}",
-            config.admin.token_file,
-            crate::config::io_reason(&e)
-        )
-    })?;
-    let token = token.trim().to_string();
-    if token.is_empty() {
-        return Err("config key `admin.token_file`: the file is empty".into());
-    }
-    Ok(Some(token))
+    let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    SecretSource::File(PathBuf::from(&config.admin.token_file))
+        .read("admin token", credentials_dir.as_deref(), &|name| {
+            std::env::var(name).ok()
+        })
+        .map(Some)
+        .map_err(|e| format!("config key `admin.token_file`: {e}"))
 }
 
 fn notify(states: &[NotifyState<'_>]) {

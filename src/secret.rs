@@ -1,4 +1,4 @@
-//! Client secrets: where they come from (a file, an environment variable, systemd's
+//! Client secrets and the admin token: where they come from (a file, an environment variable, systemd's
 //! `$CREDENTIALS_DIRECTORY`) and a [`Secret`] type whose `Debug`/`Display` never show the value.
 //!
 //! The only way to read the value is [`Secret::expose`], called where the token request is built.
@@ -33,10 +33,12 @@ pub enum SecretSource {
 }
 
 impl SecretSource {
-    /// Reads the secret. A relative file name is looked up in systemd's credentials directory
-    /// when one is set (`LoadCredential=msp.secret:/etc/entra-sync/msp.secret`).
+    /// Reads the secret (`what` names it in errors: "client secret", "admin token"). A relative
+    /// file name is looked up in systemd's credentials directory when one is set
+    /// (`LoadCredential=msp.secret:/etc/entra-sync/msp.secret`).
     pub fn read(
         &self,
+        what: &str,
         credentials_dir: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Secret, String> {
@@ -49,21 +51,19 @@ impl SecretSource {
                 warn_if_readable_by_others(&path);
                 std::fs::read_to_string(&path).map_err(|e| {
                     format!(
-                        "cannot read secret file {}: {}; create it with the client secret value (mode 0600)",
+                        "cannot read secret file {}: {}; create it with the {what} value (mode 0600)",
                         path.display(),
                         crate::config::io_reason(&e)
                     )
                 })?
             }
             SecretSource::Env(var) => env(var).ok_or_else(|| {
-                format!(
-                    "environment variable {var} is not set; export it with the client secret value"
-                )
+                format!("environment variable {var} is not set; export it with the {what} value")
             })?,
         };
         let value = value.trim().to_string();
         if value.is_empty() {
-            return Err("the client secret is empty".into());
+            return Err(format!("the {what} is empty"));
         }
         Ok(Secret::new(value))
     }
@@ -102,7 +102,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("msp.secret"), "abc~123\n").unwrap();
         let s = SecretSource::File("msp.secret".into())
-            .read(Some(dir.path()), &|_| None)
+            .read("client secret", Some(dir.path()), &|_| None)
             .unwrap();
         assert_eq!(s.expose(), "abc~123");
     }
@@ -110,11 +110,11 @@ mod tests {
     #[test]
     fn missing_sources_say_what_to_do() {
         let e = SecretSource::Env("NOPE".into())
-            .read(None, &|_| None)
+            .read("client secret", None, &|_| None)
             .unwrap_err();
         assert!(e.contains("NOPE") && e.contains("export"), "{e}");
         let e = SecretSource::File("/nonexistent/x.secret".into())
-            .read(None, &|_| None)
+            .read("client secret", None, &|_| None)
             .unwrap_err();
         assert!(
             e.contains("/nonexistent/x.secret") && e.contains("no such file"),
