@@ -6,7 +6,7 @@
 //! users leaving and must never reach the planner (SPEC 5.2).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
 use tokio::task::JoinSet;
@@ -76,28 +76,24 @@ pub async fn group_infos(
     Ok(out)
 }
 
-/// One group's direct members: (member id → type) and the user objects among them.
+/// One group's direct members (member id → type). The user objects among them go into
+/// `users`, shared by every group read of a snapshot, so a user in many groups is kept once.
 pub async fn group_members(
     client: &GraphClient,
     group_id: &str,
-) -> Result<
-    (
-        BTreeMap<String, MemberType>,
-        Vec<crate::directory::EntraUser>,
-    ),
-    GraphError,
-> {
+    users: &Mutex<BTreeMap<String, EntraUser>>,
+) -> Result<BTreeMap<String, MemberType>, GraphError> {
     let url = client.url(&format!(
         "/groups/{group_id}/members?$select={USER_SELECT}&$top=999"
     ));
     let what = format!("members of group {group_id}");
     let mut members = BTreeMap::new();
-    let mut users = Vec::new();
     // Page by page: a large group's raw JSON is never held all at once.
     let mut next = Some(url);
     while let Some(url) = next.take() {
         let page = client.get_page::<Member>(&url, &what).await?;
         next = page.next_link;
+        let mut known = users.lock().unwrap_or_else(PoisonError::into_inner);
         for item in page.value {
             let Some(id) = item.id() else {
                 tracing::warn!(
@@ -109,14 +105,15 @@ pub async fn group_members(
             };
             let kind = item.kind();
             if kind == MemberType::User
+                && !known.contains_key(&id)
                 && let Some(user) = item.into_user()
             {
-                users.push(user);
+                known.insert(id.clone(), user);
             }
             members.insert(id, kind);
         }
     }
-    Ok((members, users))
+    Ok(members)
 }
 
 /// The whole snapshot of `rule_groups` (and, when `nested`, the groups inside them).
@@ -125,10 +122,8 @@ pub async fn full_snapshot(
     rule_groups: &[String],
     nested: bool,
 ) -> Result<Snapshot, GraphError> {
-    let mut snapshot = Snapshot {
-        groups: group_infos(client, rule_groups).await?,
-        users: BTreeMap::new(),
-    };
+    let mut groups = group_infos(client, rule_groups).await?;
+    let users = Arc::new(Mutex::new(BTreeMap::new()));
     let mut queue: BTreeSet<String> = rule_groups.iter().cloned().collect();
     let mut read: BTreeSet<String> = BTreeSet::new();
     while !queue.is_empty() {
@@ -136,8 +131,9 @@ pub async fn full_snapshot(
         for group in std::mem::take(&mut queue) {
             read.insert(group.clone());
             let client = Arc::clone(client);
+            let users = Arc::clone(&users);
             tasks.spawn(async move {
-                let result = group_members(&client, &group).await;
+                let result = group_members(&client, &group, &users).await;
                 (group, result)
             });
         }
@@ -146,17 +142,13 @@ pub async fn full_snapshot(
                 what: "reading group members".into(),
                 reason: format!("a reader task failed: {e}"),
             })?;
-            let (members, users) = result?;
+            let members = result?;
             for (id, kind) in &members {
                 if nested && *kind == MemberType::Group && !read.contains(id) {
                     queue.insert(id.clone());
                 }
             }
-            for user in users {
-                snapshot.users.insert(user.id.clone(), user);
-            }
-            snapshot
-                .groups
+            groups
                 .entry(group.clone())
                 .or_insert_with(|| EntraGroup {
                     id: group.clone(),
@@ -167,6 +159,9 @@ pub async fn full_snapshot(
                 .members = members;
         }
     }
+    // Every reader task has been joined: the map is complete.
+    let users = std::mem::take(&mut *users.lock().unwrap_or_else(PoisonError::into_inner));
+    let snapshot = Snapshot { users, groups };
     check_permissions(&snapshot)?;
     Ok(snapshot)
 }
