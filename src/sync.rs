@@ -358,8 +358,24 @@ async fn tenant_run(
         }
     };
     phase.done(&tenant.name, "mirror load");
-    let resolution = resolve::resolve(&rules, &snapshot);
-    phase.done(&tenant.name, "resolve");
+    // The run's one write transaction starts here. Resolving (pure CPU) and writing the new
+    // mirror and cursors (SQLite) only read the snapshot, so they run side by side; then the
+    // snapshot is freed before the store view and the plan are built. A one-user run resolves
+    // from fresh data but must not move the tenant's cursors.
+    let access = Access::open(&mut store, opts.dry_run)?;
+    let (resolution, mirror_written) = std::thread::scope(|s| {
+        let resolving = s.spawn(|| resolve::resolve(&rules, &snapshot));
+        let written = if opts.user.is_none() {
+            access.write_mirror(&tenant.name, fresh.then_some(&snapshot), &refreshed.cursors)
+        } else {
+            Ok(())
+        };
+        let resolution = resolving
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (resolution, written)
+    });
+    mirror_written?;
     let group_names: BTreeMap<String, Option<String>> = resolution
         .group_members
         .keys()
@@ -374,15 +390,8 @@ async fn tenant_run(
         .user
         .as_deref()
         .and_then(|query| find_in_entra(query, &snapshot));
-    // The run's one write transaction starts here with the new mirror and cursors, so the
-    // snapshot is freed before the store view and the plan are built. A one-user run resolves
-    // from fresh data but must not move the tenant's cursors.
-    let access = Access::open(&mut store, opts.dry_run)?;
-    if opts.user.is_none() {
-        access.write_mirror(&tenant.name, fresh.then_some(&snapshot), &refreshed.cursors)?;
-    }
     drop(snapshot);
-    phase.done(&tenant.name, "write mirror, free snapshot");
+    phase.done(&tenant.name, "resolve | write mirror, free snapshot");
     let view = access.view(&tenant.name)?;
     let mut safety = Safety {
         max_deactivations: config.safety.max_deactivations,
