@@ -128,7 +128,7 @@ impl RunWrite<'_> {
         for change in &plan.changes {
             let id = apply_change(&tx, change, &now)?;
             if let RecordRef::New(object_id) = &change.record {
-                created.insert((change.kind, object_id.as_str()), id);
+                created.insert((change.kind, &**object_id), id);
             }
             if change.relink {
                 tx.prepare_cached(
@@ -277,7 +277,7 @@ fn apply_group(
     let resolve = |kind: RecordKind, r: &RecordRef| -> Option<i64> {
         match r {
             RecordRef::Existing(id) => Some(*id),
-            RecordRef::New(obj) => created.get(&(kind, obj.as_str())).copied(),
+            RecordRef::New(obj) => created.get(&(kind, &**obj)).copied(),
         }
     };
     let (group_id, action) = match group.group {

@@ -184,7 +184,7 @@ fn synced_user_ids(summary: &SyncSummary) -> Vec<String> {
         .iter()
         .flat_map(|t| t.plan.iter().flat_map(|p| &p.changes))
         .filter(|c| c.action == Action::Create)
-        .map(|c| c.object_id.clone())
+        .map(|c| c.object_id.to_string())
         .collect()
 }
 

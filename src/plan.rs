@@ -6,11 +6,12 @@
 //! Makes every decision and no I/O; [`crate::apply`] writes the result without deciding anything.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::record::{Cell, RecordKind, StoredRecord, Values, cell_diff, fold};
-use crate::resolve::{Report, ReportKind, Resolution};
+use crate::resolve::{Desired, ObjectId, Report, ReportKind, Resolution};
 
 /// Which Entra user a record was written from, and the values it was last written with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +56,7 @@ pub struct Safety {
 pub enum RecordRef {
     Existing(i64),
     /// A record this plan creates for the Entra user with this object id.
-    New(String),
+    New(ObjectId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,8 +103,8 @@ pub struct Change {
     pub action: Action,
     pub kind: RecordKind,
     pub record: RecordRef,
-    pub object_id: String,
-    pub user: String,
+    pub object_id: ObjectId,
+    pub user: Arc<str>,
     #[serde(skip)]
     pub before: Option<Values>,
     #[serde(skip)]
@@ -144,11 +145,8 @@ impl Change {
             action,
             kind: link.kind,
             record: RecordRef::Existing(rec.id),
-            object_id: link.object_id.clone(),
-            user: rec
-                .values
-                .email()
-                .map_or_else(|| link.object_id.clone(), str::to_string),
+            object_id: Arc::from(link.object_id.as_str()),
+            user: Arc::from(rec.values.email().unwrap_or(&link.object_id)),
             before: Some(rec.values.clone()),
             after,
             relink: false,
@@ -225,8 +223,8 @@ impl Plan {
 
 /// One user's decision: its changes (a range of the planner's staged changes), applied or
 /// held together (a held kind change is held whole), and the record it lives in afterwards.
-struct Unit<'a> {
-    object_id: &'a str,
+struct Unit {
+    object_id: ObjectId,
     changes: std::ops::Range<usize>,
     live: (RecordKind, RecordRef),
 }
@@ -234,7 +232,8 @@ struct Unit<'a> {
 struct Planner<'a> {
     tenant: &'a str,
     store: &'a StoreView,
-    resolution: &'a Resolution,
+    /// Users in a rule's group this run: in scope, or untouchable (incomplete data).
+    in_scope: HashSet<ObjectId>,
     my_links: HashMap<(&'a str, RecordKind), &'a Link>,
     link_of_record: HashMap<(RecordKind, i64), &'a Link>,
     active_by_email: HashMap<(RecordKind, String), Vec<i64>>,
@@ -242,23 +241,31 @@ struct Planner<'a> {
     /// Folded username → who holds it (a stored record, or a user this plan creates).
     usernames: HashMap<String, RecordRef>,
     claimed: HashSet<(RecordKind, i64)>,
-    emails_this_run: HashMap<String, String>,
-    skipped: HashSet<String>,
+    emails_this_run: HashMap<String, Arc<str>>,
+    skipped: HashSet<ObjectId>,
     reports: Vec<Report>,
 }
 
 pub fn plan(
     tenant: &str,
-    resolution: &Resolution,
+    resolution: Resolution,
     store: &StoreView,
     group_names: &BTreeMap<String, Option<String>>,
     safety: &Safety,
 ) -> Plan {
-    let mut p = Planner::new(tenant, resolution, store);
+    // The desired values move into the changes; the resolution is not kept beside the plan.
+    let Resolution {
+        desired,
+        untouchable,
+        group_members,
+        reports,
+    } = resolution;
+    let in_scope = desired.keys().chain(&untouchable).cloned().collect();
+    let mut p = Planner::new(tenant, in_scope, reports, store);
     // Every user's changes go to one list, in object id order; a unit is a range of it.
     let mut staged: Vec<Change> = Vec::new();
-    let mut units: Vec<Unit<'_>> = Vec::new();
-    for (object_id, desired) in &resolution.desired {
+    let mut units: Vec<Unit> = Vec::new();
+    for (object_id, desired) in desired {
         let start = staged.len();
         if let Some(live) = p.user_unit(desired, &mut staged) {
             units.push(Unit {
@@ -303,7 +310,7 @@ pub fn plan(
         {
             held[unit.changes.clone()].fill(true);
         } else {
-            live.insert(unit.object_id, &unit.live);
+            live.insert(&*unit.object_id, &unit.live);
         }
     }
     if hold_reason.is_some() {
@@ -319,7 +326,7 @@ pub fn plan(
         plan.changes = staged;
         plan.changes.extend(deactivations);
     }
-    plan.groups = p.groups(&live, group_names);
+    plan.groups = p.groups(&live, &group_members, group_names);
     p.reports.sort();
     p.reports.dedup();
     plan.reports = p.reports;
@@ -366,7 +373,12 @@ fn over_limit(removals: usize, active_before: usize, safety: &Safety) -> Option<
 }
 
 impl<'a> Planner<'a> {
-    fn new(tenant: &'a str, resolution: &'a Resolution, store: &'a StoreView) -> Planner<'a> {
+    fn new(
+        tenant: &'a str,
+        in_scope: HashSet<ObjectId>,
+        reports: Vec<Report>,
+        store: &'a StoreView,
+    ) -> Planner<'a> {
         let mut my_links = HashMap::new();
         let mut link_of_record = HashMap::new();
         for link in &store.links {
@@ -399,7 +411,7 @@ impl<'a> Planner<'a> {
         Planner {
             tenant,
             store,
-            resolution,
+            in_scope,
             my_links,
             link_of_record,
             active_by_email,
@@ -408,7 +420,7 @@ impl<'a> Planner<'a> {
             claimed: HashSet::new(),
             emails_this_run: HashMap::new(),
             skipped: HashSet::new(),
-            reports: resolution.reports.clone(),
+            reports,
         }
     }
 
@@ -418,17 +430,15 @@ impl<'a> Planner<'a> {
 
     /// Whether another Entra user of this tenant, still in scope, owns the record.
     fn owned_by_other_in_scope(&self, link: &Link, object_id: &str) -> bool {
-        link.object_id != object_id
-            && (self.resolution.desired.contains_key(&link.object_id)
-                || self.resolution.untouchable.contains(&link.object_id))
+        link.object_id != object_id && self.in_scope.contains(link.object_id.as_str())
     }
 
-    fn skip(&mut self, desired: &crate::resolve::Desired, kind: ReportKind, message: String) {
+    fn skip(&mut self, desired: &Desired, kind: ReportKind, message: String) {
         self.skipped.insert(desired.object_id.clone());
         self.reports.push(Report {
             kind,
-            object_id: desired.object_id.clone(),
-            user: desired.user.clone(),
+            object_id: desired.object_id.to_string(),
+            user: desired.user.to_string(),
             message,
         });
     }
@@ -437,11 +447,11 @@ impl<'a> Planner<'a> {
     /// lives in afterwards, or `None` when it is skipped (with a report).
     fn user_unit(
         &mut self,
-        d: &crate::resolve::Desired,
+        d: Desired,
         changes: &mut Vec<Change>,
     ) -> Option<(RecordKind, RecordRef)> {
         let kind = d.kind();
-        let obj = d.object_id.as_str();
+        let obj = &*d.object_id;
         let email = d.values.email().map(fold).unwrap_or_default();
 
         // SPEC 4.11: an email linked to another tenant's record stays there.
@@ -456,7 +466,7 @@ impl<'a> Planner<'a> {
                 d.values.email().unwrap_or_default(),
                 link.tenant
             );
-            self.skip(d, ReportKind::EmailClaimed, message);
+            self.skip(&d, ReportKind::EmailClaimed, message);
             return None;
         }
         if let Some(other) = self.emails_this_run.get(&email) {
@@ -464,7 +474,7 @@ impl<'a> Planner<'a> {
                 "email {} is also the email of Entra user {other}, synced first; fix the duplicate in Entra",
                 d.values.email().unwrap_or_default()
             );
-            self.skip(d, ReportKind::DuplicateEmail, message);
+            self.skip(&d, ReportKind::DuplicateEmail, message);
             return None;
         }
 
@@ -493,7 +503,7 @@ impl<'a> Planner<'a> {
                             d.values.email().unwrap_or_default(),
                             link.object_id
                         );
-                        self.skip(d, ReportKind::DuplicateEmail, message);
+                        self.skip(&d, ReportKind::DuplicateEmail, message);
                         return None;
                     }
                     found = self.record(kind, *id);
@@ -504,7 +514,7 @@ impl<'a> Planner<'a> {
         };
         if matched.is_some_and(|r| r.is_root) {
             self.skip(
-                d,
+                &d,
                 ReportKind::RootConflict,
                 "would change the root employee, which the sync never touches".into(),
             );
@@ -539,7 +549,7 @@ impl<'a> Planner<'a> {
             .any(|id| self.record(other, *id).is_some_and(|r| r.is_root))
         {
             self.skip(
-                d,
+                &d,
                 ReportKind::RootConflict,
                 "would archive the root employee, which the sync never touches".into(),
             );
@@ -559,7 +569,7 @@ impl<'a> Planner<'a> {
                     "username {} is taken by another employee record; the user is skipped until it is freed",
                     d.values.username().unwrap_or_default()
                 );
-                self.skip(d, ReportKind::UsernameCollision, message);
+                self.skip(&d, ReportKind::UsernameCollision, message);
                 return None;
             }
         }
@@ -574,7 +584,7 @@ impl<'a> Planner<'a> {
                     action: Action::Archive,
                     kind: other,
                     record: RecordRef::Existing(*id),
-                    object_id: obj.to_string(),
+                    object_id: d.object_id.clone(),
                     user: d.user.clone(),
                     before: Some(rec.values.clone()),
                     after: archived,
@@ -583,7 +593,7 @@ impl<'a> Planner<'a> {
             }
         }
         let (action, record) = match matched {
-            None => (Some(Action::Create), RecordRef::New(obj.to_string())),
+            None => (Some(Action::Create), RecordRef::New(d.object_id.clone())),
             Some(rec) => {
                 self.claimed.insert((kind, rec.id));
                 let source = self
@@ -615,10 +625,10 @@ impl<'a> Planner<'a> {
                 action,
                 kind,
                 record: record.clone(),
-                object_id: obj.to_string(),
+                object_id: d.object_id.clone(),
                 user: d.user.clone(),
                 before: matched.map(|r| r.values.clone()),
-                after: d.values.clone(),
+                after: d.values,
                 relink: true,
             });
         }
@@ -642,13 +652,13 @@ impl<'a> Planner<'a> {
         let archived = values.archived(&suffix, "_Archived");
         if let Some(name) = archived.username() {
             self.usernames
-                .insert(fold(name), RecordRef::New(String::new()));
+                .insert(fold(name), RecordRef::New(Arc::from("")));
         }
         archived
     }
 
     /// SPEC 4.7: linked records whose user left scope.
-    fn deactivations(&mut self, units: &[Unit<'_>]) -> Vec<Change> {
+    fn deactivations(&mut self, units: &[Unit]) -> Vec<Change> {
         let mut links: Vec<&&Link> = self.my_links.values().collect();
         links.sort_by(|a, b| (&a.object_id, a.kind).cmp(&(&b.object_id, b.kind)));
         let mut out = Vec::new();
@@ -658,12 +668,11 @@ impl<'a> Planner<'a> {
             };
             if !rec.active
                 || self.claimed.contains(&(link.kind, link.record_id))
-                || self.skipped.contains(&link.object_id)
-                || self.resolution.untouchable.contains(&link.object_id)
+                || self.skipped.contains(link.object_id.as_str())
+                || self.in_scope.contains(link.object_id.as_str())
                 || units
-                    .binary_search_by(|u| u.object_id.cmp(link.object_id.as_str()))
+                    .binary_search_by(|u| (*u.object_id).cmp(link.object_id.as_str()))
                     .is_ok()
-                || self.resolution.desired.contains_key(&link.object_id)
             {
                 continue;
             }
@@ -701,14 +710,15 @@ impl<'a> Planner<'a> {
     fn groups(
         &self,
         live: &HashMap<&str, &(RecordKind, RecordRef)>,
+        group_members: &BTreeMap<String, BTreeSet<ObjectId>>,
         names: &BTreeMap<String, Option<String>>,
     ) -> Vec<GroupChange> {
         let mut out = Vec::new();
-        for (group_id, users) in &self.resolution.group_members {
+        for (group_id, users) in group_members {
             let wanted: BTreeSet<(RecordKind, RecordRef)> = users
                 .iter()
                 .filter_map(|u| {
-                    live.get(u.as_str())
+                    live.get(&**u)
                         .map(|l| (*l).clone())
                         .or_else(|| self.current_live(u))
                 })
@@ -748,7 +758,7 @@ impl<'a> Planner<'a> {
             }
         }
         for g in &self.store.groups {
-            if !self.resolution.group_members.contains_key(&g.object_id) {
+            if !group_members.contains_key(&g.object_id) {
                 out.push(GroupChange {
                     object_id: g.object_id.clone(),
                     group: Some(g.id),

@@ -5,6 +5,7 @@
 //! Never fails and never does I/O; a user it cannot handle becomes a [`Report`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -58,15 +59,19 @@ impl Report {
     }
 }
 
+/// An Entra object id, allocated once per user by [`resolve`] and shared by the resolution's
+/// maps and the plan's changes.
+pub type ObjectId = Arc<str>;
+
 /// The record one in-scope user should become.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
-    pub object_id: String,
+    pub object_id: ObjectId,
     /// For reports and logs: the UPN, or the id.
-    pub user: String,
+    pub user: Arc<str>,
     pub values: Values,
     /// The group of the winning rule.
-    pub rule_group: String,
+    pub rule_group: Arc<str>,
 }
 
 impl Desired {
@@ -78,11 +83,11 @@ impl Desired {
 #[derive(Debug, Clone, Default)]
 pub struct Resolution {
     /// In-scope users by object id.
-    pub desired: BTreeMap<String, Desired>,
+    pub desired: BTreeMap<ObjectId, Desired>,
     /// Users in a rule's group whose data is incomplete: their records are left as they are.
-    pub untouchable: BTreeSet<String>,
+    pub untouchable: BTreeSet<ObjectId>,
     /// For each rule group: its in-scope (or untouchable) users.
-    pub group_members: BTreeMap<String, BTreeSet<String>>,
+    pub group_members: BTreeMap<String, BTreeSet<ObjectId>>,
     pub reports: Vec<Report>,
 }
 
@@ -99,10 +104,15 @@ pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
             )
         })
         .collect();
-    let mut candidates: BTreeMap<&str, Vec<&RuleConfig>> = BTreeMap::new();
-    for (rule, members) in &rule_members {
+    let mut candidates: BTreeMap<&str, Vec<(&RuleConfig, &Arc<str>)>> = BTreeMap::new();
+    let rule_ids: Vec<Arc<str>> = rules
+        .rules
+        .iter()
+        .map(|r| Arc::from(r.group_id.as_str()))
+        .collect();
+    for ((rule, members), rule_id) in rule_members.iter().zip(&rule_ids) {
         for user in members {
-            candidates.entry(*user).or_default().push(*rule);
+            candidates.entry(*user).or_default().push((*rule, rule_id));
         }
     }
     for (user_id, rule_list) in candidates {
@@ -110,7 +120,7 @@ pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
             continue;
         };
         if user.is_limited() {
-            out.untouchable.insert(user.id.clone());
+            out.untouchable.insert(Arc::from(user.id.as_str()));
             out.reports.push(Report::new(
                 ReportKind::IncompleteData,
                 user,
@@ -121,9 +131,9 @@ pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
         if user.account_enabled != Some(true) {
             continue;
         }
-        let Some(rule) = rule_list
+        let Some((rule, rule_id)) = rule_list
             .into_iter()
-            .min_by(|a, b| precedence_key(a, snapshot).cmp(&precedence_key(b, snapshot)))
+            .min_by(|a, b| precedence_key(a.0, snapshot).cmp(&precedence_key(b.0, snapshot)))
         else {
             continue;
         };
@@ -143,21 +153,27 @@ pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
             continue;
         };
         let values = map_values(rules, rule, user, email);
+        let object_id: ObjectId = Arc::from(user.id.as_str());
         out.desired.insert(
-            user.id.clone(),
+            object_id.clone(),
             Desired {
-                object_id: user.id.clone(),
-                user: user.user_principal_name.clone().unwrap_or_default(),
+                object_id,
+                user: Arc::from(user.user_principal_name.as_deref().unwrap_or_default()),
                 values,
-                rule_group: rule.group_id.clone(),
+                rule_group: rule_id.clone(),
             },
         );
     }
     for (rule, members) in rule_members {
         let members = members
             .into_iter()
-            .filter(|u| out.desired.contains_key(*u) || out.untouchable.contains(*u))
-            .map(str::to_string)
+            .filter_map(|u| {
+                out.desired
+                    .get_key_value(u)
+                    .map(|(id, _)| id)
+                    .or_else(|| out.untouchable.get(u))
+                    .cloned()
+            })
             .collect();
         out.group_members.insert(rule.group_id.clone(), members);
     }
@@ -346,7 +362,7 @@ mod tests {
             ]),
             &snap,
         );
-        assert_eq!(by_order.desired["u1"].rule_group, "ga");
+        assert_eq!(&*by_order.desired["u1"].rule_group, "ga");
         let by_age = resolve(
             &rules(vec![
                 rule("ga", 10, Target::Employee),
@@ -354,7 +370,7 @@ mod tests {
             ]),
             &snap,
         );
-        assert_eq!(by_age.desired["u1"].rule_group, "gb");
+        assert_eq!(&*by_age.desired["u1"].rule_group, "gb");
         let by_id = resolve(
             &rules(vec![
                 rule("gc", 10, Target::Employee),
@@ -362,7 +378,7 @@ mod tests {
             ]),
             &snap,
         );
-        assert_eq!(by_id.desired["u1"].rule_group, "gb");
+        assert_eq!(&*by_id.desired["u1"].rule_group, "gb");
     }
 
     #[test]
@@ -510,7 +526,7 @@ mod tests {
                     .filter(|(gi, _)| membership[*gi][uid[1..].parse::<usize>().unwrap()])
                     .map(|(gi, id)| (orders[gi], days[gi], *id))
                     .min().unwrap();
-                prop_assert_eq!(d.rule_group.as_str(), best.2);
+                prop_assert_eq!(&*d.rule_group, best.2);
             }
         }
     }

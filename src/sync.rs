@@ -410,7 +410,7 @@ async fn tenant_run(
         None => None,
     };
     phase.done(&tenant.name, "view");
-    let mut plan = plan::plan(&tenant.name, &resolution, &view, &group_names, &safety);
+    let mut plan = plan::plan(&tenant.name, resolution, &view, &group_names, &safety);
     phase.done(&tenant.name, "plan");
     if let Some(id) = &user {
         plan = restrict_to_user(plan, id, &view);
@@ -424,7 +424,7 @@ async fn tenant_run(
             .extend(plan::purges(&tenant.name, &view, &cutoff));
     }
     // The plan owns what it writes: free the rest before the write's own buffers.
-    drop((resolution, view, group_names));
+    drop((view, group_names));
     apply_recorded(access, &run, outcome, &plan)?;
     phase.done(&tenant.name, "apply");
     Ok(Some(plan))
@@ -542,8 +542,8 @@ fn find_in_store(query: &str, view: &StoreView, tenant: &str) -> Option<String> 
 
 /// Keeps only what concerns one user: their record changes and their group memberships.
 fn restrict_to_user(mut plan: Plan, object_id: &str, view: &StoreView) -> Plan {
-    plan.changes.retain(|c| c.object_id == object_id);
-    plan.held.retain(|c| c.object_id == object_id);
+    plan.changes.retain(|c| *c.object_id == *object_id);
+    plan.held.retain(|c| *c.object_id == *object_id);
     plan.reports.retain(|r| r.object_id == object_id);
     let mut theirs: Vec<(RecordKind, RecordRef)> = view
         .links

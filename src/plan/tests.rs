@@ -119,7 +119,7 @@ impl World {
             .collect();
         plan(
             tenant,
-            &resolution,
+            resolution,
             &self.store.view(tenant).unwrap(),
             &names,
             &self.safety,
@@ -175,7 +175,7 @@ fn actions(p: &Plan) -> Vec<(Action, String)> {
     p.changes
         .iter()
         .filter(|c| c.action != Action::Resnapshot)
-        .map(|c| (c.action, c.user.clone()))
+        .map(|c| (c.action, c.user.to_string()))
         .collect()
 }
 
@@ -479,7 +479,7 @@ fn removing_a_rule_removes_its_read_only_group_but_not_records_of_users_in_other
     );
     let p = plan(
         "t",
-        &resolution,
+        resolution,
         &w.store.view("t").unwrap(),
         &BTreeMap::new(),
         &Safety {
