@@ -4,6 +4,21 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` of mimalloc.h's `mi_option_e`, which the Rust bindings skip (they
+/// name 14, `eager_commit_delay`, and 16, `use_numa_nodes`).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Memory a run frees goes back to the OS at once, not after mimalloc's default delay of a
+/// second. A full sync frees its directory snapshot while the threads that allocated it sit
+/// idle, and a delayed purge waits for them: the freed snapshot stayed resident through the
+/// plan (100k users: peak 256-316 MB, now 226-236 MB, no measurable time cost).
+#[allow(unsafe_code)]
+fn purge_freed_memory_promptly() {
+    // SAFETY: `mi_option_set` stores an option value in mimalloc's option table; mimalloc
+    // documents options as settable at any time, and 15 is a valid `mi_option_t`.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -28,6 +43,7 @@ fn init_logging(format: LogFormat, default: &str) {
 }
 
 fn main() -> ExitCode {
+    purge_freed_memory_promptly();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -1,6 +1,6 @@
 //! Debug-level timing of a sync run's phases (Graph read, resolve, plan, apply…): how long
-//! each took and the process's resident memory after it, for finding where a slow or large
-//! sync spends. `RUST_LOG=entra_sync=debug` shows them. Decides nothing.
+//! each took, the process's resident memory after it and its peak so far, for finding where a
+//! slow or large sync spends. `RUST_LOG=entra_sync=debug` shows them. Decides nothing.
 
 use std::time::Instant;
 
@@ -22,7 +22,8 @@ impl Phase {
                 tenant,
                 phase = name,
                 ms = self.started.elapsed().as_millis() as u64,
-                rss_mb = rss_mb(),
+                rss_mb = status_mb("VmRSS:"),
+                peak_mb = status_mb("VmHWM:"),
                 "phase done"
             );
         }
@@ -30,10 +31,11 @@ impl Phase {
     }
 }
 
-/// The process's resident set size in MB (Linux; `None` elsewhere).
-fn rss_mb() -> Option<u64> {
+/// A memory figure of the process in MB: `VmRSS:` (resident now) or `VmHWM:` (peak resident)
+/// (Linux; `None` elsewhere).
+fn status_mb(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024)
 }
