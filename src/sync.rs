@@ -358,40 +358,9 @@ async fn tenant_run(
         }
     };
     phase.done(&tenant.name, "mirror load");
-    // The run's one write transaction starts here. Resolving (pure CPU) and writing the new
-    // mirror and cursors (SQLite) only read the snapshot, so they run side by side; then the
-    // snapshot is freed before the store view and the plan are built. A one-user run resolves
-    // from fresh data but must not move the tenant's cursors.
+    // The run's one write transaction starts here, and the store view is read through it
+    // first (the mirror write below does not touch what the view reads).
     let access = Access::open(&mut store, opts.dry_run)?;
-    let (resolution, mirror_written) = std::thread::scope(|s| {
-        let resolving = s.spawn(|| resolve::resolve(&rules, &snapshot));
-        let written = if opts.user.is_none() {
-            access.write_mirror(&tenant.name, fresh.then_some(&snapshot), &refreshed.cursors)
-        } else {
-            Ok(())
-        };
-        let resolution = resolving
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (resolution, written)
-    });
-    mirror_written?;
-    let group_names: BTreeMap<String, Option<String>> = resolution
-        .group_members
-        .keys()
-        .map(|g| {
-            (
-                g.clone(),
-                snapshot.groups.get(g).and_then(|g| g.display_name.clone()),
-            )
-        })
-        .collect();
-    let user_in_entra = opts
-        .user
-        .as_deref()
-        .and_then(|query| find_in_entra(query, &snapshot));
-    drop(snapshot);
-    phase.done(&tenant.name, "resolve | write mirror, free snapshot");
     let view = access.view(&tenant.name)?;
     let mut safety = Safety {
         max_deactivations: config.safety.max_deactivations,
@@ -399,7 +368,9 @@ async fn tenant_run(
         allow_mass_deactivation: opts.allow_mass_deactivation,
     };
     let user = match &opts.user {
-        Some(query) => match user_in_entra.or_else(|| find_in_store(query, &view, &tenant.name)) {
+        Some(query) => match find_in_entra(query, &snapshot)
+            .or_else(|| find_in_store(query, &view, &tenant.name))
+        {
             Some(id) => {
                 // Support staff asked for this one person: the mass guard does not apply.
                 safety.allow_mass_deactivation = true;
@@ -409,9 +380,40 @@ async fn tenant_run(
         },
         None => None,
     };
+    let group_names: BTreeMap<String, Option<String>> = rules
+        .rules
+        .iter()
+        .map(|r| {
+            let name = snapshot.groups.get(&r.group_id);
+            (
+                r.group_id.clone(),
+                name.and_then(|g| g.display_name.clone()),
+            )
+        })
+        .collect();
     phase.done(&tenant.name, "view");
-    let mut plan = plan::plan(&tenant.name, resolution, &view, &group_names, &safety);
-    phase.done(&tenant.name, "plan");
+    // Resolving and planning (pure CPU) and writing the new mirror and cursors (SQLite) only
+    // read the snapshot, so they run side by side; then the snapshot is freed. A one-user run
+    // resolves from fresh data but must not move the tenant's cursors.
+    let (plan, mirror_written) = std::thread::scope(|s| {
+        let planning = s.spawn(|| {
+            let resolution = resolve::resolve(&rules, &snapshot);
+            plan::plan(&tenant.name, resolution, &view, &group_names, &safety)
+        });
+        let written = if opts.user.is_none() {
+            access.write_mirror(&tenant.name, fresh.then_some(&snapshot), &refreshed.cursors)
+        } else {
+            Ok(())
+        };
+        let plan = planning
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (plan, written)
+    });
+    mirror_written?;
+    drop(snapshot);
+    phase.done(&tenant.name, "resolve, plan | write mirror");
+    let mut plan = plan;
     if let Some(id) = &user {
         plan = restrict_to_user(plan, id, &view);
     } else if refreshed.mode == refresh::Mode::Full
