@@ -306,20 +306,26 @@ pub(crate) fn write_mirror(
     if let Some(new) = write.snapshot {
         let ops = mirror_diff(tx, tenant, new)?;
         rows = ops.len() as u64;
+        // Prepared once: there is a statement per user and per membership.
+        let mut upsert_user = tx.prepare_cached(
+            "INSERT OR REPLACE INTO entra_users (tenant, object_id, data) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut delete_user =
+            tx.prepare_cached("DELETE FROM entra_users WHERE tenant = ?1 AND object_id = ?2")?;
+        let mut add_member = tx.prepare_cached(
+            "INSERT OR REPLACE INTO entra_members (tenant, group_id, member_id, member_type) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut remove_member = tx.prepare_cached(
+            "DELETE FROM entra_members WHERE tenant = ?1 AND group_id = ?2 AND member_id = ?3",
+        )?;
         for op in ops {
             match op {
                 Op::UpsertUser(user) => {
                     let data = serde_json::to_string(user).unwrap_or_default();
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO entra_users (tenant, object_id, data) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![tenant, user.id, data])?;
+                    upsert_user.execute(params![tenant, user.id, data])?;
                 }
                 Op::DeleteUser(id) => {
-                    tx.prepare_cached(
-                        "DELETE FROM entra_users WHERE tenant = ?1 AND object_id = ?2",
-                    )?
-                    .execute(params![tenant, id])?;
+                    delete_user.execute(params![tenant, id])?;
                 }
                 Op::UpsertGroup(group) => {
                     tx.execute(
@@ -338,16 +344,10 @@ pub(crate) fn write_mirror(
                     )?;
                 }
                 Op::AddMember(group, member, kind) => {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO entra_members (tenant, group_id, member_id, member_type) VALUES (?1, ?2, ?3, ?4)",
-                    )?
-                    .execute(params![tenant, group, member, kind.as_str()])?;
+                    add_member.execute(params![tenant, group, member, kind.as_str()])?;
                 }
                 Op::RemoveMember(group, member) => {
-                    tx.prepare_cached(
-                        "DELETE FROM entra_members WHERE tenant = ?1 AND group_id = ?2 AND member_id = ?3",
-                    )?
-                    .execute(params![tenant, group, member])?;
+                    remove_member.execute(params![tenant, group, member])?;
                 }
             }
         }
