@@ -93,34 +93,42 @@ pub struct Resolution {
 
 pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
     let mut out = Resolution::default();
-    // Every user's candidate rules, from each rule's (transitive) membership.
-    let rule_members: Vec<(&RuleConfig, BTreeSet<&str>)> = rules
-        .rules
-        .iter()
-        .map(|rule| {
-            (
-                rule,
-                snapshot.members_of(&rule.group_id, rules.nested_groups),
-            )
-        })
-        .collect();
-    let mut candidates: BTreeMap<&str, Vec<(&RuleConfig, &Arc<str>)>> = BTreeMap::new();
+    // Every (user, rule) pair from each rule's (transitive) membership, sorted by user: a
+    // user's candidate rules are one run of it, in the order of `snapshot.users`.
+    let mut pairs: Vec<(&str, usize)> = Vec::new();
+    for (index, rule) in rules.rules.iter().enumerate() {
+        let members = snapshot.members_of(&rule.group_id, rules.nested_groups);
+        pairs.extend(members.into_iter().map(|user| (user, index)));
+    }
+    pairs.sort_unstable();
     let rule_ids: Vec<Arc<str>> = rules
         .rules
         .iter()
         .map(|r| Arc::from(r.group_id.as_str()))
         .collect();
-    for ((rule, members), rule_id) in rule_members.iter().zip(&rule_ids) {
-        for user in members {
-            candidates.entry(*user).or_default().push((*rule, rule_id));
-        }
-    }
-    for (user_id, rule_list) in candidates {
-        let Some(user) = snapshot.users.get(user_id) else {
+    let precedence: Vec<_> = rules
+        .rules
+        .iter()
+        .map(|r| precedence_key(r, snapshot))
+        .collect();
+    // Each rule's in-scope (or untouchable) members, in id order.
+    let mut rule_members: Vec<Vec<ObjectId>> = vec![Vec::new(); rules.rules.len()];
+    let mut desired: Vec<(ObjectId, Desired)> = Vec::new();
+    let mut untouchable: Vec<ObjectId> = Vec::new();
+    let mut users = snapshot.users.iter().peekable();
+    for run in pairs.chunk_by(|a, b| a.0 == b.0) {
+        let user_id = run[0].0;
+        while users.next_if(|(id, _)| id.as_str() < user_id).is_some() {}
+        let Some((_, user)) = users.next_if(|(id, _)| id.as_str() == user_id) else {
             continue;
         };
+        let candidates = run.iter().map(|(_, index)| *index);
         if user.is_limited() {
-            out.untouchable.insert(Arc::from(user.id.as_str()));
+            let object_id: ObjectId = Arc::from(user.id.as_str());
+            for index in candidates {
+                rule_members[index].push(object_id.clone());
+            }
+            untouchable.push(object_id);
             out.reports.push(Report::new(
                 ReportKind::IncompleteData,
                 user,
@@ -131,12 +139,10 @@ pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
         if user.account_enabled != Some(true) {
             continue;
         }
-        let Some((rule, rule_id)) = rule_list
-            .into_iter()
-            .min_by(|a, b| precedence_key(a.0, snapshot).cmp(&precedence_key(b.0, snapshot)))
-        else {
+        let Some(winner) = candidates.clone().min_by_key(|index| &precedence[*index]) else {
             continue;
         };
+        let rule = &rules.rules[winner];
         let Some(email) = email_of(user, rules.email_source) else {
             out.reports.push(Report::new(
                 ReportKind::NoEmail,
@@ -154,28 +160,25 @@ pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
         };
         let values = map_values(rules, rule, user, email);
         let object_id: ObjectId = Arc::from(user.id.as_str());
-        out.desired.insert(
+        for index in candidates {
+            rule_members[index].push(object_id.clone());
+        }
+        desired.push((
             object_id.clone(),
             Desired {
                 object_id,
                 user: Arc::from(user.user_principal_name.as_deref().unwrap_or_default()),
                 values,
-                rule_group: rule_id.clone(),
+                rule_group: rule_ids[winner].clone(),
             },
-        );
+        ));
     }
-    for (rule, members) in rule_members {
-        let members = members
-            .into_iter()
-            .filter_map(|u| {
-                out.desired
-                    .get_key_value(u)
-                    .map(|(id, _)| id)
-                    .or_else(|| out.untouchable.get(u))
-                    .cloned()
-            })
-            .collect();
-        out.group_members.insert(rule.group_id.clone(), members);
+    // Built from sorted runs, so the maps and sets are bulk-built rather than searched.
+    out.desired = desired.into_iter().collect();
+    out.untouchable = untouchable.into_iter().collect();
+    for (rule, members) in rules.rules.iter().zip(rule_members) {
+        out.group_members
+            .insert(rule.group_id.clone(), members.into_iter().collect());
     }
     out.reports.sort();
     out
@@ -488,6 +491,42 @@ mod tests {
         assert!(r.untouchable.contains("u1"));
         assert_eq!(r.reports[0].kind, ReportKind::IncompleteData);
         assert!(r.group_members["ga"].contains("u1"));
+    }
+
+    #[test]
+    fn group_members_are_every_rule_a_synced_user_is_in_not_only_the_winner() {
+        let mut disabled = user("u3", "c@c.com", Some("c@c.com"));
+        disabled.account_enabled = Some(false);
+        let snap = snapshot(
+            vec![
+                group("ga", 1, &["u1", "u2", "u3", "u4", "u5"]),
+                group("gb", 2, &["u1", "u5"]),
+            ],
+            vec![
+                user("u1", "a@c.com", Some("a@c.com")),
+                user("u2", "b@c.com", None),
+                disabled,
+                user("u5", "e@c.com", Some("e@c.com")),
+            ],
+        );
+        let r = resolve(
+            &rules(vec![
+                rule("ga", 2, Target::Employee),
+                rule("gb", 1, Target::Contact),
+            ]),
+            &snap,
+        );
+        // u2 has no email, u3 is disabled, u4 is not a user Graph returned.
+        let ids = |g: &str| -> Vec<&str> { r.group_members[g].iter().map(|id| &**id).collect() };
+        assert_eq!(ids("ga"), vec!["u1", "u5"]);
+        assert_eq!(ids("gb"), vec!["u1", "u5"]);
+        assert_eq!(&*r.desired["u1"].rule_group, "gb");
+        assert_eq!(
+            r.desired.keys().map(|k| &**k).collect::<Vec<_>>(),
+            ["u1", "u5"]
+        );
+        assert_eq!(r.reports.len(), 1, "{:?}", r.reports);
+        assert_eq!(r.reports[0].kind, ReportKind::NoEmail);
     }
 
     proptest! {

@@ -397,14 +397,19 @@ async fn tenant_run(
     // resolves from fresh data but must not move the tenant's cursors.
     let (plan, mirror_written) = std::thread::scope(|s| {
         let planning = s.spawn(|| {
+            let mut phase = crate::phase::Phase::start();
             let resolution = resolve::resolve(&rules, &snapshot);
-            plan::plan(&tenant.name, resolution, &view, &group_names, &safety)
+            phase.done(&tenant.name, "resolve");
+            let plan = plan::plan(&tenant.name, resolution, &view, &group_names, &safety);
+            phase.done(&tenant.name, "plan");
+            plan
         });
         let written = if opts.user.is_none() {
             access.write_mirror(&tenant.name, fresh.then_some(&snapshot), &refreshed.cursors)
         } else {
             Ok(())
         };
+        phase.done(&tenant.name, "write mirror (beside resolve and plan)");
         let plan = planning
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -412,7 +417,7 @@ async fn tenant_run(
     });
     mirror_written?;
     drop(snapshot);
-    phase.done(&tenant.name, "resolve, plan | write mirror");
+    phase.done(&tenant.name, "wait for the plan, free snapshot");
     let mut plan = plan;
     if let Some(id) = &user {
         plan = restrict_to_user(plan, id, &view);
