@@ -178,6 +178,10 @@ impl RunWrite<'_> {
     /// Applies `plan`, records `run`, and commits. Returns the run id.
     pub fn finish(self, plan: &Plan, run: &RunRecord) -> Result<i64, StoreError> {
         let RunWrite { tx, now } = self;
+        // The snapshot is freed by now: give the plan's writes a page cache large enough
+        // that dirty pages are not spilled to the WAL (and rewritten there) mid-transaction.
+        // The connection lives for this run only.
+        tx.pragma_update(None, "cache_size", -crate::store::APPLY_CACHE_KIB)?;
         let run_id = insert_run(&tx, run)?;
         let mut rows = RowStatements::prepare(&tx)?;
         let mut created: HashMap<(RecordKind, &str), i64> = HashMap::new();
