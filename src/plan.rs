@@ -221,6 +221,14 @@ impl Plan {
     }
 }
 
+/// What the mass-deactivation guard holds, for the group plan.
+struct Held<'a> {
+    /// Users whose whole decision is held (a kind change, for one).
+    users: HashSet<&'a str>,
+    /// Records a held change would deactivate, archive or rewrite.
+    records: HashSet<(RecordKind, i64)>,
+}
+
 /// One user's decision: its changes (a range of the planner's staged changes), applied or
 /// held together (a held kind change is held whole), and the record it lives in afterwards.
 struct Unit {
@@ -302,6 +310,7 @@ pub fn plan(
     };
     let mut held = vec![false; staged.len()];
     let mut live: HashMap<&str, &(RecordKind, RecordRef)> = HashMap::with_capacity(units.len());
+    let mut held_users: HashSet<&str> = HashSet::new();
     for unit in &units {
         if hold_reason.is_some()
             && staged[unit.changes.clone()]
@@ -309,6 +318,7 @@ pub fn plan(
                 .any(|c| c.action.removes())
         {
             held[unit.changes.clone()].fill(true);
+            held_users.insert(&unit.object_id);
         } else {
             live.insert(&*unit.object_id, &unit.live);
         }
@@ -326,7 +336,21 @@ pub fn plan(
         plan.changes = staged;
         plan.changes.extend(deactivations);
     }
-    plan.groups = p.groups(&live, &group_members, group_names);
+    // SPEC 5.3: what is held is not half done. The records of held changes keep the group
+    // memberships they have, and held users join no group until the hold is released.
+    let frozen: HashSet<(RecordKind, i64)> = plan
+        .held
+        .iter()
+        .filter_map(|c| match c.record {
+            RecordRef::Existing(id) => Some((c.kind, id)),
+            RecordRef::New(_) => None,
+        })
+        .collect();
+    let held = Held {
+        users: held_users,
+        records: frozen,
+    };
+    plan.groups = p.groups(&live, &held, &group_members, group_names);
     p.reports.sort();
     p.reports.dedup();
     plan.reports = p.reports;
@@ -710,6 +734,7 @@ impl<'a> Planner<'a> {
     fn groups(
         &self,
         live: &HashMap<&str, &(RecordKind, RecordRef)>,
+        held: &Held<'_>,
         group_members: &BTreeMap<String, BTreeSet<ObjectId>>,
         names: &BTreeMap<String, Option<String>>,
     ) -> Vec<GroupChange> {
@@ -717,6 +742,7 @@ impl<'a> Planner<'a> {
         for (group_id, users) in group_members {
             let wanted: BTreeSet<(RecordKind, RecordRef)> = users
                 .iter()
+                .filter(|u| !held.users.contains(&***u))
                 .filter_map(|u| {
                     live.get(&**u)
                         .map(|l| (*l).clone())
@@ -741,8 +767,10 @@ impl<'a> Planner<'a> {
             let remove: Vec<_> = existing
                 .difference(&wanted)
                 .filter_map(|(k, r)| match r {
-                    RecordRef::Existing(id) => Some((*k, *id)),
-                    RecordRef::New(_) => None,
+                    RecordRef::Existing(id) if !held.records.contains(&(*k, *id)) => {
+                        Some((*k, *id))
+                    }
+                    _ => None,
                 })
                 .collect();
             let renamed = stored.is_some_and(|g| g.display_name != name);

@@ -432,6 +432,60 @@ fn percent_limit_counts_active_synced_records_and_holds_kind_changes_whole() {
 }
 
 #[test]
+fn a_hold_leaves_group_memberships_as_they_are_until_it_is_released() {
+    let mut w = World::new();
+    for n in 1..=4 {
+        w.add(user(n), EMP);
+    }
+    w.sync();
+    let members = |w: &World, group: &str| {
+        w.rows(&format!(
+            "SELECT m.member_kind, m.member_id FROM group_members m JOIN groups g ON g.id = m.group_id
+             WHERE g.object_id = '{group}' ORDER BY 1, 2"
+        ))
+    };
+    let employees_before = members(&w, EMP);
+    assert_eq!(employees_before.len(), 4);
+    w.safety = Safety {
+        max_deactivations: 1,
+        max_deactivation_percent: 0,
+        allow_mass_deactivation: false,
+    };
+    // User 1 moves to the contact group (a kind change); users 2 and 3 leave scope.
+    w.members
+        .get_mut(EMP)
+        .unwrap()
+        .retain(|id| id.ends_with("04"));
+    w.members.get_mut(CON).unwrap().push(user(1).id);
+    let p = w.sync();
+    assert!(p.hold_reason.is_some());
+    assert_eq!(
+        members(&w, EMP),
+        employees_before,
+        "held users keep their memberships"
+    );
+    assert!(
+        members(&w, CON).is_empty(),
+        "a held kind change puts no record in the new rule's group"
+    );
+
+    w.safety.allow_mass_deactivation = true;
+    w.sync();
+    assert_eq!(members(&w, EMP), vec![vec!["employee", "4"]]);
+    assert_eq!(
+        members(&w, CON),
+        vec![vec!["contact".to_string(), contact_id(&w, 1)]]
+    );
+}
+
+fn contact_id(w: &World, n: u32) -> String {
+    w.rows(&format!(
+        "SELECT id FROM contacts WHERE email = 'User{n}@Contoso.com'"
+    ))[0][0]
+        .clone()
+}
+
+#[test]
 fn an_email_linked_to_another_tenant_stays_there() {
     let mut w = World::new();
     w.add(user(1), EMP);
