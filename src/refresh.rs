@@ -74,15 +74,21 @@ pub async fn full(
     let mut links = BTreeMap::new();
     let users = delta::round(client, &delta::users_latest(client), "users delta").await?;
     links.insert("users".to_string(), users.delta_link);
-    let mut group_links = latest_group_links(client, &tracked).await?;
+    links.extend(latest_group_links(client, &tracked, 0).await?);
     let snapshot = fetch::full_snapshot(client, &rule_groups, rules.nested_groups).await?;
-    let now_tracked: BTreeSet<String> = snapshot.groups.keys().cloned().collect();
-    if now_tracked != tracked {
-        // Nesting changed since the last run: track the groups as they are now. A change
-        // inside a newly found nested group during this read waits for the next full sync.
-        group_links = latest_group_links(client, &now_tracked).await?;
-    }
-    links.extend(group_links);
+    // Nested groups found by this read get cursors of their own, taken now; the groups tracked
+    // before keep the ones taken before the read, so what changed in them during the read is
+    // replayed by the next round. (A change inside a newly found group between its read and
+    // its cursor waits for the next full sync.) A group no longer nested keeps its cursor
+    // until then: changes to groups missing from the mirror are ignored.
+    let found: BTreeSet<String> = snapshot
+        .groups
+        .keys()
+        .filter(|g| !tracked.contains(*g))
+        .cloned()
+        .collect();
+    let first = links.keys().filter(|k| k.starts_with("groups:")).count();
+    links.extend(latest_group_links(client, &found, first).await?);
     Ok(Refreshed {
         mode: Mode::Full,
         snapshot: Some(snapshot),
@@ -94,14 +100,16 @@ pub async fn full(
     })
 }
 
+/// Current cursors for `groups`, one per 50 groups, stored as `groups:{first}`, `groups:{first+1}`….
 async fn latest_group_links(
     client: &GraphClient,
     groups: &BTreeSet<String>,
+    first: usize,
 ) -> Result<BTreeMap<String, String>, GraphError> {
     let mut links = BTreeMap::new();
     for (i, url) in delta::groups_latest(client, groups).into_iter().enumerate() {
         let round = delta::round(client, &url, "groups delta").await?;
-        links.insert(format!("groups:{i}"), round.delta_link);
+        links.insert(format!("groups:{}", first + i), round.delta_link);
     }
     Ok(links)
 }

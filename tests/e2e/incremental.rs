@@ -6,7 +6,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
 use crate::support::{TestEnv, tenant};
-use entra_sync::sim::UserPatch;
+use std::time::Duration;
+
+use entra_sync::sim::{Fault, FaultKind, UserPatch};
 
 fn graph_requests(env: &TestEnv) -> u64 {
     env.sim().stats().matching("/v1.0/")
@@ -89,6 +91,42 @@ async fn a_change_inside_a_nested_group_reaches_the_store() {
     env.add(&staff, &nested);
     env.sync_ok(&[]).await;
     env.add(&nested, &users[3]);
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["mode"], "incremental");
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE username = 'dee' AND active = 1"),
+        vec![vec!["1"]]
+    );
+}
+
+#[tokio::test]
+async fn a_change_made_while_a_full_sync_finds_a_nested_group_is_not_lost() {
+    let (env, staff, _, users) = staffed().await;
+    let nested = env.group("Staff / Nested", 3);
+    env.add(&staff, &nested);
+    // The first full sync finds the nested group only while it reads Staff. Its members are
+    // read in a second wave, held back here so the test can change Staff meanwhile: after
+    // Staff's page was served, before the sync ends.
+    let nested_members = format!("/groups/{nested}/members");
+    env.sim().inject_fault(Fault::new(
+        &nested_members,
+        FaultKind::Delay(Duration::from_millis(1500)),
+        1,
+    ));
+    let change_during_the_read = async {
+        while !env.sim().faults().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        env.add(&staff, &users[3]);
+    };
+    let (first, ()) = tokio::join!(env.sync_ok(&[]), change_during_the_read);
+    assert_eq!(tenant(&first, "t0")["mode"], "full");
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE username = 'dee'"),
+        vec![vec!["0"]],
+        "the full read saw Staff before dee joined"
+    );
+    // Staff's delta cursor was taken before the read, so the next round replays the change.
     let s = env.sync_ok(&[]).await;
     assert_eq!(tenant(&s, "t0")["mode"], "incremental");
     assert_eq!(
