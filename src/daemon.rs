@@ -1,5 +1,5 @@
-//! `entra-sync run`: the long-running service. A cron scheduler (tokio-cron-scheduler) and
-//! `POST /resync` queue triggers; one worker runs them one at a time through
+//! `entra-sync run`: the long-running service. A cron scheduler (tokio-cron-scheduler, its
+//! ticks coalesced) and `POST /resync` feed one worker, which runs them one at a time through
 //! [`crate::sync::run_with`], tenant by tenant in config order; SIGHUP reloads the config,
 //! SIGTERM/SIGINT stop it; systemd hears READY, STATUS, RELOADING, STOPPING and WATCHDOG.
 //!
@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::cli::{EXIT_FAILED, EXIT_USAGE, fail};
@@ -25,6 +25,32 @@ use crate::sync::{self, Clients, RunStatus, SyncOptions, SyncSummary};
 
 /// Failed runs in a row after which a tenant waits `reconnect_after_seconds`.
 const FAILURES_BEFORE_RECONNECT: u32 = 3;
+
+/// Scheduled ticks waiting for the worker, coalesced: however many ticks arrive while a run is
+/// going, one run follows it, a full one if any of them asked for a full sync.
+#[derive(Default)]
+struct Ticks {
+    /// `Some(full)` while a run is due.
+    pending: Mutex<Option<bool>>,
+    due: Notify,
+}
+
+impl Ticks {
+    fn push(&self, full: bool) {
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            *pending = Some(full || pending.unwrap_or(false));
+        }
+        self.due.notify_one();
+    }
+
+    fn take(&self) -> Option<bool> {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
 
 /// What the worker is asked to do.
 pub enum Trigger {
@@ -91,21 +117,19 @@ fn notify(states: &[NotifyState<'_>]) {
 
 async fn schedule(
     config: &Config,
-    triggers: &mpsc::Sender<Trigger>,
+    ticks: &Arc<Ticks>,
 ) -> Result<JobScheduler, tokio_cron_scheduler::JobSchedulerError> {
     let scheduler = JobScheduler::new().await?;
     for (expr, full) in [
         (&config.schedule.sync, false),
         (&config.schedule.full_sync, true),
     ] {
-        let tx = triggers.clone();
+        let ticks = Arc::clone(ticks);
         scheduler
             .add(Job::new_async(expr.as_str(), move |_, _| {
-                let tx = tx.clone();
-                Box::pin(async move {
-                    // A run already queued covers this tick: never pile runs up.
-                    let _ = tx.try_send(Trigger::Scheduled { full });
-                })
+                // A run already due covers this tick: never pile runs up.
+                ticks.push(full);
+                Box::pin(async {})
             })?)
             .await?;
     }
@@ -138,6 +162,7 @@ pub async fn run(config_path: PathBuf) -> ExitCode {
             );
         }
     };
+    // `POST /resync` requests; each caller waits for its own run's answer.
     let (tx, mut rx) = mpsc::channel::<Trigger>(4);
     let shared = Arc::new(Shared {
         health: RwLock::new(
@@ -161,7 +186,8 @@ pub async fn run(config_path: PathBuf) -> ExitCode {
             let _ = admin_stopped.await;
         },
     ));
-    let mut scheduler = match schedule(&shared.config(), &tx).await {
+    let ticks = Arc::new(Ticks::default());
+    let mut scheduler = match schedule(&shared.config(), &ticks).await {
         Ok(s) => s,
         Err(e) => return fail(EXIT_FAILED, format!("cannot start the scheduler: {e}")),
     };
@@ -183,7 +209,7 @@ pub async fn run(config_path: PathBuf) -> ExitCode {
     });
     let clients = Clients::default();
     // Sync once right away rather than waiting for the first tick.
-    let _ = tx.try_send(Trigger::Scheduled { full: false });
+    ticks.push(false);
     notify(&[
         NotifyState::Ready,
         NotifyState::Status("scheduled; first sync starting"),
@@ -191,21 +217,18 @@ pub async fn run(config_path: PathBuf) -> ExitCode {
     tracing::info!(admin = %shared.config().admin.listen, "entra-sync running");
 
     loop {
-        tokio::select! {
-            Some(trigger) = rx.recv() => {
-                let work = handle(&shared, &clients, trigger);
-                tokio::select! {
-                    () = work => {}
-                    _ = term.recv() => { tracing::info!("SIGTERM during a run: the run is abandoned, its transaction was not started or rolls back"); break; }
-                    _ = int.recv() => { tracing::info!("SIGINT during a run: the run is abandoned"); break; }
-                }
-            }
+        let trigger = tokio::select! {
+            Some(trigger) = rx.recv() => trigger,
+            () = ticks.due.notified() => match ticks.take() {
+                Some(full) => Trigger::Scheduled { full },
+                None => continue,
+            },
             _ = hup.recv() => {
                 notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading"))]);
                 match reload(&shared, &clients).await {
                     Ok(()) => {
                         let _ = scheduler.shutdown().await;
-                        match schedule(&shared.config(), &tx).await {
+                        match schedule(&shared.config(), &ticks).await {
                             Ok(s) => scheduler = s,
                             Err(e) => tracing::error!("cannot reschedule after reload: {e}"),
                         }
@@ -213,9 +236,16 @@ pub async fn run(config_path: PathBuf) -> ExitCode {
                     Err(e) => tracing::error!("config reload rejected, the previous config keeps running: {e}"),
                 }
                 notify(&[NotifyState::Ready]);
+                continue;
             }
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+        };
+        let work = handle(&shared, &clients, trigger);
+        tokio::select! {
+            () = work => {}
+            _ = term.recv() => { tracing::info!("SIGTERM during a run: the run is abandoned, its transaction was not started or rolls back"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT during a run: the run is abandoned"); break; }
         }
     }
     notify(&[NotifyState::Stopping]);
@@ -372,4 +402,35 @@ pub fn health_verdict(shared: &Shared) -> (bool, Vec<String>) {
         }
     }
     (problems.is_empty(), problems)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn ticks_during_a_run_are_one_run_after_it_full_if_any_asked() {
+        let ticks = Ticks::default();
+        // Four ticks while the worker is busy: the old queue would have held four runs.
+        for full in [false, true, false, false] {
+            ticks.push(full);
+        }
+        tokio::time::timeout(Duration::from_secs(1), ticks.due.notified())
+            .await
+            .unwrap();
+        assert_eq!(ticks.take(), Some(true));
+        assert_eq!(ticks.take(), None, "one run, not four");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), ticks.due.notified())
+                .await
+                .is_err(),
+            "nothing more is due"
+        );
+        ticks.push(false);
+        tokio::time::timeout(Duration::from_secs(1), ticks.due.notified())
+            .await
+            .unwrap();
+        assert_eq!(ticks.take(), Some(false));
+    }
 }
