@@ -247,19 +247,12 @@ pub async fn incremental(
                     }
                 }
                 404 => {} // deleted since: out of scope
-                403 => {
-                    return Err(GraphError::Forbidden {
-                        what: "reading added members".into(),
-                        code: "Authorization_RequestDenied".into(),
-                    });
-                }
                 other => {
-                    return Err(GraphError::Status {
-                        what: "reading added members".into(),
-                        status: other,
-                        code: String::new(),
-                        message: String::new(),
-                    });
+                    return Err(GraphError::from_answer(
+                        "reading added members",
+                        other,
+                        &body,
+                    ));
                 }
             }
         }

@@ -29,28 +29,12 @@ pub async fn group_infos(
     let answers = client.batch_get(&paths, "reading the rule groups").await?;
     let mut out = BTreeMap::new();
     for (id, (status, body)) in group_ids.iter().zip(answers) {
-        let what = format!("group {id}");
-        let code = body
-            .pointer("/error/code")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        match status {
-            200..=299 => {}
-            404 => return Err(GraphError::NotFound { what, code }),
-            403 => return Err(GraphError::Forbidden { what, code }),
-            _ => {
-                return Err(GraphError::Status {
-                    what,
-                    status,
-                    code,
-                    message: body
-                        .pointer("/error/message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                });
-            }
+        if !(200..=299).contains(&status) {
+            return Err(GraphError::from_answer(
+                format!("group {id}"),
+                status,
+                &body,
+            ));
         }
         let created = body
             .get("createdDateTime")

@@ -58,6 +58,36 @@ pub enum GraphError {
     Auth(#[from] AuthError),
 }
 
+impl GraphError {
+    /// The error for a `$batch` item Graph answered with a non-success `status` and `body`.
+    pub fn from_answer(what: impl Into<String>, status: u16, body: &Value) -> GraphError {
+        let what = what.into();
+        let text = |pointer| {
+            body.pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let code = text("/error/code");
+        match status {
+            404 => GraphError::NotFound { what, code },
+            403 => GraphError::Forbidden { what, code },
+            _ => GraphError::Status {
+                what,
+                status,
+                code,
+                message: text("/error/message").chars().take(300).collect(),
+            },
+        }
+    }
+}
+
+/// Statuses Graph answers for a passing condition (throttling, an unavailable or failing
+/// backend), on a request or a `$batch` item: retried after `Retry-After` or a backoff.
+fn is_transient(status: u16) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504)
+}
+
 /// Counters a run reports and `/metrics` exposes.
 #[derive(Debug, Default)]
 pub struct GraphStats {
@@ -193,7 +223,7 @@ impl GraphClient {
                         continue;
                     };
                     let status = r.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
-                    if matches!(status, 429 | 503 | 504) {
+                    if is_transient(status) {
                         let after = r
                             .get("headers")
                             .and_then(|h| {
@@ -223,7 +253,7 @@ impl GraphClient {
                     return Err(GraphError::Exhausted {
                         what: what.to_string(),
                         attempts: attempt,
-                        last: format!("{} $batch items still throttled", retry.len()),
+                        last: format!("{} $batch items still throttled or failing", retry.len()),
                     });
                 }
                 self.wait_throttled(wait, what).await?;
@@ -388,11 +418,7 @@ impl GraphClient {
                         code,
                     });
                 }
-                StatusCode::TOO_MANY_REQUESTS
-                | StatusCode::SERVICE_UNAVAILABLE
-                | StatusCode::GATEWAY_TIMEOUT
-                | StatusCode::INTERNAL_SERVER_ERROR
-                | StatusCode::BAD_GATEWAY => {
+                _ if is_transient(status.as_u16()) => {
                     if attempt >= self.max_attempts {
                         return Err(GraphError::Exhausted {
                             what: what.to_string(),

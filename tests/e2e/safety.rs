@@ -171,6 +171,21 @@ async fn retry_after_is_waited_out_and_counted() {
 }
 
 #[tokio::test]
+async fn a_batch_item_failing_once_with_500_or_502_is_retried() {
+    let (mut env, staff, _) = ten_then_eight_leave().await;
+    env.extra_config = "[safety]\nmax_deactivation_percent = 0\nmax_deactivations = 0\n".into();
+    // The rule group's metadata is read in a $batch; its item fails, the $batch itself is 200.
+    for status in [500, 502] {
+        env.sim()
+            .inject_fault(Fault::status(format!("/groups/{staff}?"), status, None, 1));
+        let s = env.sync_ok(&["--full"]).await;
+        assert_eq!(tenant(&s, "t0")["status"], "success", "{status}: {s}");
+        assert!(env.sim().faults().is_empty(), "the item was asked for");
+    }
+    assert_eq!(active(&env), "2");
+}
+
+#[tokio::test]
 async fn still_throttled_after_max_attempts_fails_cleanly_and_resumes_next_time() {
     let (mut env, _, _) = ten_then_eight_leave().await;
     env.sync_extra = "max_attempts = 3\n".into();
