@@ -85,6 +85,12 @@ pub fn load_config(flag: &Option<PathBuf>) -> Result<Config, ExitCode> {
     Config::load(&path).map_err(|e| fail(EXIT_USAGE, e))
 }
 
+/// The config without its client secrets, for `status`, which only reads the store.
+pub fn load_config_without_secrets(flag: &Option<PathBuf>) -> Result<Config, ExitCode> {
+    let path = config_path(flag.clone());
+    Config::load_without_secrets(&path).map_err(|e| fail(EXIT_USAGE, e))
+}
+
 pub async fn sync_command(config: &Config, opts: SyncOptions, json: bool) -> ExitCode {
     let summary = match sync::run(config, &opts).await {
         Ok(s) => s,

@@ -219,6 +219,15 @@ pub struct RuleConfig {
 impl Config {
     /// Reads `path`, applies `ENTRA_SYNC__…` overrides from `env`, validates, and reads secrets.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut config = Self::load_without_secrets(path)?;
+        config.load_secrets(&|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// [`Config::load`] without reading the client secrets, for commands that only read the
+    /// store (`status`): they also work from a shell, where secrets given to the service by
+    /// systemd (`LoadCredential`) are not there.
+    pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
             path: path.display().to_string(),
             reason: io_reason(&e),
@@ -226,7 +235,6 @@ impl Config {
         let env: Vec<(String, String)> = std::env::vars().collect();
         let mut config = Self::parse(&text, &env)?;
         config.resolve_relative_paths(path.parent().unwrap_or(Path::new(".")));
-        config.load_secrets(&|name| std::env::var(name).ok())?;
         Ok(config)
     }
 

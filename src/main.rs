@@ -102,7 +102,7 @@ fn main() -> ExitCode {
                 Ok(config) => cli::check_command(&config).await,
                 Err(code) => code,
             },
-            Command::Status { json } => match cli::load_config(&cli.config) {
+            Command::Status { json } => match cli::load_config_without_secrets(&cli.config) {
                 Ok(config) => cli::status_command(&config, json),
                 Err(code) => code,
             },
