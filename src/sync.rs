@@ -280,11 +280,14 @@ async fn tenant_run(
         None => Ok(Snapshot::default()),
     };
     let mut phase = crate::phase::Phase::start();
+    // What the run is attempting, so a run that fails is recorded with the mode it failed in.
+    let mut attempting = refresh::Mode::Full;
     let graph_result = async {
         if opts.user.is_none()
             && !opts.full
             && let Some(cursors) = &stored_cursors
         {
+            attempting = refresh::Mode::Incremental;
             match refresh::incremental(&client, &rules, cursors, load_mirror).await {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => tracing::info!(tenant = %tenant.name, "tracked groups changed; running a full sync"),
@@ -293,6 +296,7 @@ async fn tenant_run(
                 }
                 Err(e) => return Err(e),
             }
+            attempting = refresh::Mode::Full;
         }
         let mirror_groups = match &store {
             Some(s) => s.mirror_group_ids(&tenant.name).unwrap_or_default(),
@@ -312,11 +316,11 @@ async fn tenant_run(
         .throttle_wait_ms
         .load(std::sync::atomic::Ordering::Relaxed)
         - wait_ms_before;
+    if opts.user.is_none() {
+        outcome.mode = attempting.as_str().to_string();
+    }
     let mut refreshed = graph_result.map_err(|e| anyhow::anyhow!(e))?;
     phase.done(&tenant.name, "graph read");
-    if opts.user.is_none() {
-        outcome.mode = refreshed.mode.as_str().to_string();
-    }
     let mode = outcome.mode.clone();
 
     let last_status = match &store {

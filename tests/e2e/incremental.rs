@@ -136,6 +136,20 @@ async fn a_change_made_while_a_full_sync_finds_a_nested_group_is_not_lost() {
 }
 
 #[tokio::test]
+async fn a_failed_incremental_run_is_recorded_as_incremental() {
+    let (env, _, _, _) = staffed().await;
+    env.sync_ok(&[]).await;
+    env.sim()
+        .inject_fault(Fault::status("/users/delta", 403, None, 1000));
+    let out = env.run(&["sync", "--json"]).await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert_eq!(
+        env.rows("SELECT mode, status FROM sync_runs ORDER BY id DESC LIMIT 1"),
+        vec![vec!["incremental", "failed"]]
+    );
+}
+
+#[tokio::test]
 async fn disabled_and_soft_deleted_users_are_deactivated_by_an_incremental_run() {
     let (env, _, _, users) = staffed().await;
     env.sync_ok(&[]).await;
