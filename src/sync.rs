@@ -388,10 +388,10 @@ async fn tenant_run(
         .rules
         .iter()
         .map(|r| {
-            let name = snapshot.groups.get(&r.group_id);
+            let group = snapshot.groups.get(&r.group_id);
             (
                 r.group_id.clone(),
-                name.and_then(|g| g.display_name.clone()),
+                group.and_then(|g| g.display_name.clone()),
             )
         })
         .collect();
@@ -399,7 +399,7 @@ async fn tenant_run(
     // Resolving and planning (pure CPU) and writing the new mirror and cursors (SQLite) only
     // read the snapshot, so they run side by side; then the snapshot is freed. A one-user run
     // resolves from fresh data but must not move the tenant's cursors.
-    let (plan, mirror_written) = std::thread::scope(|s| {
+    let (mut plan, mirror_written) = std::thread::scope(|s| {
         let planning = s.spawn(|| {
             let mut phase = crate::phase::Phase::start();
             let resolution = resolve::resolve(&rules, &snapshot);
@@ -422,7 +422,6 @@ async fn tenant_run(
     mirror_written?;
     drop(snapshot);
     phase.done(&tenant.name, "wait for the plan, free snapshot");
-    let mut plan = plan;
     if let Some(id) = &user {
         plan = restrict_to_user(plan, id, &view);
     } else if refreshed.mode == refresh::Mode::Full
