@@ -50,23 +50,31 @@ pub async fn run(config: &Config) -> Vec<CheckLine> {
             .rules_of(&tenant.name)
             .map(|r| r.group_id.clone())
             .collect();
-        let infos = match fetch::group_infos(&client, &groups).await {
-            Ok(i) => i,
-            Err(e) => {
-                lines.push(CheckLine {
-                    ok: false,
-                    subject: format!("tenant \"{}\" rule groups", tenant.name),
-                    detail: e.to_string(),
-                });
-                continue;
-            }
-        };
+        // Display names, read for all groups at once; when that fails, group by group, so
+        // each line says which group is at fault and the readable ones still say OK.
+        let infos = fetch::group_infos(&client, &groups)
+            .await
+            .unwrap_or_default();
         for group in &groups {
-            let name = infos
-                .get(group)
-                .and_then(|g| g.display_name.clone())
-                .unwrap_or_default();
             let subject = format!("tenant \"{}\" group {group}", tenant.name);
+            let info = match infos.get(group) {
+                Some(info) => Some(info.clone()),
+                None => match fetch::group_infos(&client, std::slice::from_ref(group)).await {
+                    Ok(mut one) => one.remove(group),
+                    Err(e) => {
+                        lines.push(CheckLine {
+                            ok: false,
+                            subject,
+                            detail: e.to_string(),
+                        });
+                        continue;
+                    }
+                },
+            };
+            let name = info
+                .and_then(|g| g.display_name)
+                .map(|n| format!("\"{n}\" "))
+                .unwrap_or_default();
             let url = client.url(&format!(
                 "/groups/{group}/members?$select={USER_SELECT}&$top=5"
             ));
@@ -86,14 +94,14 @@ pub async fn run(config: &Config) -> Vec<CheckLine> {
                             ok: false,
                             subject,
                             detail: format!(
-                                "\"{name}\": members come back without properties; grant User.Read.All (Application) with admin consent"
+                                "{name}members come back without properties; grant User.Read.All (Application) with admin consent"
                             ),
                         });
                     } else {
                         lines.push(CheckLine {
                             ok: true,
                             subject,
-                            detail: format!("\"{name}\" readable"),
+                            detail: format!("{name}readable"),
                         });
                     }
                 }

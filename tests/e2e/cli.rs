@@ -104,8 +104,22 @@ async fn check_says_ok_for_each_group_and_fail_for_a_missing_one() {
     env.employee_rule("99999999-9999-9999-9999-999999999999", 20, None);
     let out = env.run(&["check"]).await;
     assert_eq!(out.code, 1);
+    // One line per group: the missing one fails, the readable one still says OK.
+    let line = |group: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.contains(&format!("group {group}")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let missing = line("99999999-9999-9999-9999-999999999999");
     assert!(
-        out.stdout.contains("FAIL") && out.stdout.contains("99999999-9999-9999-9999-999999999999"),
+        missing.starts_with("FAIL") && missing.contains("not found"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        line(&staff).starts_with("OK") && line(&staff).contains("\"Staff\" readable"),
         "{}",
         out.stdout
     );
