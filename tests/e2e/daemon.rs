@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use entra_sync::sim::{Fault, FaultKind, UserPatch};
+use rustix::process::{Pid, Signal, kill_process};
 use tokio::process::Child;
 
 use crate::support::{SECRET, TestEnv};
@@ -77,14 +78,9 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().unwrap();
-        let ok = std::process::Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
+    fn signal(&self, sig: Signal) {
+        let pid = Pid::from_raw(self.child.id().unwrap() as i32).unwrap();
+        kill_process(pid, sig).unwrap();
     }
 }
 
@@ -175,7 +171,7 @@ async fn sighup_picks_up_a_new_rule_and_a_bad_config_is_rejected() {
         .await;
     // A broken config is refused and the old one keeps running.
     std::fs::write(env.config_path(), "this is not toml = = =").unwrap();
-    d.signal("HUP");
+    d.signal(Signal::HUP);
     d.wait_for(
         || async { d.log_text().contains("config reload rejected") },
         "the rejection",
@@ -189,7 +185,7 @@ async fn sighup_picks_up_a_new_rule_and_a_bad_config_is_rejected() {
     .await;
     env.contact_rule(&customers, 20, true);
     env.write_config();
-    d.signal("HUP");
+    d.signal(Signal::HUP);
     d.wait_for(
         || async { env.rows("SELECT COUNT(*) FROM contacts WHERE active = 1")[0][0] == "1" },
         "the new rule",
@@ -203,7 +199,7 @@ async fn sigterm_stops_promptly_with_exit_0() {
     let mut d = Daemon::start(&mut env, "").await;
     d.wait_for(|| async { runs(&env) >= 1 }, "the first run")
         .await;
-    d.signal("TERM");
+    d.signal(Signal::TERM);
     let status = tokio::time::timeout(Duration::from_secs(10), d.child.wait())
         .await
         .expect("exits promptly")
