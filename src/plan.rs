@@ -221,12 +221,29 @@ impl Plan {
     }
 }
 
-/// What the mass-deactivation guard holds, for the group plan.
+/// What the mass-deactivation guard holds, for the group plan. SPEC 5.3: what is held is not
+/// half done: the records of held changes keep the group memberships they have, and held users
+/// join no group until the hold is released.
 struct Held<'a> {
-    /// Users whose whole decision is held (a kind change, for one).
+    /// Users with a held change (a kind change is held whole).
     users: HashSet<&'a str>,
     /// Records a held change would deactivate, archive or rewrite.
     records: HashSet<(RecordKind, i64)>,
+}
+
+impl Held<'_> {
+    fn of(held: &[Change]) -> Held<'_> {
+        Held {
+            users: held.iter().map(|c| &*c.object_id).collect(),
+            records: held
+                .iter()
+                .filter_map(|c| match c.record {
+                    RecordRef::Existing(id) => Some((c.kind, id)),
+                    RecordRef::New(_) => None,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One user's decision: its changes (a range of the planner's staged changes), applied or
@@ -283,7 +300,7 @@ pub fn plan(
             });
         }
     }
-    let deactivations = p.deactivations(&units);
+    let deactivations = p.deactivations();
 
     let active_synced_before: HashSet<(RecordKind, i64)> = p
         .my_links
@@ -310,7 +327,6 @@ pub fn plan(
     };
     let mut held = vec![false; staged.len()];
     let mut live: HashMap<&str, &(RecordKind, RecordRef)> = HashMap::with_capacity(units.len());
-    let mut held_users: HashSet<&str> = HashSet::new();
     for unit in &units {
         if hold_reason.is_some()
             && staged[unit.changes.clone()]
@@ -318,7 +334,6 @@ pub fn plan(
                 .any(|c| c.action.removes())
         {
             held[unit.changes.clone()].fill(true);
-            held_users.insert(&unit.object_id);
         } else {
             live.insert(&*unit.object_id, &unit.live);
         }
@@ -336,21 +351,7 @@ pub fn plan(
         plan.changes = staged;
         plan.changes.extend(deactivations);
     }
-    // SPEC 5.3: what is held is not half done. The records of held changes keep the group
-    // memberships they have, and held users join no group until the hold is released.
-    let frozen: HashSet<(RecordKind, i64)> = plan
-        .held
-        .iter()
-        .filter_map(|c| match c.record {
-            RecordRef::Existing(id) => Some((c.kind, id)),
-            RecordRef::New(_) => None,
-        })
-        .collect();
-    let held = Held {
-        users: held_users,
-        records: frozen,
-    };
-    plan.groups = p.groups(&live, &held, &group_members, group_names);
+    plan.groups = p.groups(&live, &Held::of(&plan.held), &group_members, group_names);
     p.reports.sort();
     p.reports.dedup();
     plan.reports = p.reports;
@@ -682,7 +683,7 @@ impl<'a> Planner<'a> {
     }
 
     /// SPEC 4.7: linked records whose user left scope.
-    fn deactivations(&mut self, units: &[Unit]) -> Vec<Change> {
+    fn deactivations(&mut self) -> Vec<Change> {
         let mut links: Vec<&&Link> = self.my_links.values().collect();
         links.sort_by(|a, b| (&a.object_id, a.kind).cmp(&(&b.object_id, b.kind)));
         let mut out = Vec::new();
@@ -694,9 +695,6 @@ impl<'a> Planner<'a> {
                 || self.claimed.contains(&(link.kind, link.record_id))
                 || self.skipped.contains(link.object_id.as_str())
                 || self.in_scope.contains(link.object_id.as_str())
-                || units
-                    .binary_search_by(|u| (*u.object_id).cmp(link.object_id.as_str()))
-                    .is_ok()
             {
                 continue;
             }
