@@ -59,16 +59,9 @@ pub enum GraphError {
 }
 
 impl GraphError {
-    /// The error for a `$batch` item Graph answered with a non-success `status` and `body`.
-    pub fn from_answer(what: impl Into<String>, status: u16, body: &Value) -> GraphError {
-        let what = what.into();
-        let text = |pointer| {
-            body.pointer(pointer)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        let code = text("/error/code");
+    /// The error for a failed answer that is not retried, from its status and Graph's error
+    /// `code` and `message`.
+    fn for_status(what: String, status: u16, code: String, message: &str) -> GraphError {
         match status {
             404 => GraphError::NotFound { what, code },
             403 => GraphError::Forbidden { what, code },
@@ -76,9 +69,20 @@ impl GraphError {
                 what,
                 status,
                 code,
-                message: text("/error/message").chars().take(300).collect(),
+                message: message.chars().take(300).collect(),
             },
         }
+    }
+
+    /// The error for a `$batch` item Graph answered with a non-success `status` and `body`.
+    pub fn from_answer(what: impl Into<String>, status: u16, body: &Value) -> GraphError {
+        let text = |pointer| body.pointer(pointer).and_then(Value::as_str).unwrap_or("");
+        GraphError::for_status(
+            what.into(),
+            status,
+            text("/error/code").to_string(),
+            text("/error/message"),
+        )
     }
 }
 
@@ -406,18 +410,6 @@ impl GraphClient {
                         code,
                     });
                 }
-                StatusCode::NOT_FOUND => {
-                    return Err(GraphError::NotFound {
-                        what: what.to_string(),
-                        code,
-                    });
-                }
-                StatusCode::FORBIDDEN => {
-                    return Err(GraphError::Forbidden {
-                        what: what.to_string(),
-                        code,
-                    });
-                }
                 _ if is_transient(status.as_u16()) => {
                     if attempt >= self.max_attempts {
                         return Err(GraphError::Exhausted {
@@ -432,12 +424,12 @@ impl GraphClient {
                     }
                 }
                 _ => {
-                    return Err(GraphError::Status {
-                        what: what.to_string(),
-                        status: status.as_u16(),
+                    return Err(GraphError::for_status(
+                        what.to_string(),
+                        status.as_u16(),
                         code,
-                        message: err.message.chars().take(300).collect(),
-                    });
+                        &err.message,
+                    ));
                 }
             }
         }
