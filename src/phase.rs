@@ -18,12 +18,13 @@ impl Phase {
     /// Logs that phase `name` of `tenant`'s run is done and starts timing the next one.
     pub fn done(&mut self, tenant: &str, name: &str) {
         if tracing::enabled!(tracing::Level::DEBUG) {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
             tracing::debug!(
                 tenant,
                 phase = name,
                 ms = self.started.elapsed().as_millis() as u64,
-                rss_mb = status_mb("VmRSS:"),
-                peak_mb = status_mb("VmHWM:"),
+                rss_mb = status_mb(&status, "VmRSS:"),
+                peak_mb = status_mb(&status, "VmHWM:"),
                 "phase done"
             );
         }
@@ -31,10 +32,9 @@ impl Phase {
     }
 }
 
-/// A memory figure of the process in MB: `VmRSS:` (resident now) or `VmHWM:` (peak resident)
-/// (Linux; `None` elsewhere).
-fn status_mb(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// A memory figure in MB from `/proc/self/status` text: `VmRSS:` (resident now) or `VmHWM:`
+/// (peak resident). `None` where there is no such file (not Linux).
+fn status_mb(status: &str, field: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024)
