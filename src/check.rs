@@ -16,6 +16,24 @@ pub struct CheckLine {
     pub detail: String,
 }
 
+impl CheckLine {
+    fn ok(subject: String, detail: String) -> CheckLine {
+        CheckLine {
+            ok: true,
+            subject,
+            detail,
+        }
+    }
+
+    fn fail(subject: String, detail: impl ToString) -> CheckLine {
+        CheckLine {
+            ok: false,
+            subject,
+            detail: detail.to_string(),
+        }
+    }
+}
+
 pub async fn run(config: &Config) -> Vec<CheckLine> {
     let mut lines = Vec::new();
     for tenant in &config.tenants {
@@ -23,26 +41,17 @@ pub async fn run(config: &Config) -> Vec<CheckLine> {
         let client = match GraphClient::new(tenant, &config.sync) {
             Ok(c) => Arc::new(c),
             Err(e) => {
-                lines.push(CheckLine {
-                    ok: false,
-                    subject,
-                    detail: e.to_string(),
-                });
+                lines.push(CheckLine::fail(subject, e));
                 continue;
             }
         };
         match client.sign_in().await {
-            Ok(()) => lines.push(CheckLine {
-                ok: true,
+            Ok(()) => lines.push(CheckLine::ok(
                 subject,
-                detail: format!("token from {}", tenant.authority),
-            }),
+                format!("token from {}", tenant.authority),
+            )),
             Err(e) => {
-                lines.push(CheckLine {
-                    ok: false,
-                    subject,
-                    detail: e.to_string(),
-                });
+                lines.push(CheckLine::fail(subject, e));
                 continue;
             }
         }
@@ -62,11 +71,7 @@ pub async fn run(config: &Config) -> Vec<CheckLine> {
                 None => match fetch::group_infos(&client, std::slice::from_ref(group)).await {
                     Ok(mut one) => one.remove(group),
                     Err(e) => {
-                        lines.push(CheckLine {
-                            ok: false,
-                            subject,
-                            detail: e.to_string(),
-                        });
+                        lines.push(CheckLine::fail(subject, e));
                         continue;
                     }
                 },
@@ -90,26 +95,14 @@ pub async fn run(config: &Config) -> Vec<CheckLine> {
                         .filter_map(Member::into_user)
                         .collect();
                     if fetch::lacks_user_read_all(&users) {
-                        lines.push(CheckLine {
-                            ok: false,
-                            subject,
-                            detail: format!(
+                        lines.push(CheckLine::fail(subject, format!(
                                 "{name}members come back without properties; grant User.Read.All (Application) with admin consent"
-                            ),
-                        });
+                            )));
                     } else {
-                        lines.push(CheckLine {
-                            ok: true,
-                            subject,
-                            detail: format!("{name}readable"),
-                        });
+                        lines.push(CheckLine::ok(subject, format!("{name}readable")));
                     }
                 }
-                Err(e) => lines.push(CheckLine {
-                    ok: false,
-                    subject,
-                    detail: e.to_string(),
-                }),
+                Err(e) => lines.push(CheckLine::fail(subject, e)),
             }
         }
     }
