@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -166,6 +165,48 @@ fn sqlite_floor(synced: &Path, dir: &Path) -> (f64, Vec<(&'static str, usize)>) 
     )
 }
 
+/// graph-sim on its own thread and runtime, as it would run in a process of its own: the
+/// 100k-user tenant, its config and secret written to `config`.
+struct SimThread {
+    base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl SimThread {
+    fn start(users: usize, groups: usize, config: &Path) -> SimThread {
+        let (started, base) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = config.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let opts = graph_sim::SimOptions {
+                    users,
+                    groups,
+                    seed: 1,
+                    ..graph_sim::SimOptions::default()
+                };
+                let sim = graph_sim::Sim::start(opts).await.unwrap();
+                sim.write_config(&config, None).unwrap();
+                started.send(sim.base_url()).unwrap();
+                let _ = stopped.await;
+                sim.shutdown().await;
+            });
+        });
+        let base = base.recv().unwrap();
+        SimThread { base, stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap();
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let users = env_usize("BENCH_USERS", 100_000);
@@ -174,26 +215,8 @@ async fn main() {
     let config = dir.path().join("config.toml");
 
     let start = Instant::now();
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_graph-sim"))
-        .args([
-            "--users",
-            &users.to_string(),
-            "--groups",
-            &groups.to_string(),
-            "--seed",
-            "1",
-        ])
-        .arg("--write-config")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(sim.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let base = first.trim().to_string();
+    let sim = SimThread::start(users, groups, &config);
+    let base = sim.base.clone();
     println!(
         "graph-sim: {users} users, {groups} groups, started in {:.2} s at {base}",
         start.elapsed().as_secs_f64()
@@ -404,6 +427,5 @@ async fn main() {
         rows_written(&changed),
         tenant(&changed)["mode"]
     );
-    let _ = sim.kill();
-    let _ = sim.wait();
+    sim.stop();
 }

@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn microsoft_error_bodies_parse_with_their_aadsts_codes() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sim_fixtures");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/graph-sim/fixtures");
         for (file, code) in [
             ("token-error-invalid-client.json", 7000215),
             ("token-error-invalid-scope.json", 70011),
@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn microsoft_success_bodies_parse() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sim_fixtures");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/graph-sim/fixtures");
         for file in ["token-success.json", "token-success-ext-expires-in.json"] {
             let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
             let body: EntraTokenResponse = serde_json::from_str(&text).unwrap();

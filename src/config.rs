@@ -634,6 +634,18 @@ target = "employee"
 role = "Admin"
 "#;
 
+    #[tokio::test]
+    async fn the_config_graph_sim_writes_is_accepted() {
+        let sim = graph_sim::Sim::start(graph_sim::SimOptions::default())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let text = sim.config_toml(&dir.path().join("psa.db"), &dir.path().join("sim.secret"));
+        if let Err(e) = Config::parse(&text, &[]) {
+            panic!("entra-sync rejects the config graph-sim writes: {e}\n{text}");
+        }
+    }
+
     fn err(text: &str, env: &[(&str, &str)]) -> String {
         let env: Vec<(String, String)> = env
             .iter()

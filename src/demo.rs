@@ -10,9 +10,9 @@ use std::process::ExitCode;
 use crate::cli::{EXIT_FAILED, fail, render_summary};
 use crate::config::{Config, Target};
 use crate::plan::Action;
-use crate::sim::{NewUser, Sim, SimOptions, UserPatch};
 use crate::store::Store;
 use crate::sync::{self, SyncOptions, SyncSummary};
+use graph_sim::{NewUser, Sim, SimOptions, UserPatch};
 
 pub async fn run() -> ExitCode {
     match demo().await {

@@ -21,6 +21,5 @@ pub mod refresh;
 pub mod resolve;
 pub mod schedule;
 pub mod secret;
-pub mod sim;
 pub mod store;
 pub mod sync;

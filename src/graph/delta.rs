@@ -150,7 +150,7 @@ mod tests {
     use crate::graph::wire::parse_page;
 
     fn fixture(name: &str) -> Vec<Value> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sim_fixtures/");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/graph-sim/fixtures/");
         let bytes = std::fs::read(format!("{path}{name}")).unwrap();
         parse_page(&bytes).unwrap().value
     }

@@ -305,7 +305,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sim_fixtures/");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/graph-sim/fixtures/");
         std::fs::read(format!("{path}{name}")).unwrap()
     }
 

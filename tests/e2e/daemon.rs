@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use entra_sync::sim::{Fault, FaultKind, UserPatch};
+use graph_sim::{Fault, FaultKind, UserPatch};
 use rustix::process::{Pid, Signal, kill_process};
 use tokio::process::Child;
 

@@ -1,7 +1,7 @@
 //! Odd and hostile directory data (SPEC 5.7): huge and control-character strings, unicode and
 //! mixed-case emails, duplicates, a user in fifty groups, nesting cycles, non-user members.
 
-use entra_sync::sim::{NewUser, Sim, SimOptions};
+use graph_sim::{NewUser, Sim, SimOptions};
 
 use crate::support::{TestEnv, tenant};
 

@@ -8,7 +8,7 @@ use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use crate::support::{TestEnv, tenant};
 use std::time::Duration;
 
-use entra_sync::sim::{Fault, FaultKind, UserPatch};
+use graph_sim::{Fault, FaultKind, UserPatch};
 
 fn graph_requests(env: &TestEnv) -> u64 {
     env.sim().stats().matching("/v1.0/")

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use entra_sync::sim::{Fault, FaultKind};
+use graph_sim::{Fault, FaultKind};
 
 use crate::support::{TestEnv, tenant};
 

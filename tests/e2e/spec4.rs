@@ -19,7 +19,7 @@ async fn scope_4_1_only_enabled_members_with_an_email_are_synced_and_nested_memb
     env.sim()
         .update_user(
             &nomail,
-            entra_sync::sim::UserPatch {
+            graph_sim::UserPatch {
                 mail: Some(None),
                 ..Default::default()
             },
@@ -96,7 +96,7 @@ async fn matching_4_3_existing_employee_with_ticket_is_merged_and_survives_upn_c
     env.sim()
         .update_user(
             &ada,
-            entra_sync::sim::UserPatch {
+            graph_sim::UserPatch {
                 user_principal_name: Some("ada.lovelace@contoso.com".into()),
                 mail: Some(Some("ada.lovelace@contoso.com".into())),
                 ..Default::default()
@@ -174,7 +174,7 @@ async fn updates_4_6_local_edit_persists_until_the_entra_user_changes() {
     env.sim()
         .update_user(
             &ada,
-            entra_sync::sim::UserPatch {
+            graph_sim::UserPatch {
                 job_title: Some(Some("Lead".into())),
                 ..Default::default()
             },
@@ -322,7 +322,7 @@ async fn tenants_4_11_one_failing_tenant_does_not_block_the_other() {
     env.rule(1, &g1, 10, "employee", String::new());
     env.sims[0]
         .control()
-        .inject_fault(entra_sync::sim::Fault::status("/$batch", 403, None, 100));
+        .inject_fault(graph_sim::Fault::status("/$batch", 403, None, 100));
     let out = env.run(&["sync", "--json"]).await;
     assert_eq!(out.code, 1, "{}", out.stderr);
     let s = out.json();

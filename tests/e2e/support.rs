@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use chrono::TimeZone;
-use entra_sync::sim::{NewUser, Sim, SimControl, SimOptions};
+use graph_sim::{NewUser, Sim, SimControl, SimOptions};
 use serde_json::Value;
 
-pub const SECRET: &str = entra_sync::sim::DEFAULT_CLIENT_SECRET;
+pub const SECRET: &str = graph_sim::DEFAULT_CLIENT_SECRET;
 
 pub struct TestEnv {
     pub sims: Vec<Sim>,

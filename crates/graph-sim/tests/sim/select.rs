@@ -1,13 +1,11 @@
 //! `$select` and default property sets of users, groups and members.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod sim_support;
-
 use std::collections::BTreeSet;
 
-use entra_sync::sim::UserPatch;
+use crate::support::Env;
+use graph_sim::UserPatch;
 use serde_json::Value;
-use sim_support::Env;
 
 fn keys(v: &Value) -> BTreeSet<String> {
     v.as_object().unwrap().keys().cloned().collect()

@@ -2,13 +2,11 @@
 //! unknown and expired access tokens.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod sim_support;
-
 use std::time::Duration;
 
+use crate::support::{Env, SCOPE, client, into_resp, token_request};
 use base64::Engine;
-use entra_sync::sim::{DEFAULT_CLIENT_SECRET, Fault, Sim, SimOptions};
-use sim_support::{Env, SCOPE, client, into_resp, token_request};
+use graph_sim::{DEFAULT_CLIENT_SECRET, Fault, Sim, SimOptions};
 
 fn form<'a>(client_id: &'a str, secret: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![

@@ -1,10 +1,8 @@
 //! JSON batching: limits, per-item answers, relative urls, dependsOn, counters.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod sim_support;
-
+use crate::support::Env;
 use serde_json::{Value, json};
-use sim_support::Env;
 
 fn item<'a>(r: &'a Value, id: &str) -> &'a Value {
     r["responses"]
@@ -17,7 +15,7 @@ fn item<'a>(r: &'a Value, id: &str) -> &'a Value {
 
 #[tokio::test]
 async fn twenty_user_reads_in_one_batch() {
-    let env = Env::start(entra_sync::sim::SimOptions {
+    let env = Env::start(graph_sim::SimOptions {
         users: 30,
         ..Default::default()
     })

@@ -2,7 +2,7 @@
 //!
 //! [`Sim::start`] binds a port and serves, on one base URL, the token endpoint
 //! (`{base}/{tenant}/oauth2/v2.0/token`), the Graph endpoints entra-sync reads
-//! (`{base}/v1.0/...`) and a control API (`{base}/_sim/...`, see `docs/graph-sim.md`).
+//! (`{base}/v1.0/...`) and a control API (`{base}/_sim/...`, see the crate README).
 //! [`SimControl`] offers the control API as plain methods for in-process tests.
 //!
 //! Module map: `generate` builds the seeded tenant, `tenant` owns the directory and its change
@@ -238,6 +238,21 @@ impl Sim {
         config::config_toml(&self.shared, store_path, secret_file)
     }
 
+    /// Writes an entra-sync config for this tenant to `config` and the app's client secret
+    /// beside it (`sim.secret`, mode 0600); the store is `store`, or `psa.db` beside the config.
+    pub fn write_config(&self, config: &Path, store: Option<&Path>) -> std::io::Result<()> {
+        let dir = config
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let secret_file = dir.join("sim.secret");
+        write_private(&secret_file, self.shared.opts.client_secret.as_bytes())?;
+        let store = store.map_or_else(|| dir.join("psa.db"), Path::to_path_buf);
+        let secret_abs = std::path::absolute(&secret_file)?;
+        let store_abs = std::path::absolute(&store)?;
+        std::fs::write(config, self.config_toml(&store_abs, &secret_abs))
+    }
+
     /// Stops serving; requests still running get up to two seconds to finish.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -453,4 +468,23 @@ impl SimControl {
     pub fn reset_stats(&self) {
         *lock(&self.shared.stats) = SimStats::default();
     }
+}
+
+/// Writes `bytes` to a file only its owner can read (a client secret).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    f.write_all(bytes)
 }

@@ -81,7 +81,7 @@ pub(crate) fn router() -> Router<AppState> {
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(json!({"error": "no such control endpoint; see docs/graph-sim.md"})),
+        Json(json!({"error": "no such control endpoint; see crates/graph-sim/README.md"})),
     )
         .into_response()
 }

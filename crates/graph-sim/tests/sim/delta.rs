@@ -2,13 +2,11 @@
 //! round, `$select` tracking, `$filter` by id, `$deltatoken=latest`, token expiry.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod sim_support;
-
 use std::collections::{BTreeSet, HashMap};
 
-use entra_sync::sim::{NewUser, Sim, SimOptions, UserPatch};
+use crate::support::{Env, ids};
+use graph_sim::{NewUser, Sim, SimOptions, UserPatch};
 use serde_json::Value;
-use sim_support::{Env, ids};
 
 fn opts(delta_page_size: usize) -> SimOptions {
     SimOptions {
@@ -469,7 +467,7 @@ async fn a_delta_token_of_another_simulator_is_not_found() {
     let foreign = format!("{}/v1.0/users/delta?$deltatoken={token}", other.base_url());
     let env2 = Env {
         token: {
-            let r = sim_support::token_request(
+            let r = crate::support::token_request(
                 &env.http,
                 &other.base_url(),
                 "contoso.onmicrosoft.com",
@@ -477,7 +475,7 @@ async fn a_delta_token_of_another_simulator_is_not_found() {
                     ("grant_type", "client_credentials"),
                     ("client_id", &SimOptions::default().client_id),
                     ("client_secret", &SimOptions::default().client_secret),
-                    ("scope", sim_support::SCOPE),
+                    ("scope", crate::support::SCOPE),
                 ],
             )
             .await;
@@ -507,7 +505,7 @@ async fn group_property_changes_are_tracked_only_when_selected() {
     env.ctl()
         .update_group(
             &g,
-            entra_sync::sim::GroupPatch {
+            graph_sim::GroupPatch {
                 display_name: Some("SG-Umbenannt".into()),
                 description: None,
             },

@@ -88,7 +88,7 @@ impl ObjectKind {
     }
 }
 
-/// A new user for [`crate::sim::SimControl::add_user`]. `Default` gives an enabled member
+/// A new user for [`crate::SimControl::add_user`]. `Default` gives an enabled member
 /// with every optional property unset; set at least `user_principal_name` and `display_name`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

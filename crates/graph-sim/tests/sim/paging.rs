@@ -2,13 +2,11 @@
 //! members, soft-deleted users, malformed and unknown ids.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod sim_support;
-
 use std::collections::{BTreeSet, HashSet};
 
+use crate::support::{Env, ids};
 use chrono::{TimeZone, Utc};
-use entra_sync::sim::{NewUser, SimOptions};
-use sim_support::{Env, ids};
+use graph_sim::{NewUser, SimOptions};
 
 fn opts(users: usize) -> SimOptions {
     SimOptions {
@@ -334,7 +332,7 @@ async fn error_bodies_echo_the_client_request_id() {
 async fn responses_carry_resource_unit_costs() {
     let env = Env::small().await;
     let g = env.ctl().security_groups()[0].id.clone();
-    let cost = |r: &sim_support::Resp| {
+    let cost = |r: &crate::support::Resp| {
         r.header("x-ms-resource-unit")
             .unwrap()
             .parse::<u32>()

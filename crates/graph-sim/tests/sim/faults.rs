@@ -1,13 +1,11 @@
 //! Fault injection: each kind, matching by path substring, consumption, and the HTTP form.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod sim_support;
-
 use std::time::{Duration, Instant};
 
-use entra_sync::sim::{Fault, FaultKind};
+use crate::support::{Env, into_resp};
+use graph_sim::{Fault, FaultKind};
 use serde_json::json;
-use sim_support::{Env, into_resp};
 
 fn members_path(env: &Env) -> String {
     format!("/groups/{}/members", env.ctl().security_groups()[0].id)

@@ -1,7 +1,7 @@
 //! graph-sim: serve a simulated Microsoft Entra ID tenant (token endpoint + Graph v1.0).
 //!
-//! Thin CLI over `entra_sync::sim`. Prints the base URL as the first stdout line, then serves
-//! until SIGINT/SIGTERM. See docs/graph-sim.md.
+//! Thin CLI over `graph_sim`. Prints the base URL as the first stdout line, then serves
+//! until SIGINT/SIGTERM. See the crate README.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use entra_sync::sim::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Sim, SimOptions};
+use graph_sim::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Sim, SimOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,26 +56,6 @@ struct Cli {
     store_path: Option<PathBuf>,
 }
 
-fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    f.write_all(secret.as_bytes())?;
-    Ok(())
-}
-
 async fn stop_signal() {
     #[cfg(unix)]
     {
@@ -117,17 +97,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
     let sim = Sim::start_on(listener, opts).await?;
     if let Some(config) = &cli.write_config {
-        let dir = config
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), PathBuf::from);
-        let secret_file = dir.join("sim.secret");
-        write_secret(&secret_file, &cli.client_secret)?;
-        let store = cli.store_path.clone().unwrap_or_else(|| dir.join("psa.db"));
-        let secret_abs = std::path::absolute(&secret_file).unwrap_or(secret_file);
-        let store_abs = std::path::absolute(&store).unwrap_or(store);
-        std::fs::write(config, sim.config_toml(&store_abs, &secret_abs))
-            .with_context(|| format!("cannot write {}", config.display()))?;
+        sim.write_config(config, cli.store_path.as_deref())
+            .with_context(|| format!("cannot write {} and its secret", config.display()))?;
     }
     {
         let mut out = std::io::stdout().lock();

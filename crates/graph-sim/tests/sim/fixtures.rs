@@ -1,17 +1,15 @@
-//! Every Microsoft example body in `tests/sim_fixtures/` (a copy of ../shared/graph-fixtures)
+//! Every Microsoft example body in `fixtures/` (a copy of ../shared/graph-fixtures)
 //! is compared with what graph-sim answers to the same request: the simulator's answer must
 //! have the fixture's keys and annotations, with the same nesting and compatible value types
 //! (`null` is compatible with anything; arrays compare the union of their elements' shapes).
 //! Keys the simulator deliberately lacks are listed per test with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod sim_support;
-
-use entra_sync::sim::{Fault, FaultKind, GroupPatch, SimOptions, UserPatch};
+use crate::support::{Env, SCOPE, client, token_request};
+use graph_sim::{Fault, FaultKind, GroupPatch, SimOptions, UserPatch};
 use serde_json::{Value, json};
-use sim_support::{Env, SCOPE, client, token_request};
 
-const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sim_fixtures");
+const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
 
 fn fixture(name: &str) -> Value {
     let path = format!("{FIXTURE_DIR}/{name}");
@@ -136,7 +134,7 @@ fn all_company(env: &Env) -> String {
 // --------------------------------------------------------------------------------------------
 // Token endpoint
 
-async fn token_form(env: &Env, secret: &str, scope: &str) -> sim_support::Resp {
+async fn token_form(env: &Env, secret: &str, scope: &str) -> crate::support::Resp {
     token_request(
         &client(),
         &env.sim.base_url(),
@@ -898,7 +896,10 @@ fn every_fixture_file_is_covered() {
 
 #[test]
 fn vendored_fixtures_match_the_shared_originals() {
-    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/graph-fixtures");
+    let shared = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/graph-fixtures"
+    );
     let Ok(entries) = std::fs::read_dir(shared) else {
         return; // the shared research folder is not part of every checkout
     };
@@ -906,7 +907,7 @@ fn vendored_fixtures_match_the_shared_originals() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
         let ours = std::fs::read(format!("{FIXTURE_DIR}/{name}"))
-            .unwrap_or_else(|_| panic!("{name} is missing from tests/sim_fixtures"));
+            .unwrap_or_else(|_| panic!("{name} is missing from crates/graph-sim/fixtures"));
         assert_eq!(
             ours,
             std::fs::read(e.path()).unwrap(),

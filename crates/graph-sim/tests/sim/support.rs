@@ -2,7 +2,7 @@
 //! small HTTP helpers that follow nextLinks and delta rounds.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use entra_sync::sim::{Sim, SimControl, SimOptions};
+use graph_sim::{Sim, SimControl, SimOptions};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
