@@ -232,7 +232,11 @@ async fn main() {
     let http = reqwest::Client::new();
     let sim_groups = sim_list(&http, &format!("{base}/_sim/groups")).await;
     let parsed = entra_sync::config::Config::load(&config).unwrap();
-    let rule_groups: BTreeSet<String> = parsed.rules.iter().map(|r| r.group_id.clone()).collect();
+    let rule_groups: BTreeSet<String> = parsed
+        .rules
+        .iter()
+        .map(|r| r.group_id.to_string())
+        .collect();
     let by_id: BTreeMap<String, &Value> = sim_groups
         .iter()
         .map(|g| (g["id"].as_str().unwrap().to_string(), g))

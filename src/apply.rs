@@ -1,7 +1,7 @@
 //! Writing a [`Plan`] into the store in ONE transaction, together with the run's `sync_runs`
 //! row, a `change_log` row per applied change (old → new values) and the run's reports.
 //!
-//! Makes no decisions: everything it writes was decided by [`crate::plan`]. Either all of a
+//! Makes no decisions: everything it writes was decided by [`entra_sync_core::plan`]. Either all of a
 //! run's writes are visible or none (SPEC 5.4).
 
 use std::collections::HashMap;
@@ -12,9 +12,10 @@ use rusqlite::{CachedStatement, Transaction, TransactionBehavior, params, params
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use crate::plan::{Action, Change, GroupChange, Plan, RecordRef};
-use crate::record::{Cell, ContactValues, EmployeeValues, RecordKind, Values, cell_diff};
-use crate::store::{MirrorWrite, RunRecord, Store, StoreError, insert_run, write_mirror};
+use crate::store::{IdText, MirrorWrite, RunRecord, Store, StoreError, insert_run, write_mirror};
+use entra_sync_core::ObjectId;
+use entra_sync_core::plan::{Action, Change, GroupChange, Plan, RecordRef};
+use entra_sync_core::record::{Cell, ContactValues, EmployeeValues, RecordKind, Values, cell_diff};
 
 /// RFC 3339 UTC, second precision: `2026-11-23T17:04:05Z`.
 pub fn now_rfc3339() -> String {
@@ -130,14 +131,21 @@ impl<'t> RowStatements<'t> {
         run_id: i64,
         now: &str,
         tenant: &str,
-        object_id: &str,
+        object_id: ObjectId,
         kind: &str,
         record_id: Option<i64>,
         action: &str,
         changes: &str,
     ) -> Result<(), StoreError> {
         self.log.execute(params![
-            run_id, now, tenant, object_id, kind, record_id, action, changes
+            run_id,
+            now,
+            tenant,
+            IdText::of(object_id),
+            kind,
+            record_id,
+            action,
+            changes
         ])?;
         Ok(())
     }
@@ -164,7 +172,7 @@ impl Store {
 
 impl RunWrite<'_> {
     /// What the planner needs for `tenant`, as this transaction sees it.
-    pub fn view(&self, tenant: &str) -> Result<crate::plan::StoreView, StoreError> {
+    pub fn view(&self, tenant: &str) -> Result<entra_sync_core::plan::StoreView, StoreError> {
         crate::store::view_of(&self.tx, tenant)
     }
 
@@ -184,17 +192,17 @@ impl RunWrite<'_> {
         tx.pragma_update(None, "cache_size", -crate::store::APPLY_CACHE_KIB)?;
         let run_id = insert_run(&tx, run)?;
         let mut rows = RowStatements::prepare(&tx)?;
-        let mut created: HashMap<(RecordKind, &str), i64> = HashMap::new();
+        let mut created: HashMap<(RecordKind, ObjectId), i64> = HashMap::new();
         let mut phase = crate::phase::Phase::start();
         for change in &plan.changes {
             let id = apply_change(&tx, &mut rows, change, &now)?;
-            if let RecordRef::New(object_id) = &change.record {
-                created.insert((change.kind, &**object_id), id);
+            if let RecordRef::New(object_id) = change.record {
+                created.insert((change.kind, object_id), id);
             }
             if change.relink {
                 rows.link.execute(params![
                     plan.tenant,
-                    change.object_id,
+                    IdText::of(change.object_id),
                     change.kind.as_str(),
                     id,
                     serde_json::to_string(&change.after).unwrap_or_default(),
@@ -206,7 +214,7 @@ impl RunWrite<'_> {
                     run_id,
                     &now,
                     &plan.tenant,
-                    &change.object_id,
+                    change.object_id,
                     change.kind.as_str(),
                     Some(id),
                     change.action.as_str(),
@@ -227,7 +235,7 @@ impl RunWrite<'_> {
             .execute(params![
                     run_id,
                     plan.tenant,
-                    report.object_id,
+                    IdText::of(report.object_id),
                     serde_json::to_value(report.kind)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_string))
@@ -314,12 +322,12 @@ fn apply_group(
     now: &str,
     tenant: &str,
     group: &GroupChange,
-    created: &HashMap<(RecordKind, &str), i64>,
+    created: &HashMap<(RecordKind, ObjectId), i64>,
 ) -> Result<(), StoreError> {
     let resolve = |kind: RecordKind, r: &RecordRef| -> Option<i64> {
         match r {
             RecordRef::Existing(id) => Some(*id),
-            RecordRef::New(obj) => created.get(&(kind, &**obj)).copied(),
+            RecordRef::New(obj) => created.get(&(kind, *obj)).copied(),
         }
     };
     let (group_id, action) = match group.group {
@@ -330,7 +338,7 @@ fn apply_group(
                 run_id,
                 now,
                 tenant,
-                &group.object_id,
+                group.object_id,
                 "group",
                 Some(id),
                 "remove_group",
@@ -348,7 +356,7 @@ fn apply_group(
         None => {
             tx.execute(
                 "INSERT INTO groups (tenant, object_id, display_name, read_only) VALUES (?1, ?2, ?3, 1)",
-                params![tenant, group.object_id, group.display_name],
+                params![tenant, IdText::of(group.object_id), group.display_name],
             )?;
             (tx.last_insert_rowid(), "create_group")
         }
@@ -373,7 +381,7 @@ fn apply_group(
         run_id,
         now,
         tenant,
-        &group.object_id,
+        group.object_id,
         "group",
         Some(group_id),
         action,
@@ -386,3 +394,6 @@ fn apply_group(
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

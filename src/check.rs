@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
+use entra_sync_core::ObjectId;
+
 use crate::config::Config;
-use crate::directory::MemberType;
 use crate::graph::wire::{Member, USER_SELECT};
 use crate::graph::{GraphClient, fetch};
+use entra_sync_core::directory::MemberType;
 
 #[derive(Debug, Clone)]
 pub struct CheckLine {
@@ -55,10 +57,7 @@ pub async fn run(config: &Config) -> Vec<CheckLine> {
                 continue;
             }
         }
-        let groups: Vec<String> = config
-            .rules_of(&tenant.name)
-            .map(|r| r.group_id.clone())
-            .collect();
+        let groups: Vec<ObjectId> = config.rules_of(&tenant.name).map(|r| r.group_id).collect();
         // Display names, read for all groups at once; when that fails, group by group, so
         // each line says which group is at fault and the readable ones still say OK.
         let infos = fetch::group_infos(&client, &groups)
@@ -92,7 +91,7 @@ pub async fn run(config: &Config) -> Vec<CheckLine> {
                         .value
                         .into_iter()
                         .filter(|m| m.kind() == MemberType::User)
-                        .filter_map(Member::into_user)
+                        .filter_map(|m| m.into_user().ok().flatten())
                         .collect();
                     if fetch::lacks_user_read_all(&users) {
                         lines.push(CheckLine::fail(subject, format!(

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, config_path};
-use crate::plan::Action;
 use crate::store::Store;
-use crate::sync::{self, RunStatus, SyncOptions, SyncSummary};
+use crate::sync::{self, SyncOptions, SyncSummary};
+use entra_sync_core::plan::Action;
+use entra_sync_core::run::RunStatus;
 
 #[derive(Debug, Parser)]
 #[command(

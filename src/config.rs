@@ -9,7 +9,11 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use entra_sync_core::ObjectId;
+use entra_sync_core::rules::{EmployeeDefaults, Rule, Target};
+use serde::{Deserialize, Deserializer};
+
+pub use entra_sync_core::rules::EmailSource;
 
 use crate::secret::{Secret, SecretSource};
 
@@ -76,14 +80,6 @@ impl Default for ScheduleConfig {
             full_sync: "0 30 2 * * *".into(),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EmailSource {
-    Mail,
-    Upn,
-    ExternalUpn,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,17 +151,6 @@ impl Default for AdminConfig {
     }
 }
 
-/// Values for mandatory employee columns when Entra has none (null or empty).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EmployeeDefaults {
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub job_title: Option<String>,
-    pub phone: Option<String>,
-    pub department: Option<String>,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
@@ -194,18 +179,12 @@ fn default_graph_url() -> String {
     "https://graph.microsoft.com".into()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Target {
-    Employee,
-    Contact,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub tenant: String,
-    pub group_id: String,
+    #[serde(deserialize_with = "group_object_id")]
+    pub group_id: ObjectId,
     pub order: i64,
     pub target: Target,
     #[serde(default)]
@@ -214,6 +193,30 @@ pub struct RuleConfig {
     pub portal_access: Option<bool>,
     #[serde(default)]
     pub account: Option<String>,
+}
+
+/// A rule's `group_id`: the group's object id, with the fix in the error.
+fn group_object_id<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectId, D::Error> {
+    let text = String::deserialize(d)?;
+    ObjectId::parse(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{e}; use the group's Object ID from the Entra admin center"
+        ))
+    })
+}
+
+impl RuleConfig {
+    /// The rule as the decisions read it.
+    pub fn rule(&self) -> Rule {
+        Rule {
+            group_id: self.group_id,
+            order: self.order,
+            target: self.target,
+            role: self.role.clone(),
+            portal_access: self.portal_access,
+            account: self.account.clone(),
+        }
+    }
 }
 
 impl Config {
@@ -443,16 +446,7 @@ impl Config {
                     ),
                 ));
             }
-            r.group_id = parse_guid(&r.group_id).ok_or_else(|| {
-                invalid(
-                    key("group_id"),
-                    format!(
-                        "\"{}\" is not a GUID; use the group's Object ID from the Entra admin center",
-                        r.group_id
-                    ),
-                )
-            })?;
-            if !seen_rules.insert((r.tenant.clone(), r.group_id.clone())) {
+            if !seen_rules.insert((r.tenant.clone(), r.group_id)) {
                 return Err(invalid(
                     key("group_id"),
                     "this group already has a rule for this tenant; merge the two rules",
@@ -560,10 +554,7 @@ pub(crate) fn io_reason(e: &std::io::Error) -> String {
 
 /// A GUID in canonical lower-case form, or `None`.
 pub fn parse_guid(s: &str) -> Option<String> {
-    uuid::Uuid::try_parse(s.trim())
-        .ok()
-        .filter(|_| s.trim().len() == 36)
-        .map(|u| u.hyphenated().to_string())
+    ObjectId::parse(s).ok().map(|id| id.to_string())
 }
 
 fn is_domain(s: &str) -> bool {

@@ -21,7 +21,8 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use crate::cli::{EXIT_FAILED, EXIT_USAGE, fail};
 use crate::config::Config;
 use crate::secret::{Secret, SecretSource};
-use crate::sync::{self, Clients, RunStatus, SyncOptions, SyncSummary};
+use crate::sync::{self, Clients, SyncOptions, SyncSummary};
+use entra_sync_core::run::{RunMode, RunStatus};
 
 /// Failed runs in a row after which a tenant waits `reconnect_after_seconds`.
 const FAILURES_BEFORE_RECONNECT: u32 = 3;
@@ -66,7 +67,7 @@ pub enum Trigger {
 /// The last known state of one tenant, for `/healthz`, `/status` and STATUS=.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TenantHealth {
-    pub last_status: Option<String>,
+    pub last_status: Option<RunStatus>,
     pub last_finished: Option<String>,
     pub last_success: Option<String>,
     #[serde(skip)]
@@ -333,12 +334,12 @@ fn paused(shared: &Shared, clients: &Clients, tenant: &str) -> bool {
 fn record(shared: &Shared, clients: &Clients, config: &Config, summary: &SyncSummary) {
     let mut health = shared.health.write().unwrap_or_else(|p| p.into_inner());
     for t in &summary.tenants {
-        if t.mode == "user" {
+        if t.mode == RunMode::User {
             continue;
         }
         let h = health.entry(t.tenant.clone()).or_default();
         let now = crate::apply::now_rfc3339();
-        h.last_status = Some(t.status.as_str().to_string());
+        h.last_status = Some(t.status);
         h.last_finished = Some(now.clone());
         h.held = t.counts.held;
         match t.status {
@@ -370,7 +371,12 @@ fn record(shared: &Shared, clients: &Clients, config: &Config, summary: &SyncSum
     }
     let status: Vec<String> = health
         .iter()
-        .map(|(name, h)| format!("{name}: {}", h.last_status.as_deref().unwrap_or("pending")))
+        .map(|(name, h)| {
+            format!(
+                "{name}: {}",
+                h.last_status.map_or("pending", RunStatus::as_str)
+            )
+        })
         .collect();
     notify(&[NotifyState::Status(&status.join(", "))]);
 }
@@ -383,9 +389,9 @@ pub fn health_verdict(shared: &Shared) -> (bool, Vec<String>) {
     let health = shared.health.read().unwrap_or_else(|p| p.into_inner());
     let mut problems = Vec::new();
     for (name, h) in health.iter() {
-        match h.last_status.as_deref() {
-            None | Some("success") | Some("dry_run") => {}
-            Some("held") => problems.push(format!(
+        match h.last_status {
+            None | Some(RunStatus::Success) | Some(RunStatus::DryRun) => {}
+            Some(RunStatus::Held) => problems.push(format!(
                 "tenant {name}: {} deactivations held by the safety limits; review and run `entra-sync sync --allow-mass-deactivation`",
                 h.held
             )),

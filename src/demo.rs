@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::cli::{EXIT_FAILED, fail, render_summary};
-use crate::config::{Config, Target};
-use crate::plan::Action;
+use crate::config::Config;
 use crate::store::Store;
 use crate::sync::{self, SyncOptions, SyncSummary};
+use entra_sync_core::plan::Action;
+use entra_sync_core::rules::Target;
 use graph_sim::{NewUser, Sim, SimOptions, UserPatch};
 
 pub async fn run() -> ExitCode {
@@ -68,7 +69,7 @@ async fn demo() -> anyhow::Result<()> {
     );
     for rule in &config.rules {
         let name = ctl
-            .group(&rule.group_id)
+            .group(&rule.group_id.to_string())
             .map(|g| g.display_name)
             .unwrap_or_default();
         let target = match rule.target {
@@ -131,11 +132,11 @@ async fn demo() -> anyhow::Result<()> {
             job_title: Some("Rear Admiral".into()),
             ..NewUser::default()
         });
-        ctl.add_member(&rule.group_id, &new.id)?;
+        ctl.add_member(&rule.group_id.to_string(), &new.id)?;
         println!("   grace.hopper@contoso.onmicrosoft.com: new user, added to an employee group");
     }
     if let (Some(emp), Some(con)) = (employee_group, contact_group)
-        && let Some(id) = ctl.group(&emp.group_id).and_then(|g| {
+        && let Some(id) = ctl.group(&emp.group_id.to_string()).and_then(|g| {
             g.members.into_iter().find(|m| {
                 ctl.user(m)
                     .is_some_and(|u| u.account_enabled && u.mail.is_some())
@@ -144,9 +145,9 @@ async fn demo() -> anyhow::Result<()> {
     {
         // Moved to customers only: becomes a client-portal contact, the employee is archived.
         for rule in config.rules.iter().filter(|r| r.target == Target::Employee) {
-            let _ = ctl.remove_member(&rule.group_id, &id);
+            let _ = ctl.remove_member(&rule.group_id.to_string(), &id);
         }
-        ctl.add_member(&con.group_id, &id)?;
+        ctl.add_member(&con.group_id.to_string(), &id)?;
         if let Some(u) = ctl.user(&id) {
             println!(
                 "   {}: moved from an employee group to a contact group",

@@ -7,34 +7,21 @@
 //! result with the run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use crate::directory::{MemberType, Snapshot};
+use entra_sync_core::ObjectId;
+use entra_sync_core::directory::{MemberType, Snapshot};
+use entra_sync_core::rules::Rules;
+use entra_sync_core::run::RunMode;
+
 use crate::graph::delta::{self, GroupChanges};
 use crate::graph::wire::{USER_SELECT, merge_user, parse_user};
 use crate::graph::{GraphClient, GraphError, fetch};
-use crate::resolve::Rules;
 use crate::store::Cursors;
 
-/// How the new state was obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Full,
-    Incremental,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Full => "full",
-            Mode::Incremental => "incremental",
-        }
-    }
-}
-
 pub struct Refreshed {
-    pub mode: Mode,
+    /// [`RunMode::Full`] or [`RunMode::Incremental`].
+    pub mode: RunMode,
     /// The tenant's directory now. `None` when an incremental round brought nothing at all:
     /// the stored mirror is still current and need not even be loaded.
     pub snapshot: Option<Snapshot>,
@@ -43,7 +30,7 @@ pub struct Refreshed {
 
 /// What the cursors track: the rule groups, nesting and the user `$select`.
 pub fn scope_fingerprint(rules: &Rules) -> String {
-    let mut groups: Vec<&str> = rules.rules.iter().map(|r| r.group_id.as_str()).collect();
+    let mut groups: Vec<String> = rules.group_ids().map(|g| g.to_string()).collect();
     groups.sort_unstable();
     format!(
         "v1;nested={};select={USER_SELECT};groups={}",
@@ -52,24 +39,17 @@ pub fn scope_fingerprint(rules: &Rules) -> String {
     )
 }
 
-/// Everything else of the mapping config: a change means every user is resolved again.
-pub fn rules_fingerprint(rules: &Rules) -> String {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    format!("{rules:?}").hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
-}
-
 /// A full read, with cursors taken *before* it so changes made during the read are replayed
 /// by the next incremental round rather than lost.
 pub async fn full(
     client: &Arc<GraphClient>,
     rules: &Rules,
-    mirror_groups: &BTreeSet<String>,
+    mirror_groups: &BTreeSet<ObjectId>,
 ) -> Result<Refreshed, GraphError> {
-    let rule_groups: Vec<String> = rules.rules.iter().map(|r| r.group_id.clone()).collect();
-    let mut tracked: BTreeSet<String> = rule_groups.iter().cloned().collect();
+    let rule_groups: Vec<ObjectId> = rules.group_ids().collect();
+    let mut tracked: BTreeSet<ObjectId> = rule_groups.iter().copied().collect();
     if rules.nested_groups {
-        tracked.extend(mirror_groups.iter().cloned());
+        tracked.extend(mirror_groups.iter().copied());
     }
     let mut links = BTreeMap::new();
     let users = delta::round(client, &delta::users_latest(client), "users delta").await?;
@@ -81,20 +61,20 @@ pub async fn full(
     // replayed by the next round. (A change inside a newly found group between its read and
     // its cursor waits for the next full sync.) A group no longer nested keeps its cursor
     // until then: changes to groups missing from the mirror are ignored.
-    let found: BTreeSet<String> = snapshot
+    let found: BTreeSet<ObjectId> = snapshot
         .groups
         .keys()
         .filter(|g| !tracked.contains(*g))
-        .cloned()
+        .copied()
         .collect();
     let first = links.keys().filter(|k| k.starts_with("groups:")).count();
     links.extend(latest_group_links(client, &found, first).await?);
     Ok(Refreshed {
-        mode: Mode::Full,
+        mode: RunMode::Full,
         snapshot: Some(snapshot),
         cursors: Cursors {
             scope: scope_fingerprint(rules),
-            rules: rules_fingerprint(rules),
+            rules: rules.fingerprint(),
             links,
         },
     })
@@ -103,7 +83,7 @@ pub async fn full(
 /// Current cursors for `groups`, one per 50 groups, stored as `groups:{first}`, `groups:{first+1}`….
 async fn latest_group_links(
     client: &GraphClient,
-    groups: &BTreeSet<String>,
+    groups: &BTreeSet<ObjectId>,
     first: usize,
 ) -> Result<BTreeMap<String, String>, GraphError> {
     let mut links = BTreeMap::new();
@@ -140,7 +120,7 @@ pub async fn incremental(
     {
         let round = delta::round(client, link, "groups delta").await?;
         items += round.items.len();
-        let changes = delta::group_changes(&round.items);
+        let changes = delta::group_changes(&round.items)?;
         for (g, members) in changes.members {
             groups.members.entry(g).or_default().extend(members);
         }
@@ -150,12 +130,12 @@ pub async fn incremental(
     }
     let new_cursors = Cursors {
         scope: cursors.scope.clone(),
-        rules: rules_fingerprint(rules),
+        rules: rules.fingerprint(),
         links,
     };
     if items == 0 {
         return Ok(Some(Refreshed {
-            mode: Mode::Incremental,
+            mode: RunMode::Incremental,
             snapshot: None,
             cursors: new_cursors,
         }));
@@ -164,13 +144,9 @@ pub async fn incremental(
         what: "the stored mirror".into(),
         reason,
     })?;
-    let users = delta::user_changes(&users.items);
-    let rule_groups: BTreeSet<&str> = rules.rules.iter().map(|r| r.group_id.as_str()).collect();
-    if let Some(deleted) = groups
-        .deleted
-        .iter()
-        .find(|g| rule_groups.contains(g.as_str()))
-    {
+    let users = delta::user_changes(&users.items)?;
+    let rule_groups: BTreeSet<ObjectId> = rules.group_ids().collect();
+    if let Some(deleted) = groups.deleted.iter().find(|g| rule_groups.contains(g)) {
         return Err(GraphError::NotFound {
             what: format!("group {deleted} (deleted in Entra)"),
             code: "Request_ResourceNotFound".into(),
@@ -185,7 +161,7 @@ pub async fn incremental(
         }
     }
     let mut added_users = BTreeSet::new();
-    let known_groups: BTreeSet<String> = snapshot.groups.keys().cloned().collect();
+    let known_groups: BTreeSet<ObjectId> = snapshot.groups.keys().copied().collect();
     for (g, members) in &groups.members {
         let Some(group) = snapshot.groups.get_mut(g) else {
             continue;
@@ -193,10 +169,10 @@ pub async fn incremental(
         for (member, change) in members {
             match change {
                 Some(kind) => {
-                    group.members.insert(member.clone(), *kind);
+                    group.members.insert(*member, *kind);
                     match kind {
                         MemberType::User => {
-                            added_users.insert(member.clone());
+                            added_users.insert(*member);
                         }
                         MemberType::Group
                             if rules.nested_groups && !known_groups.contains(member) =>
@@ -212,25 +188,24 @@ pub async fn incremental(
             }
         }
     }
-    let members: BTreeSet<String> = snapshot
+    let members: BTreeSet<ObjectId> = snapshot
         .groups
         .values()
         .flat_map(|g| g.members.iter())
         .filter(|(_, k)| **k == MemberType::User)
-        .map(|(id, _)| id.clone())
+        .map(|(id, _)| *id)
         .collect();
     for (id, props) in &users.changed {
-        if members.contains(id)
-            && let Some(user) = merge_user(id, snapshot.users.get(id), props)
-        {
-            snapshot.users.insert(id.clone(), user);
+        if members.contains(id) {
+            let user = merge_user(*id, snapshot.users.get(id), props);
+            snapshot.users.insert(*id, user);
         }
     }
     for id in &users.removed {
         snapshot.users.remove(id);
     }
     // Members added this round that Graph did not describe in users delta: read them.
-    let missing: Vec<String> = added_users
+    let missing: Vec<ObjectId> = added_users
         .into_iter()
         .filter(|id| !snapshot.users.contains_key(id) && !users.removed.contains(id))
         .collect();
@@ -242,8 +217,10 @@ pub async fn incremental(
         for (status, body) in client.batch_get(&paths, "reading added members").await? {
             match status {
                 200..=299 => {
-                    if let Some(user) = parse_user(&body) {
-                        snapshot.users.insert(user.id.clone(), user);
+                    let user = parse_user(&body)
+                        .map_err(|e| GraphError::not_a_guid("reading added members", e))?;
+                    if let Some(user) = user {
+                        snapshot.users.insert(user.id, user);
                     }
                 }
                 404 => {} // deleted since: out of scope
@@ -260,7 +237,7 @@ pub async fn incremental(
     snapshot.users.retain(|id, _| members.contains(id));
     fetch::check_permissions(&snapshot)?;
     Ok(Some(Refreshed {
-        mode: Mode::Incremental,
+        mode: RunMode::Incremental,
         snapshot: Some(snapshot),
         cursors: new_cursors,
     }))

@@ -2,25 +2,27 @@
 //!
 //! The single entry point that `sync`, `demo`, the scheduler and `POST /resync` share. Tenants
 //! run independently: one tenant's failure is recorded and never blocks or rolls back another
-//! (SPEC 4.11). Graph is read outside the store's writer lock; the plan is made and applied
-//! under it, from a view read under it.
+//! (SPEC 4.11). The store's writer lock covers a tenant's whole run, Graph reads included; the
+//! plan is made from a view read in the run's own transaction. The decisions are
+//! [`entra_sync_core`]'s; this module reads, hands over and writes.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
+use entra_sync_core::directory::Snapshot;
+use entra_sync_core::plan::{self, Plan, Safety, StoreView};
+use entra_sync_core::resolve::{self, Report};
+use entra_sync_core::rules::Rules;
+use entra_sync_core::run::{self, Basis, RunCounts, RunMode, RunStatus, UserQuery};
+
 use crate::apply::RunWrite;
 use crate::apply::now_rfc3339;
 use crate::config::{Config, TenantConfig};
-use crate::directory::Snapshot;
 use crate::graph::{GraphClient, GraphError};
-use crate::plan::{self, Action, Plan, RecordRef, Safety, StoreView};
-use crate::record::{RecordKind, fold};
 use crate::refresh;
-use crate::resolve::{self, Report, Rules};
-use crate::store::{MirrorWrite, RunCounts, RunRecord, Store, StoreError, WriterLock};
+use crate::store::{MirrorWrite, RunRecord, Store, StoreError, WriterLock};
 
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
@@ -32,30 +34,10 @@ pub struct SyncOptions {
     pub allow_mass_deactivation: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    Success,
-    Held,
-    Failed,
-    DryRun,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Success => "success",
-            RunStatus::Held => "held",
-            RunStatus::Failed => "failed",
-            RunStatus::DryRun => "dry_run",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantOutcome {
     pub tenant: String,
-    pub mode: String,
+    pub mode: RunMode,
     pub status: RunStatus,
     #[serde(flatten)]
     pub counts: RunCounts,
@@ -107,7 +89,7 @@ pub fn rules_for(config: &Config, tenant: &TenantConfig) -> Rules {
     Rules {
         tenant: tenant.name.clone(),
         tenant_account: tenant.account.clone(),
-        rules: config.rules_of(&tenant.name).cloned().collect(),
+        rules: config.rules_of(&tenant.name).map(|r| r.rule()).collect(),
         email_source: config.sync.email_source,
         nested_groups: config.sync.nested_groups,
         default_phone_type: config.sync.default_phone_type.clone(),
@@ -203,7 +185,11 @@ async fn run_tenant(
     let started_at = now_rfc3339();
     let mut outcome = TenantOutcome {
         tenant: tenant.name.clone(),
-        mode: if opts.user.is_some() { "user" } else { "full" }.to_string(),
+        mode: if opts.user.is_some() {
+            RunMode::User
+        } else {
+            RunMode::Full
+        },
         status: RunStatus::Failed,
         counts: RunCounts::default(),
         graph_requests: 0,
@@ -223,7 +209,7 @@ async fn run_tenant(
             for change in &plan.changes {
                 tracing::debug!(tenant = %tenant.name, "{change}");
             }
-            outcome.counts = counts(&plan);
+            outcome.counts = plan.counts();
             outcome.hold_reason = plan.hold_reason.clone();
             outcome.reports = plan.reports.clone();
             log_outcome(&outcome);
@@ -281,13 +267,13 @@ async fn tenant_run(
     };
     let mut phase = crate::phase::Phase::start();
     // What the run is attempting, so a run that fails is recorded with the mode it failed in.
-    let mut attempting = refresh::Mode::Full;
+    let mut attempting = RunMode::Full;
     let graph_result = async {
         if opts.user.is_none()
             && !opts.full
             && let Some(cursors) = &stored_cursors
         {
-            attempting = refresh::Mode::Incremental;
+            attempting = RunMode::Incremental;
             match refresh::incremental(&client, &rules, cursors, load_mirror).await {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => tracing::info!(tenant = %tenant.name, "tracked groups changed; running a full sync"),
@@ -296,7 +282,7 @@ async fn tenant_run(
                 }
                 Err(e) => return Err(e),
             }
-            attempting = refresh::Mode::Full;
+            attempting = RunMode::Full;
         }
         let mirror_groups = match &store {
             Some(s) => s.mirror_group_ids(&tenant.name).unwrap_or_default(),
@@ -317,11 +303,11 @@ async fn tenant_run(
         .load(std::sync::atomic::Ordering::Relaxed)
         - wait_ms_before;
     if opts.user.is_none() {
-        outcome.mode = attempting.as_str().to_string();
+        outcome.mode = attempting;
     }
     let mut refreshed = graph_result.map_err(|e| anyhow::anyhow!(e))?;
     phase.done(&tenant.name, "graph read");
-    let mode = outcome.mode.clone();
+    let mode = outcome.mode;
 
     let last_status = match &store {
         Some(s) => s.last_status(&tenant.name)?,
@@ -332,25 +318,20 @@ async fn tenant_run(
         .is_none_or(|c| c.rules != refreshed.cursors.rules);
     let run = RunContext {
         tenant,
-        mode: &mode,
+        mode,
         started_at,
         opts,
     };
-    let (snapshot, fresh) = match (refreshed.snapshot.take(), &store) {
-        (Some(snapshot), _) => (snapshot, true),
-        (None, None) => (Snapshot::default(), false),
-        (None, Some(s))
-            if rules_changed
-                || last_status.as_deref() == Some("held")
-                || opts.allow_mass_deactivation =>
-        {
-            // Nothing new in Entra, but the rules changed or a held run is being released:
-            // resolve the stored mirror again.
-            (s.load_mirror(&tenant.name)?, false)
-        }
-        (None, Some(_)) => {
-            // Nothing happened in Entra and nothing changed here: record the run and the new
-            // cursors, touch no record.
+    let fresh = refreshed.snapshot.is_some();
+    let basis = run::basis(
+        fresh,
+        rules_changed,
+        last_status,
+        opts.allow_mass_deactivation,
+    );
+    let snapshot = match (basis, refreshed.snapshot.take(), &store) {
+        (Basis::Fresh, Some(snapshot), _) => snapshot,
+        (Basis::Unchanged, _, _) => {
             let plan = Plan {
                 tenant: tenant.name.clone(),
                 ..Plan::default()
@@ -360,6 +341,8 @@ async fn tenant_run(
             apply_recorded(access, &run, outcome, &plan)?;
             return Ok(Some(plan));
         }
+        (_, _, Some(s)) => s.load_mirror(&tenant.name)?,
+        (_, _, None) => Snapshot::default(),
     };
     phase.done(&tenant.name, "mirror load");
     // The run's one write transaction starts here, and the store view is read through it
@@ -372,8 +355,9 @@ async fn tenant_run(
         allow_mass_deactivation: opts.allow_mass_deactivation,
     };
     let user = match &opts.user {
-        Some(query) => match find_in_entra(query, &snapshot)
-            .or_else(|| find_in_store(query, &view, &tenant.name))
+        Some(query) => match UserQuery::new(query)
+            .in_entra(&snapshot)
+            .or_else(|| UserQuery::new(query).in_store(&view, &tenant.name))
         {
             Some(id) => {
                 // Support staff asked for this one person: the mass guard does not apply.
@@ -384,17 +368,7 @@ async fn tenant_run(
         },
         None => None,
     };
-    let group_names: BTreeMap<String, Option<String>> = rules
-        .rules
-        .iter()
-        .map(|r| {
-            let group = snapshot.groups.get(&r.group_id);
-            (
-                r.group_id.clone(),
-                group.and_then(|g| g.display_name.clone()),
-            )
-        })
-        .collect();
+    let group_names = plan::group_names(&rules, &snapshot);
     phase.done(&tenant.name, "view");
     // Resolving and planning (pure CPU) and writing the new mirror and cursors (SQLite) only
     // read the snapshot, so they run side by side; then the snapshot is freed. A one-user run
@@ -422,14 +396,13 @@ async fn tenant_run(
     mirror_written?;
     drop(snapshot);
     phase.done(&tenant.name, "wait for the plan, free snapshot");
-    if let Some(id) = &user {
-        plan = restrict_to_user(plan, id, &view);
-    } else if refreshed.mode == refresh::Mode::Full
-        && config.retention.purge_deactivated_after_days > 0
-    {
-        let days = config.retention.purge_deactivated_after_days.min(36_500) as i64;
-        let cutoff = (chrono::Utc::now() - chrono::Duration::days(days))
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    if let Some(id) = user {
+        plan = plan.restrict_to_user(id, &view);
+    } else if refreshed.mode == RunMode::Full && config.retention.purge_deactivated_after_days > 0 {
+        let cutoff = plan::retention_cutoff(
+            chrono::Utc::now(),
+            config.retention.purge_deactivated_after_days,
+        );
         plan.changes
             .extend(plan::purges(&tenant.name, &view, &cutoff));
     }
@@ -478,7 +451,7 @@ impl<'s> Access<'s> {
 /// Who and what a run is, for its `sync_runs` row.
 struct RunContext<'a> {
     tenant: &'a TenantConfig,
-    mode: &'a str,
+    mode: RunMode,
     started_at: &'a str,
     opts: &'a SyncOptions,
 }
@@ -503,90 +476,16 @@ fn apply_recorded(
     };
     let record = RunRecord {
         tenant: run.tenant.name.clone(),
-        mode: run.mode.to_string(),
+        mode: run.mode,
         started_at: run.started_at.to_string(),
         finished_at: Some(now_rfc3339()),
-        status: outcome.status.as_str().to_string(),
-        counts: counts(plan),
+        status: outcome.status,
+        counts: plan.counts(),
         graph_requests: outcome.graph_requests as i64,
         error: plan.hold_reason.clone(),
     };
     write.finish(plan, &record)?;
     Ok(())
-}
-
-/// The object id of the Entra user `query` names (object id, UPN or mail).
-fn find_in_entra(query: &str, snapshot: &Snapshot) -> Option<String> {
-    let q = fold(query);
-    let by_id = crate::config::parse_guid(query);
-    for user in snapshot.users.values() {
-        let matches = by_id.as_deref() == Some(user.id.as_str())
-            || user.user_principal_name.as_deref().map(fold) == Some(q.clone())
-            || user.mail.as_deref().map(fold) == Some(q.clone());
-        if matches {
-            return Some(user.id.clone());
-        }
-    }
-    None
-}
-
-/// The object id of the user `query` names (object id or email) among the tenant's synced
-/// records: someone who left every group is only known to the store.
-fn find_in_store(query: &str, view: &StoreView, tenant: &str) -> Option<String> {
-    let q = fold(query);
-    let by_id = crate::config::parse_guid(query);
-    view.links
-        .iter()
-        .filter(|l| l.tenant == tenant)
-        .find(|l| {
-            by_id.as_deref() == Some(l.object_id.as_str())
-                || view
-                    .records
-                    .get(&(l.kind, l.record_id))
-                    .and_then(|r| r.values.email())
-                    .map(fold)
-                    == Some(q.clone())
-        })
-        .map(|l| l.object_id.clone())
-}
-
-/// Keeps only what concerns one user: their record changes and their group memberships.
-fn restrict_to_user(mut plan: Plan, object_id: &str, view: &StoreView) -> Plan {
-    plan.changes.retain(|c| *c.object_id == *object_id);
-    plan.held.retain(|c| *c.object_id == *object_id);
-    plan.reports.retain(|r| r.object_id == object_id);
-    let mut theirs: Vec<(RecordKind, RecordRef)> = view
-        .links
-        .iter()
-        .filter(|l| l.tenant == plan.tenant && l.object_id == object_id)
-        .map(|l| (l.kind, RecordRef::Existing(l.record_id)))
-        .collect();
-    theirs.extend(plan.changes.iter().map(|c| (c.kind, c.record.clone())));
-    for group in &mut plan.groups {
-        group.add.retain(|m| theirs.contains(m));
-        group
-            .remove
-            .retain(|(k, id)| theirs.contains(&(*k, RecordRef::Existing(*id))));
-    }
-    plan.groups.retain(|g| {
-        !g.remove_group && (g.group.is_none() || !g.add.is_empty() || !g.remove.is_empty())
-    });
-    plan.hold_reason = None;
-    plan
-}
-
-fn counts(plan: &Plan) -> RunCounts {
-    let n = |a: Action| plan.count(a) as i64;
-    RunCounts {
-        created: n(Action::Create),
-        updated: n(Action::Update) + n(Action::Merge),
-        reactivated: n(Action::Reactivate),
-        deactivated: n(Action::Deactivate),
-        archived: n(Action::Archive),
-        purged: n(Action::Purge),
-        held: plan.held.iter().filter(|c| c.action.removes()).count() as i64,
-        reports: plan.reports.len() as i64,
-    }
 }
 
 async fn finish_failed(
@@ -602,10 +501,10 @@ async fn finish_failed(
     if !opts.dry_run {
         let record = RunRecord {
             tenant: outcome.tenant.clone(),
-            mode: outcome.mode.clone(),
+            mode: outcome.mode,
             started_at: started_at.to_string(),
             finished_at: Some(now_rfc3339()),
-            status: "failed".into(),
+            status: RunStatus::Failed,
             counts: RunCounts::default(),
             graph_requests: outcome.graph_requests as i64,
             error: Some(error),
@@ -643,7 +542,7 @@ fn record_metrics(o: &TenantOutcome) {
         metrics::counter!("entra_sync_changes_total", "tenant" => tenant.clone(), "action" => action)
             .increment(n.max(0) as u64);
     }
-    metrics::histogram!("entra_sync_run_duration_seconds", "tenant" => tenant.clone(), "mode" => o.mode.clone())
+    metrics::histogram!("entra_sync_run_duration_seconds", "tenant" => tenant.clone(), "mode" => o.mode.as_str())
         .record(o.duration_ms as f64 / 1000.0);
     if o.status == RunStatus::Success {
         metrics::gauge!("entra_sync_last_success_timestamp_seconds", "tenant" => tenant)

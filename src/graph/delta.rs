@@ -9,9 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use entra_sync_core::ObjectId;
+use entra_sync_core::directory::MemberType;
+
 use super::wire::{USER_SELECT, member_type, object_id};
 use super::{GraphClient, GraphError};
-use crate::directory::MemberType;
 
 /// Graph accepts at most 50 ids in a delta `$filter`.
 pub const MAX_FILTER_IDS: usize = 50;
@@ -24,8 +26,8 @@ pub fn users_latest(client: &GraphClient) -> String {
 }
 
 /// Starts of groups rounds at "now" for `groups`, one per 50 ids.
-pub fn groups_latest(client: &GraphClient, groups: &BTreeSet<String>) -> Vec<String> {
-    let ids: Vec<&String> = groups.iter().collect();
+pub fn groups_latest(client: &GraphClient, groups: &BTreeSet<ObjectId>) -> Vec<String> {
+    let ids: Vec<&ObjectId> = groups.iter().collect();
     ids.chunks(MAX_FILTER_IDS)
         .map(|chunk| {
             let filter: Vec<String> = chunk.iter().map(|id| format!("id eq '{id}'")).collect();
@@ -80,15 +82,20 @@ pub async fn round(client: &GraphClient, url: &str, what: &str) -> Result<Round,
 #[derive(Debug, Default)]
 pub struct UserChanges {
     /// Latest properties seen per user (only the keys Graph sent).
-    pub changed: BTreeMap<String, serde_json::Map<String, Value>>,
+    pub changed: BTreeMap<ObjectId, serde_json::Map<String, Value>>,
     /// Users deleted (soft: restorable, or hard) and not restored later in the round.
-    pub removed: BTreeSet<String>,
+    pub removed: BTreeSet<ObjectId>,
 }
 
-pub fn user_changes(items: &[Value]) -> UserChanges {
+/// The users round's items merged; an item whose id is not a GUID fails the round.
+pub fn user_changes(items: &[Value]) -> Result<UserChanges, GraphError> {
     let mut out = UserChanges::default();
     for item in items {
-        let Some(id) = object_id(item) else { continue };
+        let id = match object_id(item) {
+            Ok(Some(id)) => id,
+            Ok(None) => continue,
+            Err(e) => return Err(GraphError::not_a_guid("users delta", e)),
+        };
         if item.get("@removed").is_some() {
             out.changed.remove(&id);
             out.removed.insert(id);
@@ -104,44 +111,51 @@ pub fn user_changes(items: &[Value]) -> UserChanges {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// What a groups round says about the tracked groups' direct members.
 #[derive(Debug, Default)]
 pub struct GroupChanges {
     /// group → member → `Some(type)` added, `None` removed (last word wins).
-    pub members: BTreeMap<String, BTreeMap<String, Option<MemberType>>>,
-    pub renamed: BTreeMap<String, String>,
-    pub deleted: BTreeSet<String>,
+    pub members: BTreeMap<ObjectId, BTreeMap<ObjectId, Option<MemberType>>>,
+    pub renamed: BTreeMap<ObjectId, String>,
+    pub deleted: BTreeSet<ObjectId>,
 }
 
-pub fn group_changes(items: &[Value]) -> GroupChanges {
+/// The groups round's items merged. An id that is not a GUID fails the round, except on a
+/// member's removal: nothing stored can have such an id, so there is nothing to remove (one of
+/// Microsoft's own documented examples has such a typo).
+pub fn group_changes(items: &[Value]) -> Result<GroupChanges, GraphError> {
+    let refuse = |e| GraphError::not_a_guid("groups delta", e);
     let mut out = GroupChanges::default();
     for item in items {
-        let Some(id) = object_id(item) else { continue };
+        let Some(id) = object_id(item).map_err(refuse)? else {
+            continue;
+        };
         if item.get("@removed").is_some() {
             out.deleted.insert(id);
             continue;
         }
         if let Some(name) = item.get("displayName").and_then(Value::as_str) {
-            out.renamed.insert(id.clone(), name.to_string());
+            out.renamed.insert(id, name.to_string());
         }
         // One group's members@delta can be split across pages: merge by group id.
         if let Some(members) = item.get("members@delta").and_then(Value::as_array) {
             let entry = out.members.entry(id).or_default();
             for m in members {
-                let Some(mid) = object_id(m) else { continue };
-                let change = if m.get("@removed").is_some() {
-                    None
-                } else {
-                    Some(member_type(m))
+                let removed = m.get("@removed").is_some();
+                let mid = match object_id(m) {
+                    Ok(Some(mid)) => mid,
+                    Ok(None) => continue,
+                    Err(_) if removed => continue,
+                    Err(e) => return Err(refuse(e)),
                 };
-                entry.insert(mid, change);
+                entry.insert(mid, (!removed).then(|| member_type(m)));
             }
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -159,44 +173,70 @@ mod tests {
     fn a_large_groups_members_split_over_pages_are_merged() {
         let mut items = fixture("groups-delta-large-group-page1.json");
         items.extend(fixture("groups-delta-large-group-page2.json"));
-        let changes = group_changes(&items);
+        let changes = group_changes(&items).unwrap();
         assert_eq!(changes.members.len(), 1, "one group, seen on two pages");
         let members = changes.members.values().next().unwrap();
         assert!(members.len() >= 2);
     }
 
+    fn id(text: &str) -> ObjectId {
+        ObjectId::parse(text).unwrap()
+    }
+
     #[test]
     fn member_removals_and_additions_are_told_apart() {
-        let changes = group_changes(&fixture("groups-delta-members-changes.json"));
-        let members = &changes.members["2e5807ce-58f3-4a94-9b37-ffff2e085957"];
+        let changes = group_changes(&fixture("groups-delta-members-changes.json")).unwrap();
+        let members = &changes.members[&id("2e5807ce-58f3-4a94-9b37-ffff2e085957")];
         assert_eq!(
-            members["37de1ae3-408f-4702-8636-20824abda004"],
+            members[&id("37de1ae3-408f-4702-8636-20824abda004")],
             Some(MemberType::User)
         );
-        assert_eq!(members["632f6bb2-3ec8-4c1f-9073-0027a8c6859"], None);
+        // The example's removed member has an 11-digit last block: no GUID, nothing to remove.
+        assert_eq!(members.len(), 1);
+    }
+
+    #[test]
+    fn an_added_member_or_user_whose_id_is_not_a_guid_fails_the_round() {
+        let hostile = "x/../../../users/someone?$select=signInActivity#";
+        let group = serde_json::json!({
+            "id": "2e5807ce-58f3-4a94-9b37-ffff2e085957",
+            "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": hostile}]
+        });
+        let e = group_changes(&[group]).unwrap_err().to_string();
+        assert!(
+            e.contains("groups delta") && e.contains("is not a GUID"),
+            "{e}"
+        );
+        let user = serde_json::json!({"id": hostile, "mail": "a@b.c"});
+        let e = user_changes(&[user]).unwrap_err().to_string();
+        assert!(
+            e.contains("users delta") && e.contains("is not a GUID"),
+            "{e}"
+        );
     }
 
     #[test]
     fn soft_deleted_users_are_removed_and_changed_users_keep_only_sent_keys() {
-        let changes = user_changes(&fixture("users-delta-changes.json"));
+        let changes = user_changes(&fixture("users-delta-changes.json")).unwrap();
         assert!(
             changes
                 .removed
-                .contains("8ffff70c-1c63-4860-b963-e34ec660931d")
+                .contains(&id("8ffff70c-1c63-4860-b963-e34ec660931d"))
         );
-        let changed = &changes.changed["25dcffff-959e-4ece-9973-e5d9b800e8cc"];
+        let changed = &changes.changed[&id("25dcffff-959e-4ece-9973-e5d9b800e8cc")];
         assert_eq!(changed["surname"], "Administrator");
         assert!(!changed.contains_key("mail"));
     }
 
     #[test]
     fn a_user_deleted_then_restored_in_one_round_is_present() {
+        let a = "0000000a-0000-0000-0000-000000000000";
         let items = vec![
-            serde_json::json!({"id": "a", "@removed": {"reason": "changed"}}),
-            serde_json::json!({"id": "a", "mail": "a@b.c"}),
+            serde_json::json!({"id": a, "@removed": {"reason": "changed"}}),
+            serde_json::json!({"id": a, "mail": "a@b.c"}),
         ];
-        let c = user_changes(&items);
+        let c = user_changes(&items).unwrap();
         assert!(c.removed.is_empty());
-        assert_eq!(c.changed["a"]["mail"], "a@b.c");
+        assert_eq!(c.changed[&id(a)]["mail"], "a@b.c");
     }
 }

@@ -11,17 +11,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
+use entra_sync_core::ObjectId;
+use entra_sync_core::directory::{EntraGroup, EntraUser, MemberType, Snapshot};
+
 use super::wire::{Member, USER_SELECT};
 use super::{GraphClient, GraphError};
-use crate::directory::{EntraGroup, EntraUser, MemberType, Snapshot};
 
 const GROUP_SELECT: &str = "id,displayName,createdDateTime,securityEnabled";
 
 /// The rule groups' metadata (display name, `createdDateTime`) by id.
 pub async fn group_infos(
     client: &GraphClient,
-    group_ids: &[String],
-) -> Result<BTreeMap<String, EntraGroup>, GraphError> {
+    group_ids: &[ObjectId],
+) -> Result<BTreeMap<ObjectId, EntraGroup>, GraphError> {
     let paths: Vec<String> = group_ids
         .iter()
         .map(|id| format!("/groups/{id}?$select={GROUP_SELECT}"))
@@ -45,15 +47,14 @@ pub async fn group_infos(
             tracing::warn!(tenant = client.tenant(), group = %id, "group is not a security group; synced anyway");
         }
         out.insert(
-            id.clone(),
+            *id,
             EntraGroup {
-                id: id.clone(),
                 display_name: body
                     .get("displayName")
                     .and_then(Value::as_str)
                     .map(str::to_string),
                 created,
-                members: BTreeMap::new(),
+                ..EntraGroup::new(*id)
             },
         );
     }
@@ -64,9 +65,9 @@ pub async fn group_infos(
 /// `users`, shared by every group read of a snapshot, so a user in many groups is kept once.
 pub async fn group_members(
     client: &GraphClient,
-    group_id: &str,
-    users: &Mutex<BTreeMap<String, EntraUser>>,
-) -> Result<BTreeMap<String, MemberType>, GraphError> {
+    group_id: ObjectId,
+    users: &Mutex<BTreeMap<ObjectId, EntraUser>>,
+) -> Result<BTreeMap<ObjectId, MemberType>, GraphError> {
     let url = client.url(&format!(
         "/groups/{group_id}/members?$select={USER_SELECT}&$top=999"
     ));
@@ -79,20 +80,24 @@ pub async fn group_members(
         next = page.next_link;
         let mut known = users.lock().unwrap_or_else(PoisonError::into_inner);
         for item in page.value {
-            let Some(id) = item.id() else {
-                tracing::warn!(
-                    tenant = client.tenant(),
-                    group = group_id,
-                    "a member without an id was ignored"
-                );
-                continue;
+            let id = match item.id() {
+                Ok(Some(id)) => id,
+                Ok(None) => {
+                    tracing::warn!(
+                        tenant = client.tenant(),
+                        group = %group_id,
+                        "a member without an id was ignored"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(GraphError::not_a_guid(&what, e)),
             };
             let kind = item.kind();
             if kind == MemberType::User
                 && !known.contains_key(&id)
-                && let Some(user) = item.into_user()
+                && let Ok(Some(user)) = item.into_user()
             {
-                known.insert(id.clone(), user);
+                known.insert(id, user);
             }
             members.insert(id, kind);
         }
@@ -103,21 +108,21 @@ pub async fn group_members(
 /// The whole snapshot of `rule_groups` (and, when `nested`, the groups inside them).
 pub async fn full_snapshot(
     client: &Arc<GraphClient>,
-    rule_groups: &[String],
+    rule_groups: &[ObjectId],
     nested: bool,
 ) -> Result<Snapshot, GraphError> {
     let mut groups = group_infos(client, rule_groups).await?;
     let users = Arc::new(Mutex::new(BTreeMap::new()));
-    let mut queue: BTreeSet<String> = rule_groups.iter().cloned().collect();
-    let mut read: BTreeSet<String> = BTreeSet::new();
+    let mut queue: BTreeSet<ObjectId> = rule_groups.iter().copied().collect();
+    let mut read: BTreeSet<ObjectId> = BTreeSet::new();
     while !queue.is_empty() {
         let mut tasks = JoinSet::new();
         for group in std::mem::take(&mut queue) {
-            read.insert(group.clone());
+            read.insert(group);
             let client = Arc::clone(client);
             let users = Arc::clone(&users);
             tasks.spawn(async move {
-                let result = group_members(&client, &group, &users).await;
+                let result = group_members(&client, group, &users).await;
                 (group, result)
             });
         }
@@ -129,17 +134,12 @@ pub async fn full_snapshot(
             let members = result?;
             for (id, kind) in &members {
                 if nested && *kind == MemberType::Group && !read.contains(id) {
-                    queue.insert(id.clone());
+                    queue.insert(*id);
                 }
             }
             groups
-                .entry(group.clone())
-                .or_insert_with(|| EntraGroup {
-                    id: group.clone(),
-                    display_name: None,
-                    created: None,
-                    members: BTreeMap::new(),
-                })
+                .entry(group)
+                .or_insert_with(|| EntraGroup::new(group))
                 .members = members;
         }
     }

@@ -59,6 +59,15 @@ pub enum GraphError {
 }
 
 impl GraphError {
+    /// Graph answered an object id that is not a GUID: refused before it can reach a URL or
+    /// the store (SPEC 5.8).
+    pub fn not_a_guid(what: &str, e: entra_sync_core::NotAGuid) -> GraphError {
+        GraphError::BadResponse {
+            what: what.to_string(),
+            reason: format!("{e}; Graph object ids are GUIDs, so the answer is refused"),
+        }
+    }
+
     /// The error for a failed answer that is not retried, from its status and Graph's error
     /// `code` and `message`.
     fn for_status(what: String, status: u16, code: String, message: &str) -> GraphError {

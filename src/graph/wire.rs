@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::directory::{EntraUser, MemberType};
+use entra_sync_core::directory::{EntraUser, MemberType};
+use entra_sync_core::{NotAGuid, ObjectId};
 
 /// The `$select` list for users: only what the mapping and scope need.
 pub const USER_SELECT: &str = "id,userPrincipalName,mail,givenName,surname,jobTitle,department,businessPhones,accountEnabled,userType";
@@ -176,9 +177,10 @@ pub struct Member {
 }
 
 impl Member {
-    /// The object's id, lower-cased when it is a GUID.
-    pub fn id(&self) -> Option<String> {
-        self.id.as_deref().map(normalize_id)
+    /// The object's id: `None` when it has none, an error when it is not a GUID (Graph's ids
+    /// are; anything else is refused before it can reach a URL).
+    pub fn id(&self) -> Result<Option<ObjectId>, NotAGuid> {
+        self.id.as_deref().map(ObjectId::parse).transpose()
     }
 
     pub fn kind(&self) -> MemberType {
@@ -186,9 +188,12 @@ impl Member {
     }
 
     /// The user this object describes (whatever its `@odata.type`), if it has an id.
-    pub fn into_user(self) -> Option<EntraUser> {
-        Some(EntraUser {
-            id: self.id()?,
+    pub fn into_user(self) -> Result<Option<EntraUser>, NotAGuid> {
+        let Some(id) = self.id()? else {
+            return Ok(None);
+        };
+        Ok(Some(EntraUser {
+            id,
             user_principal_name: self.user_principal_name,
             mail: self.mail,
             given_name: self.given_name,
@@ -198,7 +203,7 @@ impl Member {
             business_phone: self.business_phone,
             account_enabled: self.account_enabled,
             user_type: self.user_type,
-        })
+        }))
     }
 }
 
@@ -206,14 +211,13 @@ fn string(obj: &Value, key: &str) -> Option<String> {
     obj.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-/// An object id as the sync keys it: lower-cased when it is a GUID, else as Graph sent it.
-fn normalize_id(id: &str) -> String {
-    crate::config::parse_guid(id).unwrap_or_else(|| id.to_string())
-}
-
-/// The object's id, lower-cased when it is a GUID.
-pub fn object_id(obj: &Value) -> Option<String> {
-    obj.get("id")?.as_str().map(normalize_id)
+/// The object's id: `None` when it has none (or not as a string), an error when it is not a
+/// GUID.
+pub fn object_id(obj: &Value) -> Result<Option<ObjectId>, NotAGuid> {
+    obj.get("id")
+        .and_then(Value::as_str)
+        .map(ObjectId::parse)
+        .transpose()
 }
 
 fn odata_member_type(odata_type: Option<&str>) -> MemberType {
@@ -228,18 +232,22 @@ pub fn member_type(obj: &Value) -> MemberType {
     odata_member_type(obj.get("@odata.type").and_then(Value::as_str))
 }
 
-/// A user object from `/users/{id}`, a `$batch` answer or a delta page.
-pub fn parse_user(obj: &Value) -> Option<EntraUser> {
-    Member::deserialize(obj).ok()?.into_user()
+/// A user object from `/users/{id}`, a `$batch` answer or a delta page; `Ok(None)` when it is
+/// not an object with an id.
+pub fn parse_user(obj: &Value) -> Result<Option<EntraUser>, NotAGuid> {
+    match Member::deserialize(obj) {
+        Ok(member) => member.into_user(),
+        Err(_) => Ok(None),
+    }
 }
 
 /// `existing` with the properties a delta item carries laid over it (delta items may carry
 /// only some properties; absent keys keep their value, `null` clears).
 pub fn merge_user(
-    id: &str,
+    id: ObjectId,
     existing: Option<&EntraUser>,
     changes: &serde_json::Map<String, Value>,
-) -> Option<EntraUser> {
+) -> EntraUser {
     let mut obj = serde_json::Map::new();
     obj.insert("id".into(), Value::String(id.to_string()));
     if let Some(u) = existing {
@@ -271,7 +279,12 @@ pub fn merge_user(
             obj.insert(k.clone(), v.clone());
         }
     }
+    // The id is a GUID and the object has one, so this only falls back for a Member that fails
+    // to deserialize, which its lenient readers never do.
     parse_user(&Value::Object(obj))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| EntraUser::new(id))
 }
 
 /// `{"error":{"code","message","innerError":{…}}}`; the inner key is matched case-insensitively.
@@ -389,8 +402,8 @@ mod tests {
             "mail": 42, "givenName": null, "businessPhones": ["+1 425"],
             "accountEnabled": "yes", "userPrincipalName": "a@b.c"
         });
-        let u = parse_user(&v).unwrap();
-        assert_eq!(u.id, "25dcffff-959e-4ece-9973-e5d9b800e8cc");
+        let u = parse_user(&v).unwrap().unwrap();
+        assert_eq!(u.id.to_string(), "25dcffff-959e-4ece-9973-e5d9b800e8cc");
         assert_eq!(u.mail, None);
         assert_eq!(u.business_phone.as_deref(), Some("+1 425"));
         assert_eq!(u.account_enabled, None);
@@ -415,7 +428,7 @@ mod tests {
                 assert_eq!(parse_user(v), m.into_user(), "{name}");
             }
         }
-        let odd = br##"{"value":[{"id":"A","@odata.type":"#microsoft.graph.user","mail":{"x":[1]},
+        let odd = br##"{"value":[{"id":"0000000A-0000-0000-0000-000000000000","@odata.type":"#microsoft.graph.user","mail":{"x":[1]},
             "businessPhones":[7,"+1"],"accountEnabled":1,"userPrincipalName":"a@b.c"}]}"##;
         let user = parse_page_of::<Member>(odd)
             .unwrap()
@@ -423,13 +436,27 @@ mod tests {
             .pop()
             .unwrap()
             .into_user()
+            .unwrap()
             .unwrap();
-        assert_eq!(user.id, "A");
+        assert_eq!(user.id.to_string(), "0000000a-0000-0000-0000-000000000000");
         assert_eq!(
             (user.mail, user.business_phone, user.account_enabled),
             (None, None, None)
         );
         assert_eq!(user.user_principal_name.as_deref(), Some("a@b.c"));
+    }
+
+    #[test]
+    fn ids_that_are_not_guids_are_refused_and_absent_ids_are_no_user() {
+        let hostile = serde_json::json!({
+            "@odata.type": "#microsoft.graph.user",
+            "id": "x/../../../users/someone?$select=signInActivity#",
+            "userPrincipalName": "a@b.c"
+        });
+        let e = parse_user(&hostile).unwrap_err();
+        assert!(e.to_string().contains("is not a GUID"), "{e}");
+        assert_eq!(object_id(&hostile).unwrap_err(), e);
+        assert_eq!(parse_user(&serde_json::json!({"mail": "a@b.c"})), Ok(None));
     }
 
     #[test]
@@ -482,7 +509,8 @@ mod fuzz {
             let page = serde_json::json!({"value": [v]}).to_string();
             let _ = parse_page(page.as_bytes());
             let typed = parse_page_of::<Member>(page.as_bytes());
-            prop_assert_eq!(typed.ok().and_then(|mut p| p.value.pop()).and_then(Member::into_user), parse_user(&v));
+            let member = typed.unwrap().value.pop().unwrap();
+            prop_assert_eq!(member.into_user(), parse_user(&v));
         }
     }
 }

@@ -8,10 +8,12 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use entra_sync_core::ObjectId;
+use entra_sync_core::directory::{EntraGroup, EntraUser, MemberType, Snapshot};
+use entra_sync_core::run::RunStatus;
 use rusqlite::{Transaction, params};
 
-use super::{Store, StoreError};
-use crate::directory::{EntraGroup, EntraUser, MemberType, Snapshot};
+use super::{IdText, Store, StoreError};
 
 /// Where each delta round of a tenant continues, and what they were taken for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,7 +42,7 @@ impl Store {
         let rows = stmt.query_map([tenant], |r| r.get::<_, String>(0))?;
         for data in rows {
             if let Ok(user) = serde_json::from_str::<EntraUser>(&data?) {
-                snapshot.users.insert(user.id.clone(), user);
+                snapshot.users.insert(user.id, user);
             }
         }
         let mut stmt = self.conn.prepare(
@@ -55,16 +57,18 @@ impl Store {
         })?;
         for row in rows {
             let (id, display_name, created) = row?;
+            let Ok(id) = ObjectId::parse(&id) else {
+                continue; // never written by this version: the next full read replaces it
+            };
             let created = created
                 .and_then(|c| chrono::DateTime::parse_from_rfc3339(&c).ok())
                 .map(|d| d.with_timezone(&chrono::Utc));
             snapshot.groups.insert(
-                id.clone(),
+                id,
                 EntraGroup {
-                    id,
                     display_name,
                     created,
-                    members: BTreeMap::new(),
+                    ..EntraGroup::new(id)
                 },
             );
         }
@@ -80,6 +84,10 @@ impl Store {
         })?;
         for row in rows {
             let (group, member, kind) = row?;
+            let (Ok(group), Ok(member)) = (ObjectId::parse(&group), ObjectId::parse(&member))
+            else {
+                continue;
+            };
             if let Some(g) = snapshot.groups.get_mut(&group) {
                 g.members.insert(member, MemberType::parse(&kind));
             }
@@ -91,12 +99,16 @@ impl Store {
     pub fn mirror_group_ids(
         &self,
         tenant: &str,
-    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+    ) -> Result<std::collections::BTreeSet<ObjectId>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT object_id FROM entra_groups WHERE tenant = ?1")?;
         let rows = stmt.query_map([tenant], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut ids = std::collections::BTreeSet::new();
+        for id in rows {
+            ids.extend(ObjectId::parse(&id?).ok());
+        }
+        Ok(ids)
     }
 
     pub fn load_cursors(&self, tenant: &str) -> Result<Option<Cursors>, StoreError> {
@@ -134,16 +146,17 @@ impl Store {
     }
 
     /// The status of the tenant's latest run, if any.
-    pub fn last_status(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+    pub fn last_status(&self, tenant: &str) -> Result<Option<RunStatus>, StoreError> {
         use rusqlite::OptionalExtension;
-        Ok(self
+        let status: Option<String> = self
             .conn
             .query_row(
                 "SELECT status FROM sync_runs WHERE tenant = ?1 ORDER BY id DESC LIMIT 1",
                 [tenant],
                 |r| r.get(0),
             )
-            .optional()?)
+            .optional()?;
+        Ok(status.as_deref().and_then(RunStatus::parse))
     }
 }
 
@@ -187,8 +200,13 @@ enum Op<'a> {
     DeleteUser(String),
     UpsertGroup(&'a EntraGroup),
     DeleteGroup(String),
-    AddMember(&'a str, &'a str, MemberType),
+    AddMember(ObjectId, ObjectId, MemberType),
     RemoveMember(String, String),
+}
+
+/// A stored mirror key and its id; `None` when it is not a GUID (then it is only ever deleted).
+fn keyed(text: String) -> (Option<ObjectId>, String) {
+    (ObjectId::parse(&text).ok(), text)
 }
 
 /// The mirror rows that differ from `new`, found by streaming the stored rows in key order
@@ -205,14 +223,14 @@ fn mirror_diff<'a>(
     let mut stmt =
         tx.prepare("SELECT object_id, data FROM entra_users WHERE tenant = ?1 ORDER BY object_id")?;
     let stored = stmt.query_map([tenant], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        Ok((keyed(r.get::<_, String>(0)?), r.get::<_, String>(1)?))
     })?;
     merge(
         rows_until_error(stored, &mut error),
         new.users.iter(),
-        |(a, _), (b, _)| a.as_str().cmp(b.as_str()),
+        |((a, _), _), (b, _)| a.cmp(&Some(**b)),
         |old, new| match (old, new) {
-            (Some((id, _)), None) => ops.push(Op::DeleteUser(id)),
+            (Some(((_, id), _)), None) => ops.push(Op::DeleteUser(id)),
             (old, Some((_, user))) => {
                 buf.clear();
                 if serde_json::to_writer(&mut buf, user).is_err()
@@ -233,7 +251,7 @@ fn mirror_diff<'a>(
     )?;
     let stored = stmt.query_map([tenant], |r| {
         Ok((
-            r.get::<_, String>(0)?,
+            keyed(r.get::<_, String>(0)?),
             r.get::<_, Option<String>>(1)?,
             r.get::<_, Option<String>>(2)?,
         ))
@@ -241,9 +259,9 @@ fn mirror_diff<'a>(
     merge(
         rows_until_error(stored, &mut error),
         new.groups.values(),
-        |(a, _, _), b| a.as_str().cmp(b.id.as_str()),
+        |((a, _), _, _), b| a.cmp(&Some(b.id)),
         |old, new| match (old, new) {
-            (Some((id, _, _)), None) => ops.push(Op::DeleteGroup(id)),
+            (Some(((_, id), _, _)), None) => ops.push(Op::DeleteGroup(id)),
             (old, Some(group)) => {
                 let created = group.created.map(|c| c.to_rfc3339());
                 if old.is_none_or(|(_, name, at)| name != group.display_name || at != created) {
@@ -264,23 +282,22 @@ fn mirror_diff<'a>(
     )?;
     let stored = stmt.query_map([tenant], |r| {
         Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
+            keyed(r.get::<_, String>(0)?),
+            keyed(r.get::<_, String>(1)?),
             r.get::<_, String>(2)?,
         ))
     })?;
-    let wanted = new.groups.iter().flat_map(|(g, group)| {
-        group
-            .members
-            .iter()
-            .map(move |(m, kind)| (g.as_str(), m.as_str(), *kind))
-    });
+    let wanted = new
+        .groups
+        .iter()
+        .flat_map(|(g, group)| group.members.iter().map(move |(m, kind)| (*g, *m, *kind)));
     merge(
-        rows_until_error(stored, &mut error).filter(|(g, _, _)| new.groups.contains_key(g)),
+        rows_until_error(stored, &mut error)
+            .filter(|((g, _), _, _)| g.is_some_and(|g| new.groups.contains_key(&g))),
         wanted,
-        |(g1, m1, _), (g2, m2, _)| (g1.as_str(), m1.as_str()).cmp(&(*g2, *m2)),
+        |((g1, _), (m1, _), _), (g2, m2, _)| (*g1, *m1).cmp(&(Some(*g2), Some(*m2))),
         |old, new| match (old, new) {
-            (Some((g, m, _)), None) => ops.push(Op::RemoveMember(g, m)),
+            (Some(((_, g), (_, m), _)), None) => ops.push(Op::RemoveMember(g, m)),
             (old, Some((g, m, kind))) => {
                 if old.is_none_or(|(_, _, stored)| stored != kind.as_str()) {
                     ops.push(Op::AddMember(g, m, kind));
@@ -322,7 +339,7 @@ pub(crate) fn write_mirror(
             match op {
                 Op::UpsertUser(user) => {
                     let data = serde_json::to_string(user).unwrap_or_default();
-                    upsert_user.execute(params![tenant, user.id, data])?;
+                    upsert_user.execute(params![tenant, IdText::of(user.id), data])?;
                 }
                 Op::DeleteUser(id) => {
                     delete_user.execute(params![tenant, id])?;
@@ -330,7 +347,7 @@ pub(crate) fn write_mirror(
                 Op::UpsertGroup(group) => {
                     tx.execute(
                         "INSERT OR REPLACE INTO entra_groups (tenant, object_id, display_name, created) VALUES (?1, ?2, ?3, ?4)",
-                        params![tenant, group.id, group.display_name, group.created.map(|c| c.to_rfc3339())],
+                        params![tenant, IdText::of(group.id), group.display_name, group.created.map(|c| c.to_rfc3339())],
                     )?;
                 }
                 Op::DeleteGroup(id) => {
@@ -344,7 +361,12 @@ pub(crate) fn write_mirror(
                     )?;
                 }
                 Op::AddMember(group, member, kind) => {
-                    add_member.execute(params![tenant, group, member, kind.as_str()])?;
+                    add_member.execute(params![
+                        tenant,
+                        IdText::of(group),
+                        IdText::of(member),
+                        kind.as_str()
+                    ])?;
                 }
                 Op::RemoveMember(group, member) => {
                     remove_member.execute(params![tenant, group, member])?;
@@ -367,29 +389,33 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn user(id: &str, title: &str) -> EntraUser {
+    /// `u1`, `g2`: the digit after the letter tells ids apart, the letter says what it is.
+    fn id(name: &str) -> ObjectId {
+        let n: u128 = name[1..].parse().unwrap();
+        ObjectId::from_u128(if name.starts_with('g') { 0x100 + n } else { n })
+    }
+
+    fn user(name: &str, title: &str) -> EntraUser {
         EntraUser {
-            id: id.into(),
-            user_principal_name: Some(format!("{id}@contoso.com")),
+            user_principal_name: Some(format!("{name}@contoso.com")),
             job_title: Some(title.into()),
             account_enabled: Some(true),
-            ..EntraUser::default()
+            ..EntraUser::new(id(name))
         }
     }
 
-    fn group(id: &str, name: &str, members: &[(&str, MemberType)]) -> EntraGroup {
+    fn group(name: &str, display: &str, members: &[(&str, MemberType)]) -> EntraGroup {
         EntraGroup {
-            id: id.into(),
-            display_name: Some(name.into()),
-            created: None,
-            members: members.iter().map(|(m, k)| (m.to_string(), *k)).collect(),
+            display_name: Some(display.into()),
+            members: members.iter().map(|(m, k)| (id(m), *k)).collect(),
+            ..EntraGroup::new(id(name))
         }
     }
 
     fn snapshot(users: Vec<EntraUser>, groups: Vec<EntraGroup>) -> Snapshot {
         Snapshot {
-            users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),
-            groups: groups.into_iter().map(|g| (g.id.clone(), g)).collect(),
+            users: users.into_iter().map(|u| (u.id, u)).collect(),
+            groups: groups.into_iter().map(|g| (g.id, g)).collect(),
         }
     }
 

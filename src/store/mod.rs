@@ -16,13 +16,18 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use entra_sync_core::ObjectId;
 use include_dir::{Dir, include_dir};
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::types::{FromSql, FromSqlError, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql, params};
 use rusqlite_migration::Migrations;
 use serde::Serialize;
 
-use crate::plan::{Link, StoreView, StoredGroup};
-use crate::record::{ContactValues, EmployeeValues, RecordKind, StoredRecord, Values};
+pub use entra_sync_core::run::RunCounts;
+use entra_sync_core::run::{RunMode, RunStatus};
+
+use entra_sync_core::plan::{Link, StoreView, StoredGroup};
+use entra_sync_core::record::{ContactValues, EmployeeValues, RecordKind, StoredRecord, Values};
 
 static MIGRATIONS_DIR: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
 
@@ -133,10 +138,10 @@ impl Store {
         let rows = stmt.query_map([limit_per_tenant as i64], |r| {
             Ok(RunRecord {
                 tenant: r.get(0)?,
-                mode: r.get(1)?,
+                mode: r.get::<_, Stored<RunMode>>(1)?.0,
                 started_at: r.get(2)?,
                 finished_at: r.get(3)?,
-                status: r.get(4)?,
+                status: r.get::<_, Stored<RunStatus>>(4)?.0,
                 counts: RunCounts {
                     created: r.get(5)?,
                     updated: r.get(6)?,
@@ -238,7 +243,8 @@ pub(crate) fn view_of(conn: &Connection, tenant: &str) -> Result<StoreView, Stor
     })?;
     for row in rows {
         let (tenant, object_id, kind, record_id, source) = row?;
-        let Some(kind) = RecordKind::parse(&kind) else {
+        let (Some(kind), Ok(object_id)) = (RecordKind::parse(&kind), ObjectId::parse(&object_id))
+        else {
             continue;
         };
         view.links.push(Link {
@@ -254,16 +260,27 @@ pub(crate) fn view_of(conn: &Connection, tenant: &str) -> Result<StoreView, Stor
     let mut stmt =
         conn.prepare("SELECT id, object_id, display_name FROM groups WHERE tenant = ?1")?;
     let rows = stmt.query_map([tenant], |r| {
-        Ok(StoredGroup {
-            id: r.get(0)?,
-            object_id: r.get(1)?,
-            display_name: r.get(2)?,
-            members: Default::default(),
-        })
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
     })?;
-    for g in rows {
-        let g = g?;
-        groups.insert(g.id, g);
+    for row in rows {
+        let (id, object_id, display_name) = row?;
+        // A group row written by something else than the sync, with no object id: not ours.
+        let Ok(object_id) = ObjectId::parse(&object_id) else {
+            continue;
+        };
+        groups.insert(
+            id,
+            StoredGroup {
+                id,
+                object_id,
+                display_name,
+                members: Default::default(),
+            },
+        );
     }
     let mut stmt = conn.prepare(
         "SELECT m.group_id, m.member_kind, m.member_id FROM group_members m
@@ -322,26 +339,14 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     options.open(path).map(drop)
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RunCounts {
-    pub created: i64,
-    pub updated: i64,
-    pub reactivated: i64,
-    pub deactivated: i64,
-    pub archived: i64,
-    pub purged: i64,
-    pub held: i64,
-    pub reports: i64,
-}
-
 /// One tenant's run as recorded in `sync_runs`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
     pub tenant: String,
-    pub mode: String,
+    pub mode: RunMode,
     pub started_at: String,
     pub finished_at: Option<String>,
-    pub status: String,
+    pub status: RunStatus,
     #[serde(flatten)]
     pub counts: RunCounts,
     pub graph_requests: i64,
@@ -364,10 +369,10 @@ pub(crate) fn insert_run(conn: &Connection, run: &RunRecord) -> Result<i64, Stor
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             run.tenant,
-            run.mode,
+            run.mode.as_str(),
             run.started_at,
             run.finished_at,
-            run.status,
+            run.status.as_str(),
             run.counts.created,
             run.counts.updated,
             run.counts.reactivated,
@@ -382,6 +387,41 @@ pub(crate) fn insert_run(conn: &Connection, run: &RunRecord) -> Result<i64, Stor
     )?;
     Ok(conn.last_insert_rowid())
 }
+
+/// An object id bound as its lower-case text, without allocating.
+pub(crate) struct IdText([u8; 36]);
+
+impl IdText {
+    pub(crate) fn of(id: ObjectId) -> IdText {
+        let mut buf = [0u8; 36];
+        id.encode(&mut buf);
+        IdText(buf)
+    }
+}
+
+impl ToSql for IdText {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(ValueRef::Text(&self.0)))
+    }
+}
+
+/// A run mode or status read back from its text; unknown text is a conversion error.
+struct Stored<T>(T);
+
+macro_rules! stored_text {
+    ($t:ty) => {
+        impl FromSql for Stored<$t> {
+            fn column_result(value: ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                let text = value.as_str()?;
+                <$t>::parse(text)
+                    .map(Stored)
+                    .ok_or_else(|| FromSqlError::Other(format!("unknown {text:?}").into()))
+            }
+        }
+    };
+}
+stored_text!(RunMode);
+stored_text!(RunStatus);
 
 /// The cross-process writer lock: one sync writes a store at a time (SPEC 5.5).
 pub struct WriterLock {

@@ -9,10 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::id::ObjectId;
+
 /// The Entra attributes of a user that the sync reads (`$select`). `None` = null or absent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntraUser {
-    pub id: String,
+    pub id: ObjectId,
     pub user_principal_name: Option<String>,
     pub mail: Option<String>,
     pub given_name: Option<String>,
@@ -25,6 +27,22 @@ pub struct EntraUser {
 }
 
 impl EntraUser {
+    /// A user with only an id: every property null.
+    pub fn new(id: ObjectId) -> EntraUser {
+        EntraUser {
+            id,
+            user_principal_name: None,
+            mail: None,
+            given_name: None,
+            surname: None,
+            job_title: None,
+            department: None,
+            business_phone: None,
+            account_enabled: None,
+            user_type: None,
+        }
+    }
+
     /// Graph returns users with every property null when the app lacks User.Read.All.
     pub fn is_limited(&self) -> bool {
         self.user_principal_name.is_none() || self.account_enabled.is_none()
@@ -61,25 +79,37 @@ impl MemberType {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntraGroup {
-    pub id: String,
+    pub id: ObjectId,
     pub display_name: Option<String>,
     pub created: Option<DateTime<Utc>>,
     /// Direct members by object id.
-    pub members: BTreeMap<String, MemberType>,
+    pub members: BTreeMap<ObjectId, MemberType>,
+}
+
+impl EntraGroup {
+    /// A group known only by its id (no name, no creation date, no members yet).
+    pub fn new(id: ObjectId) -> EntraGroup {
+        EntraGroup {
+            id,
+            display_name: None,
+            created: None,
+            members: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Users that are direct members of a tracked group, by object id.
-    pub users: BTreeMap<String, EntraUser>,
+    pub users: BTreeMap<ObjectId, EntraUser>,
     /// The rule groups and the nested groups reached from them, by object id.
-    pub groups: BTreeMap<String, EntraGroup>,
+    pub groups: BTreeMap<ObjectId, EntraGroup>,
 }
 
 impl Snapshot {
     /// Users that are members of `group` (directly, or through nested groups when `nested`).
     /// Cycles in nesting are followed once.
-    pub fn members_of(&self, group: &str, nested: bool) -> BTreeSet<&str> {
+    pub fn members_of(&self, group: ObjectId, nested: bool) -> BTreeSet<ObjectId> {
         let mut users = BTreeSet::new();
         let mut seen = BTreeSet::new();
         let mut stack = vec![group];
@@ -87,15 +117,15 @@ impl Snapshot {
             if !seen.insert(g) {
                 continue;
             }
-            let Some(group) = self.groups.get(g) else {
+            let Some(group) = self.groups.get(&g) else {
                 continue;
             };
             for (id, kind) in &group.members {
                 match kind {
                     MemberType::User => {
-                        users.insert(id.as_str());
+                        users.insert(*id);
                     }
-                    MemberType::Group if nested => stack.push(id.as_str()),
+                    MemberType::Group if nested => stack.push(*id),
                     _ => {}
                 }
             }
@@ -108,29 +138,30 @@ impl Snapshot {
 mod tests {
     use super::*;
 
-    fn group(id: &str, members: &[(&str, MemberType)]) -> EntraGroup {
+    fn group(id: u128, members: &[(u128, MemberType)]) -> EntraGroup {
         EntraGroup {
-            id: id.into(),
-            display_name: None,
-            created: None,
-            members: members.iter().map(|(m, k)| (m.to_string(), *k)).collect(),
+            members: members
+                .iter()
+                .map(|(m, k)| (ObjectId::from_u128(*m), *k))
+                .collect(),
+            ..EntraGroup::new(ObjectId::from_u128(id))
         }
     }
 
     #[test]
     fn nested_membership_follows_cycles_once() {
+        let (a, b, u1, u2) = (0xa, 0xb, 1, 2);
         let mut s = Snapshot::default();
-        s.groups.insert(
-            "a".into(),
-            group("a", &[("u1", MemberType::User), ("b", MemberType::Group)]),
-        );
-        s.groups.insert(
-            "b".into(),
-            group("b", &[("u2", MemberType::User), ("a", MemberType::Group)]),
-        );
-        let all: Vec<_> = s.members_of("a", true).into_iter().collect();
-        assert_eq!(all, vec!["u1", "u2"]);
-        let direct: Vec<_> = s.members_of("a", false).into_iter().collect();
-        assert_eq!(direct, vec!["u1"]);
+        for g in [
+            group(a, &[(u1, MemberType::User), (b, MemberType::Group)]),
+            group(b, &[(u2, MemberType::User), (a, MemberType::Group)]),
+        ] {
+            s.groups.insert(g.id, g);
+        }
+        let id = ObjectId::from_u128;
+        let all: Vec<_> = s.members_of(id(a), true).into_iter().collect();
+        assert_eq!(all, vec![id(u1), id(u2)]);
+        let direct: Vec<_> = s.members_of(id(a), false).into_iter().collect();
+        assert_eq!(direct, vec![id(u1)]);
     }
 }

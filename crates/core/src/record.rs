@@ -1,11 +1,13 @@
 //! PSA records as the sync sees them: the two kinds, the columns it writes, and the rows it
 //! reads back from the store.
 //!
-//! Plain data shared by [`crate::resolve`], [`crate::plan`] and [`crate::store`]; no I/O.
+//! Plain data shared by [`crate::resolve`], [`crate::plan`] and the product's store; no I/O.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::id::{Email, Username};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -98,6 +100,16 @@ impl Values {
             Values::Employee(e) => e.username.as_deref(),
             Values::Contact(_) => None,
         }
+    }
+
+    /// The email as the sync compares it (case-insensitive).
+    pub fn email_key(&self) -> Option<Email> {
+        self.email().map(Email::new)
+    }
+
+    /// The username as the sync compares it (case-insensitive).
+    pub fn username_key(&self) -> Option<Username> {
+        self.username().map(Username::new)
     }
 
     /// Column name → value, in table order, borrowed: what SQL binds and the change log shows.
@@ -195,9 +207,4 @@ pub struct StoredRecord {
     pub is_root: bool,
     /// RFC 3339, set while the record is deactivated or archived.
     pub deactivated_at: Option<String>,
-}
-
-/// Case-insensitive comparison key for emails and usernames.
-pub fn fold(s: &str) -> String {
-    s.trim().to_lowercase()
 }

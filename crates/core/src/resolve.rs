@@ -9,21 +9,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::config::{EmailSource, EmployeeDefaults, RuleConfig, Target};
 use crate::directory::{EntraUser, Snapshot};
+use crate::id::ObjectId;
 use crate::record::{ContactValues, EmployeeValues, RecordKind, Values};
-
-/// Everything about the tenant's configuration that decides records.
-#[derive(Debug, Clone)]
-pub struct Rules {
-    pub tenant: String,
-    pub tenant_account: Option<String>,
-    pub rules: Vec<RuleConfig>,
-    pub email_source: EmailSource,
-    pub nested_groups: bool,
-    pub default_phone_type: String,
-    pub employee_defaults: EmployeeDefaults,
-}
+use crate::rules::{EmailSource, Rule, Rules, Target};
 
 /// Why a user was skipped; it does not fail the run (SPEC 4.12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -40,7 +29,7 @@ pub enum ReportKind {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Report {
     pub kind: ReportKind,
-    pub object_id: String,
+    pub object_id: ObjectId,
     pub user: String,
     pub message: String,
 }
@@ -49,19 +38,15 @@ impl Report {
     pub fn new(kind: ReportKind, user: &EntraUser, message: impl Into<String>) -> Report {
         Report {
             kind,
-            object_id: user.id.clone(),
+            object_id: user.id,
             user: user
                 .user_principal_name
                 .clone()
-                .unwrap_or_else(|| user.id.clone()),
+                .unwrap_or_else(|| user.id.to_string()),
             message: message.into(),
         }
     }
 }
-
-/// An Entra object id, allocated once per user by [`resolve`] and shared by the resolution's
-/// maps and the plan's changes.
-pub type ObjectId = Arc<str>;
 
 /// The record one in-scope user should become.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +56,7 @@ pub struct Desired {
     pub user: Arc<str>,
     pub values: Values,
     /// The group of the winning rule.
-    pub rule_group: Arc<str>,
+    pub rule_group: ObjectId,
 }
 
 impl Desired {
@@ -87,7 +72,7 @@ pub struct Resolution {
     /// Users in a rule's group whose data is incomplete: their records are left as they are.
     pub untouchable: BTreeSet<ObjectId>,
     /// For each rule group: its in-scope (or untouchable) users.
-    pub group_members: BTreeMap<String, BTreeSet<ObjectId>>,
+    pub group_members: BTreeMap<ObjectId, BTreeSet<ObjectId>>,
     pub reports: Vec<Report>,
 }
 
@@ -95,17 +80,12 @@ pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
     let mut out = Resolution::default();
     // Every (user, rule) pair from each rule's (transitive) membership, sorted by user: a
     // user's candidate rules are one run of it, in the order of `snapshot.users`.
-    let mut pairs: Vec<(&str, usize)> = Vec::new();
+    let mut pairs: Vec<(ObjectId, usize)> = Vec::new();
     for (index, rule) in rules.rules.iter().enumerate() {
-        let members = snapshot.members_of(&rule.group_id, rules.nested_groups);
+        let members = snapshot.members_of(rule.group_id, rules.nested_groups);
         pairs.extend(members.into_iter().map(|user| (user, index)));
     }
     pairs.sort_unstable();
-    let rule_ids: Vec<Arc<str>> = rules
-        .rules
-        .iter()
-        .map(|r| Arc::from(r.group_id.as_str()))
-        .collect();
     let precedence: Vec<_> = rules
         .rules
         .iter()
@@ -118,17 +98,16 @@ pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
     let mut users = snapshot.users.iter().peekable();
     for run in pairs.chunk_by(|a, b| a.0 == b.0) {
         let user_id = run[0].0;
-        while users.next_if(|(id, _)| id.as_str() < user_id).is_some() {}
-        let Some((_, user)) = users.next_if(|(id, _)| id.as_str() == user_id) else {
+        while users.next_if(|(id, _)| **id < user_id).is_some() {}
+        let Some((_, user)) = users.next_if(|(id, _)| **id == user_id) else {
             continue;
         };
         let candidates = run.iter().map(|(_, index)| *index);
         if user.is_limited() {
-            let object_id: ObjectId = Arc::from(user.id.as_str());
             for index in candidates {
-                rule_members[index].push(object_id.clone());
+                rule_members[index].push(user.id);
             }
-            untouchable.push(object_id);
+            untouchable.push(user.id);
             out.reports.push(Report::new(
                 ReportKind::IncompleteData,
                 user,
@@ -159,17 +138,16 @@ pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
             continue;
         };
         let values = map_values(rules, rule, user, email);
-        let object_id: ObjectId = Arc::from(user.id.as_str());
         for index in candidates {
-            rule_members[index].push(object_id.clone());
+            rule_members[index].push(user.id);
         }
         desired.push((
-            object_id.clone(),
+            user.id,
             Desired {
-                object_id,
+                object_id: user.id,
                 user: Arc::from(user.user_principal_name.as_deref().unwrap_or_default()),
                 values,
-                rule_group: rule_ids[winner].clone(),
+                rule_group: rule.group_id,
             },
         ));
     }
@@ -178,7 +156,7 @@ pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
     out.untouchable = untouchable.into_iter().collect();
     for (rule, members) in rules.rules.iter().zip(rule_members) {
         out.group_members
-            .insert(rule.group_id.clone(), members.into_iter().collect());
+            .insert(rule.group_id, members.into_iter().collect());
     }
     out.reports.sort();
     out
@@ -186,17 +164,12 @@ pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
 
 /// Lowest order, then the oldest group, then the smaller group id (SPEC 4.2). A group without
 /// a known creation time sorts after every dated one.
-fn precedence_key<'a>(
-    rule: &'a RuleConfig,
+fn precedence_key(
+    rule: &Rule,
     snapshot: &Snapshot,
-) -> (i64, bool, Option<chrono::DateTime<chrono::Utc>>, &'a str) {
+) -> (i64, bool, Option<chrono::DateTime<chrono::Utc>>, ObjectId) {
     let created = snapshot.groups.get(&rule.group_id).and_then(|g| g.created);
-    (
-        rule.order,
-        created.is_none(),
-        created,
-        rule.group_id.as_str(),
-    )
+    (rule.order, created.is_none(), created, rule.group_id)
 }
 
 fn non_empty(v: &Option<String>) -> Option<String> {
@@ -241,7 +214,7 @@ pub fn username_of(upn: &str) -> Option<String> {
     name.filter(|n| !n.is_empty())
 }
 
-fn map_values(rules: &Rules, rule: &RuleConfig, user: &EntraUser, email: String) -> Values {
+fn map_values(rules: &Rules, rule: &Rule, user: &EntraUser, email: String) -> Values {
     let d = &rules.employee_defaults;
     match rule.target {
         Target::Employee => Values::Employee(EmployeeValues {
@@ -278,25 +251,25 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::directory::{EntraGroup, MemberType};
+    use crate::id::named as id;
+    use crate::rules::EmployeeDefaults;
     use chrono::TimeZone;
     use proptest::prelude::*;
 
     pub(crate) fn user(id: &str, upn: &str, mail: Option<&str>) -> EntraUser {
         EntraUser {
-            id: id.into(),
             user_principal_name: Some(upn.into()),
             mail: mail.map(str::to_string),
             given_name: Some("Ada".into()),
             surname: Some("Lovelace".into()),
             account_enabled: Some(true),
-            ..Default::default()
+            ..EntraUser::new(crate::id::named(id))
         }
     }
 
-    fn rule(group: &str, order: i64, target: Target) -> RuleConfig {
-        RuleConfig {
-            tenant: "t".into(),
-            group_id: group.into(),
+    fn rule(group: &str, order: i64, target: Target) -> Rule {
+        Rule {
+            group_id: id(group),
             order,
             target,
             role: (target == Target::Employee).then(|| format!("role-{group}")),
@@ -305,7 +278,7 @@ mod tests {
         }
     }
 
-    fn rules(list: Vec<RuleConfig>) -> Rules {
+    fn rules(list: Vec<Rule>) -> Rules {
         Rules {
             tenant: "t".into(),
             tenant_account: Some("Contoso".into()),
@@ -321,10 +294,10 @@ mod tests {
         }
     }
 
-    fn group(id: &str, day: u32, members: &[&str]) -> EntraGroup {
+    fn group(name: &str, day: u32, members: &[&str]) -> EntraGroup {
         EntraGroup {
-            id: id.into(),
-            display_name: Some(id.to_uppercase()),
+            id: id(name),
+            display_name: Some(name.to_uppercase()),
             created: Some(chrono::Utc.with_ymd_and_hms(2020, 1, day, 0, 0, 0).unwrap()),
             members: members
                 .iter()
@@ -334,7 +307,7 @@ mod tests {
                     } else {
                         MemberType::User
                     };
-                    (m.to_string(), kind)
+                    (id(m), kind)
                 })
                 .collect(),
         }
@@ -342,8 +315,8 @@ mod tests {
 
     fn snapshot(groups: Vec<EntraGroup>, users: Vec<EntraUser>) -> Snapshot {
         Snapshot {
-            users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),
-            groups: groups.into_iter().map(|g| (g.id.clone(), g)).collect(),
+            users: users.into_iter().map(|u| (u.id, u)).collect(),
+            groups: groups.into_iter().map(|g| (g.id, g)).collect(),
         }
     }
 
@@ -365,7 +338,7 @@ mod tests {
             ]),
             &snap,
         );
-        assert_eq!(&*by_order.desired["u1"].rule_group, "ga");
+        assert_eq!(by_order.desired[&id("u1")].rule_group, id("ga"));
         let by_age = resolve(
             &rules(vec![
                 rule("ga", 10, Target::Employee),
@@ -373,7 +346,7 @@ mod tests {
             ]),
             &snap,
         );
-        assert_eq!(&*by_age.desired["u1"].rule_group, "gb");
+        assert_eq!(by_age.desired[&id("u1")].rule_group, id("gb"));
         let by_id = resolve(
             &rules(vec![
                 rule("gc", 10, Target::Employee),
@@ -381,7 +354,7 @@ mod tests {
             ]),
             &snap,
         );
-        assert_eq!(&*by_id.desired["u1"].rule_group, "gb");
+        assert_eq!(by_id.desired[&id("u1")].rule_group, id("gb"));
     }
 
     #[test]
@@ -394,7 +367,7 @@ mod tests {
         assert!(r.desired.is_empty());
         assert_eq!(r.reports.len(), 1);
         assert_eq!(r.reports[0].kind, ReportKind::NoEmail);
-        assert_eq!(r.reports[0].object_id, "u2");
+        assert_eq!(r.reports[0].object_id, id("u2"));
     }
 
     #[test]
@@ -405,7 +378,7 @@ mod tests {
         u.business_phone = Some("+1 555".into());
         let snap = snapshot(vec![group("ga", 1, &["u1"])], vec![u]);
         let r = resolve(&rules(vec![rule("ga", 1, Target::Employee)]), &snap);
-        let Values::Employee(e) = &r.desired["u1"].values else {
+        let Values::Employee(e) = &r.desired[&id("u1")].values else {
             panic!()
         };
         assert_eq!(e.username.as_deref(), Some("Ada.L"));
@@ -428,10 +401,10 @@ mod tests {
             vec![with_phone, without],
         );
         let r = resolve(&rules(vec![r2]), &snap);
-        let Values::Contact(c1) = &r.desired["u1"].values else {
+        let Values::Contact(c1) = &r.desired[&id("u1")].values else {
             panic!()
         };
-        let Values::Contact(c2) = &r.desired["u2"].values else {
+        let Values::Contact(c2) = &r.desired[&id("u2")].values else {
             panic!()
         };
         assert_eq!(c1.phone_type.as_deref(), Some("Work"));
@@ -474,23 +447,20 @@ mod tests {
             vec![user("u1", "a@c.com", Some("a@c.com"))],
         );
         let mut cfg = rules(vec![rule("ga", 1, Target::Employee)]);
-        assert!(resolve(&cfg, &snap).desired.contains_key("u1"));
+        assert!(resolve(&cfg, &snap).desired.contains_key(&id("u1")));
         cfg.nested_groups = false;
         assert!(resolve(&cfg, &snap).desired.is_empty());
     }
 
     #[test]
     fn users_with_limited_data_are_left_alone_and_reported() {
-        let limited = EntraUser {
-            id: "u1".into(),
-            ..Default::default()
-        };
+        let limited = EntraUser::new(id("u1"));
         let snap = snapshot(vec![group("ga", 1, &["u1"])], vec![limited]);
         let r = resolve(&rules(vec![rule("ga", 1, Target::Employee)]), &snap);
         assert!(r.desired.is_empty());
-        assert!(r.untouchable.contains("u1"));
+        assert!(r.untouchable.contains(&id("u1")));
         assert_eq!(r.reports[0].kind, ReportKind::IncompleteData);
-        assert!(r.group_members["ga"].contains("u1"));
+        assert!(r.group_members[&id("ga")].contains(&id("u1")));
     }
 
     #[test]
@@ -517,13 +487,13 @@ mod tests {
             &snap,
         );
         // u2 has no email, u3 is disabled, u4 is not a user Graph returned.
-        let ids = |g: &str| -> Vec<&str> { r.group_members[g].iter().map(|id| &**id).collect() };
-        assert_eq!(ids("ga"), vec!["u1", "u5"]);
-        assert_eq!(ids("gb"), vec!["u1", "u5"]);
-        assert_eq!(&*r.desired["u1"].rule_group, "gb");
+        let ids = |g: &str| -> Vec<ObjectId> { r.group_members[&id(g)].iter().copied().collect() };
+        assert_eq!(ids("ga"), vec![id("u1"), id("u5")]);
+        assert_eq!(ids("gb"), vec![id("u1"), id("u5")]);
+        assert_eq!(r.desired[&id("u1")].rule_group, id("gb"));
         assert_eq!(
-            r.desired.keys().map(|k| &**k).collect::<Vec<_>>(),
-            ["u1", "u5"]
+            r.desired.keys().copied().collect::<Vec<_>>(),
+            [id("u1"), id("u5")]
         );
         assert_eq!(r.reports.len(), 1, "{:?}", r.reports);
         assert_eq!(r.reports[0].kind, ReportKind::NoEmail);
@@ -538,15 +508,15 @@ mod tests {
             membership in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 5), 4),
             seed in any::<u64>(),
         ) {
-            let ids = ["g0", "g1", "g2", "g3"];
+            let names = ["g0", "g1", "g2", "g3"];
             let users: Vec<EntraUser> = (0..5).map(|i| user(&format!("u{i}"), &format!("u{i}@c.com"), Some(&format!("u{i}@c.com")))).collect();
-            let groups: Vec<EntraGroup> = ids.iter().enumerate().map(|(gi, id)| {
+            let groups: Vec<EntraGroup> = names.iter().enumerate().map(|(gi, name)| {
                 let members: Vec<String> = (0..5).filter(|ui| membership[gi][*ui]).map(|ui| format!("u{ui}")).collect();
                 let refs: Vec<&str> = members.iter().map(String::as_str).collect();
-                group(id, days[gi], &refs)
+                group(name, days[gi], &refs)
             }).collect();
-            let rule_list: Vec<RuleConfig> = ids.iter().enumerate().map(|(gi, id)| {
-                rule(id, orders[gi], if gi % 2 == 0 { Target::Employee } else { Target::Contact })
+            let rule_list: Vec<Rule> = names.iter().enumerate().map(|(gi, name)| {
+                rule(name, orders[gi], if gi % 2 == 0 { Target::Employee } else { Target::Contact })
             }).collect();
             let base = resolve(&rules(rule_list.clone()), &snapshot(groups.clone(), users.clone()));
             let mut shuffled_rules = rule_list;
@@ -561,11 +531,12 @@ mod tests {
             prop_assert_eq!(&base.desired, &other.desired);
             for (uid, d) in &base.desired {
                 // The winner has the minimal (order, created, id) among the user's groups.
-                let best = ids.iter().enumerate()
-                    .filter(|(gi, _)| membership[*gi][uid[1..].parse::<usize>().unwrap()])
-                    .map(|(gi, id)| (orders[gi], days[gi], *id))
+                let ui = (0..5).find(|ui| id(&format!("u{ui}")) == *uid).unwrap();
+                let best = names.iter().enumerate()
+                    .filter(|(gi, _)| membership[*gi][ui])
+                    .map(|(gi, name)| (orders[gi], days[gi], id(name)))
                     .min().unwrap();
-                prop_assert_eq!(&*d.rule_group, best.2);
+                prop_assert_eq!(d.rule_group, best.2);
             }
         }
     }

@@ -1,38 +1,46 @@
-//! Planner tests: each plans against a real (temporary) store, applies, and plans again, so
-//! they show what a user of the PSA would see after one run and after the next.
+//! Plans applied to a real (temporary) SQLite store, then planned again: what a user of the PSA
+//! would see in its tables after one run and after the next. The planner's own tests, on
+//! built store views, are in the core crate; these hold the store to what the plan says.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use super::*;
-use crate::config::{EmailSource, EmployeeDefaults, RuleConfig, Target};
-use crate::directory::{EntraGroup, EntraUser, MemberType, Snapshot};
-use crate::resolve::{Rules, resolve};
-use crate::store::{RunCounts, RunRecord, Store};
+use entra_sync_core::ObjectId;
+use entra_sync_core::directory::{EntraGroup, EntraUser, MemberType, Snapshot};
+use entra_sync_core::plan::{Action, Plan, Safety, plan};
+use entra_sync_core::resolve::{ReportKind, resolve};
+use entra_sync_core::rules::{EmailSource, EmployeeDefaults, Rule, Rules, Target};
+use entra_sync_core::run::{RunCounts, RunMode, RunStatus};
 
-const EMP: &str = "g-emp";
-const CON: &str = "g-con";
+use crate::store::{RunRecord, Store};
+
+const EMP: ObjectId = ObjectId::from_u128(0xe);
+const CON: ObjectId = ObjectId::from_u128(0xc);
 
 struct World {
     _dir: tempfile::TempDir,
     store: Store,
     users: Vec<EntraUser>,
-    members: BTreeMap<&'static str, Vec<String>>,
+    members: BTreeMap<ObjectId, Vec<ObjectId>>,
     safety: Safety,
+}
+
+/// Whether the id of `user(n)` ends in these digits.
+fn ends_with(id: &ObjectId, digits: &str) -> bool {
+    id.to_string().ends_with(digits)
 }
 
 fn user(n: u32) -> EntraUser {
     EntraUser {
-        id: format!("00000000-0000-0000-0000-{n:012}"),
         user_principal_name: Some(format!("user{n}@contoso.com")),
         mail: Some(format!("User{n}@Contoso.com")),
         given_name: Some(format!("Given{n}")),
         surname: Some("Surname".into()),
         job_title: Some("Engineer".into()),
         account_enabled: Some(true),
-        ..Default::default()
+        ..EntraUser::new(ObjectId::parse(&format!("00000000-0000-0000-0000-{n:012}")).unwrap())
     }
 }
 
@@ -49,8 +57,8 @@ impl World {
         }
     }
 
-    fn add(&mut self, u: EntraUser, group: &'static str) {
-        self.members.get_mut(group).unwrap().push(u.id.clone());
+    fn add(&mut self, u: EntraUser, group: ObjectId) {
+        self.members.get_mut(&group).unwrap().push(u.id);
         self.users.push(u);
     }
 
@@ -59,18 +67,16 @@ impl World {
             tenant: tenant.into(),
             tenant_account: Some("Contoso".into()),
             rules: vec![
-                RuleConfig {
-                    tenant: tenant.into(),
-                    group_id: EMP.into(),
+                Rule {
+                    group_id: EMP,
                     order: 10,
                     target: Target::Employee,
                     role: Some("Technician".into()),
                     portal_access: None,
                     account: None,
                 },
-                RuleConfig {
-                    tenant: tenant.into(),
-                    group_id: CON.into(),
+                Rule {
+                    group_id: CON,
                     order: 20,
                     target: Target::Contact,
                     role: None,
@@ -87,22 +93,17 @@ impl World {
 
     fn snapshot(&self) -> Snapshot {
         Snapshot {
-            users: self
-                .users
-                .iter()
-                .map(|u| (u.id.clone(), u.clone()))
-                .collect(),
+            users: self.users.iter().map(|u| (u.id, u.clone())).collect(),
             groups: self
                 .members
                 .iter()
                 .map(|(g, m)| {
                     (
-                        g.to_string(),
+                        *g,
                         EntraGroup {
-                            id: g.to_string(),
-                            display_name: Some(g.to_uppercase()),
-                            created: None,
-                            members: m.iter().map(|id| (id.clone(), MemberType::User)).collect(),
+                            display_name: Some(g.to_string().to_uppercase()),
+                            members: m.iter().map(|id| (*id, MemberType::User)).collect(),
+                            ..EntraGroup::new(*g)
                         },
                     )
                 })
@@ -115,7 +116,7 @@ impl World {
         let names = resolution
             .group_members
             .keys()
-            .map(|g| (g.clone(), Some(g.to_uppercase())))
+            .map(|g| (*g, Some(g.to_string().to_uppercase())))
             .collect();
         plan(
             tenant,
@@ -130,10 +131,10 @@ impl World {
         let p = self.plan_for(tenant);
         let run = RunRecord {
             tenant: tenant.into(),
-            mode: "full".into(),
+            mode: RunMode::Full,
             started_at: "2026-01-01T00:00:00Z".into(),
             finished_at: None,
-            status: "success".into(),
+            status: RunStatus::Success,
             counts: RunCounts::default(),
             graph_requests: 0,
             error: None,
@@ -261,8 +262,8 @@ fn user_moved_from_employee_to_contact_group_is_archived_and_gets_a_contact() {
     let mut w = World::new();
     w.add(user(1), EMP);
     w.sync();
-    w.members.get_mut(EMP).unwrap().clear();
-    w.members.get_mut(CON).unwrap().push(user(1).id);
+    w.members.get_mut(&EMP).unwrap().clear();
+    w.members.get_mut(&CON).unwrap().push(user(1).id);
     let p = w.sync();
     assert_eq!(p.count(Action::Archive), 1);
     assert_eq!(p.count(Action::Create), 1);
@@ -280,8 +281,8 @@ fn user_moved_from_employee_to_contact_group_is_archived_and_gets_a_contact() {
         vec![vec!["User1@Contoso.com", "1"]]
     );
     // And back: the archived employee is reactivated (same id) and the contact archived.
-    w.members.get_mut(CON).unwrap().clear();
-    w.members.get_mut(EMP).unwrap().push(user(1).id);
+    w.members.get_mut(&CON).unwrap().clear();
+    w.members.get_mut(&EMP).unwrap().push(user(1).id);
     let p = w.sync();
     assert_eq!(p.count(Action::Reactivate), 1);
     assert_eq!(p.count(Action::Archive), 1);
@@ -377,9 +378,9 @@ fn mass_deactivation_is_held_until_allowed_and_creates_still_apply() {
         allow_mass_deactivation: false,
     };
     w.members
-        .get_mut(EMP)
+        .get_mut(&EMP)
         .unwrap()
-        .retain(|id| id.ends_with("01") || id.ends_with("02"));
+        .retain(|id| ends_with(id, "01") || ends_with(id, "02"));
     w.add(user(11), EMP);
     let p = w.sync();
     assert!(p.hold_reason.is_some());
@@ -413,10 +414,10 @@ fn percent_limit_counts_active_synced_records_and_holds_kind_changes_whole() {
         allow_mass_deactivation: false,
     };
     w.members
-        .get_mut(EMP)
+        .get_mut(&EMP)
         .unwrap()
-        .retain(|id| !id.ends_with("01"));
-    w.members.get_mut(CON).unwrap().push(user(1).id);
+        .retain(|id| !ends_with(id, "01"));
+    w.members.get_mut(&CON).unwrap().push(user(1).id);
     let p = w.sync();
     assert!(p.hold_reason.is_some(), "1 of 4 is 25% > 20%");
     assert_eq!(
@@ -438,7 +439,7 @@ fn a_hold_leaves_group_memberships_as_they_are_until_it_is_released() {
         w.add(user(n), EMP);
     }
     w.sync();
-    let members = |w: &World, group: &str| {
+    let members = |w: &World, group: ObjectId| {
         w.rows(&format!(
             "SELECT m.member_kind, m.member_id FROM group_members m JOIN groups g ON g.id = m.group_id
              WHERE g.object_id = '{group}' ORDER BY 1, 2"
@@ -453,10 +454,10 @@ fn a_hold_leaves_group_memberships_as_they_are_until_it_is_released() {
     };
     // User 1 moves to the contact group (a kind change); users 2 and 3 leave scope.
     w.members
-        .get_mut(EMP)
+        .get_mut(&EMP)
         .unwrap()
-        .retain(|id| id.ends_with("04"));
-    w.members.get_mut(CON).unwrap().push(user(1).id);
+        .retain(|id| ends_with(id, "04"));
+    w.members.get_mut(&CON).unwrap().push(user(1).id);
     let p = w.sync();
     assert!(p.hold_reason.is_some());
     assert_eq!(
@@ -518,8 +519,8 @@ fn removing_a_rule_removes_its_read_only_group_but_not_records_of_users_in_other
     w.add(user(1), EMP);
     w.add(user(2), CON);
     w.sync();
-    w.members.remove(CON);
-    w.members.get_mut(EMP).unwrap().push(user(2).id);
+    w.members.remove(&CON);
+    w.members.get_mut(&EMP).unwrap().push(user(2).id);
     let resolution = resolve(
         &Rules {
             rules: World::rules("t")
@@ -562,8 +563,8 @@ proptest! {
         let mut w = World::new();
         for (i, m) in memberships.iter().enumerate() {
             let u = user(i as u32 + 1);
-            if m & 1 != 0 { w.members.get_mut(EMP).unwrap().push(u.id.clone()); }
-            if m & 2 != 0 { w.members.get_mut(CON).unwrap().push(u.id.clone()); }
+            if m & 1 != 0 { w.members.get_mut(&EMP).unwrap().push(u.id); }
+            if m & 2 != 0 { w.members.get_mut(&CON).unwrap().push(u.id); }
             w.users.push(u);
         }
         w.safety.allow_mass_deactivation = true;

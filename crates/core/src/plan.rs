@@ -8,16 +8,20 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::record::{Cell, RecordKind, StoredRecord, Values, cell_diff, fold};
-use crate::resolve::{Desired, ObjectId, Report, ReportKind, Resolution};
+use crate::directory::Snapshot;
+use crate::id::{Email, ObjectId, Username};
+use crate::record::{Cell, RecordKind, StoredRecord, Values, cell_diff};
+use crate::resolve::{Desired, Report, ReportKind, Resolution};
+use crate::rules::Rules;
 
 /// Which Entra user a record was written from, and the values it was last written with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     pub tenant: String,
-    pub object_id: String,
+    pub object_id: ObjectId,
     pub kind: RecordKind,
     pub record_id: i64,
     pub source: Option<Values>,
@@ -26,7 +30,7 @@ pub struct Link {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredGroup {
     pub id: i64,
-    pub object_id: String,
+    pub object_id: ObjectId,
     pub display_name: Option<String>,
     pub members: BTreeSet<(RecordKind, i64)>,
 }
@@ -145,8 +149,11 @@ impl Change {
             action,
             kind: link.kind,
             record: RecordRef::Existing(rec.id),
-            object_id: Arc::from(link.object_id.as_str()),
-            user: Arc::from(rec.values.email().unwrap_or(&link.object_id)),
+            object_id: link.object_id,
+            user: rec
+                .values
+                .email()
+                .map_or_else(|| Arc::from(link.object_id.to_string()), Arc::from),
             before: Some(rec.values.clone()),
             after,
             relink: false,
@@ -189,7 +196,7 @@ impl std::fmt::Display for Change {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GroupChange {
-    pub object_id: String,
+    pub object_id: ObjectId,
     /// The stored group, or `None` when this plan creates it.
     pub group: Option<i64>,
     pub display_name: Option<String>,
@@ -224,17 +231,17 @@ impl Plan {
 /// What the mass-deactivation guard holds, for the group plan. SPEC 5.3: what is held is not
 /// half done: the records of held changes keep the group memberships they have, and held users
 /// join no group until the hold is released.
-struct Held<'a> {
+struct Held {
     /// Users with a held change (a kind change is held whole).
-    users: HashSet<&'a str>,
+    users: HashSet<ObjectId>,
     /// Records a held change would deactivate, archive or rewrite.
     records: HashSet<(RecordKind, i64)>,
 }
 
-impl Held<'_> {
-    fn of(held: &[Change]) -> Held<'_> {
+impl Held {
+    fn of(held: &[Change]) -> Held {
         Held {
-            users: held.iter().map(|c| &*c.object_id).collect(),
+            users: held.iter().map(|c| c.object_id).collect(),
             records: held
                 .iter()
                 .filter_map(|c| match c.record {
@@ -259,14 +266,14 @@ struct Planner<'a> {
     store: &'a StoreView,
     /// Users in a rule's group this run: in scope, or untouchable (incomplete data).
     in_scope: HashSet<ObjectId>,
-    my_links: HashMap<(&'a str, RecordKind), &'a Link>,
+    my_links: HashMap<(ObjectId, RecordKind), &'a Link>,
     link_of_record: HashMap<(RecordKind, i64), &'a Link>,
-    active_by_email: HashMap<(RecordKind, String), Vec<i64>>,
-    any_by_email: HashMap<String, Vec<(RecordKind, i64)>>,
-    /// Folded username → who holds it (a stored record, or a user this plan creates).
-    usernames: HashMap<String, RecordRef>,
+    active_by_email: HashMap<(RecordKind, Email), Vec<i64>>,
+    any_by_email: HashMap<Email, Vec<(RecordKind, i64)>>,
+    /// Username → who holds it (a stored record, or a user this plan creates).
+    usernames: HashMap<Username, RecordRef>,
     claimed: HashSet<(RecordKind, i64)>,
-    emails_this_run: HashMap<String, Arc<str>>,
+    emails_this_run: HashMap<Email, Arc<str>>,
     skipped: HashSet<ObjectId>,
     reports: Vec<Report>,
 }
@@ -275,7 +282,7 @@ pub fn plan(
     tenant: &str,
     resolution: Resolution,
     store: &StoreView,
-    group_names: &BTreeMap<String, Option<String>>,
+    group_names: &BTreeMap<ObjectId, Option<String>>,
     safety: &Safety,
 ) -> Plan {
     // The desired values move into the changes; the resolution is not kept beside the plan.
@@ -285,7 +292,7 @@ pub fn plan(
         group_members,
         reports,
     } = resolution;
-    let in_scope = desired.keys().chain(&untouchable).cloned().collect();
+    let in_scope = desired.keys().chain(&untouchable).copied().collect();
     let mut p = Planner::new(tenant, in_scope, reports, store);
     // Every user's changes go to one list, in object id order; a unit is a range of it.
     let mut staged: Vec<Change> = Vec::new();
@@ -326,7 +333,7 @@ pub fn plan(
         ..Plan::default()
     };
     let mut held = vec![false; staged.len()];
-    let mut live: HashMap<&str, &(RecordKind, RecordRef)> = HashMap::with_capacity(units.len());
+    let mut live: HashMap<ObjectId, &(RecordKind, RecordRef)> = HashMap::with_capacity(units.len());
     for unit in &units {
         if hold_reason.is_some()
             && staged[unit.changes.clone()]
@@ -335,7 +342,7 @@ pub fn plan(
         {
             held[unit.changes.clone()].fill(true);
         } else {
-            live.insert(&*unit.object_id, &unit.live);
+            live.insert(unit.object_id, &unit.live);
         }
     }
     if hold_reason.is_some() {
@@ -356,6 +363,27 @@ pub fn plan(
     p.reports.dedup();
     plan.reports = p.reports;
     plan
+}
+
+/// The rule groups' display names as Entra has them in `snapshot` (`None`: not read).
+pub fn group_names(rules: &Rules, snapshot: &Snapshot) -> BTreeMap<ObjectId, Option<String>> {
+    rules
+        .group_ids()
+        .map(|id| {
+            let name = snapshot
+                .groups
+                .get(&id)
+                .and_then(|g| g.display_name.clone());
+            (id, name)
+        })
+        .collect()
+}
+
+/// The retention cutoff at `now`: records deactivated before it may be purged (RFC 3339,
+/// comparable as text with `deactivated_at`). At most a century back.
+pub fn retention_cutoff(now: DateTime<Utc>, days: u64) -> String {
+    let days = days.min(36_500) as i64;
+    (now - chrono::Duration::days(days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Retention: the tenant's records deactivated before `cutoff` (RFC 3339), except the root
@@ -412,15 +440,14 @@ impl<'a> Planner<'a> {
             }
             link_of_record.insert((link.kind, link.record_id), link);
             if link.tenant == tenant {
-                my_links.insert((link.object_id.as_str(), link.kind), link);
+                my_links.insert((link.object_id, link.kind), link);
             }
         }
-        let mut active_by_email: HashMap<(RecordKind, String), Vec<i64>> = HashMap::new();
-        let mut any_by_email: HashMap<String, Vec<(RecordKind, i64)>> = HashMap::new();
+        let mut active_by_email: HashMap<(RecordKind, Email), Vec<i64>> = HashMap::new();
+        let mut any_by_email: HashMap<Email, Vec<(RecordKind, i64)>> = HashMap::new();
         let mut usernames = HashMap::new();
         for ((kind, id), rec) in &store.records {
-            if let Some(email) = rec.values.email() {
-                let key = fold(email);
+            if let Some(key) = rec.values.email_key() {
                 any_by_email
                     .entry(key.clone())
                     .or_default()
@@ -429,8 +456,8 @@ impl<'a> Planner<'a> {
                     active_by_email.entry((*kind, key)).or_default().push(*id);
                 }
             }
-            if let Some(name) = rec.values.username() {
-                usernames.insert(fold(name), RecordRef::Existing(*id));
+            if let Some(name) = rec.values.username_key() {
+                usernames.insert(name, RecordRef::Existing(*id));
             }
         }
         Planner {
@@ -454,15 +481,15 @@ impl<'a> Planner<'a> {
     }
 
     /// Whether another Entra user of this tenant, still in scope, owns the record.
-    fn owned_by_other_in_scope(&self, link: &Link, object_id: &str) -> bool {
-        link.object_id != object_id && self.in_scope.contains(link.object_id.as_str())
+    fn owned_by_other_in_scope(&self, link: &Link, object_id: ObjectId) -> bool {
+        link.object_id != object_id && self.in_scope.contains(&link.object_id)
     }
 
     fn skip(&mut self, desired: &Desired, kind: ReportKind, message: String) {
-        self.skipped.insert(desired.object_id.clone());
+        self.skipped.insert(desired.object_id);
         self.reports.push(Report {
             kind,
-            object_id: desired.object_id.to_string(),
+            object_id: desired.object_id,
             user: desired.user.to_string(),
             message,
         });
@@ -476,8 +503,8 @@ impl<'a> Planner<'a> {
         changes: &mut Vec<Change>,
     ) -> Option<(RecordKind, RecordRef)> {
         let kind = d.kind();
-        let obj = &*d.object_id;
-        let email = d.values.email().map(fold).unwrap_or_default();
+        let obj = d.object_id;
+        let email = d.values.email_key().unwrap_or_else(|| Email::new(""));
 
         // SPEC 4.11: an email linked to another tenant's record stays there.
         let foreign = self.any_by_email.get(&email).and_then(|recs| {
@@ -582,7 +609,7 @@ impl<'a> Planner<'a> {
         }
 
         // SPEC 4.8: usernames are unique across all employees; never steal one.
-        let username = d.values.username().map(fold);
+        let username = d.values.username_key();
         if let Some(name) = &username {
             let mine = match (self.usernames.get(name), matched) {
                 (None, _) => true,
@@ -604,12 +631,12 @@ impl<'a> Planner<'a> {
         for id in &to_archive {
             if let Some(rec) = self.record(other, *id) {
                 self.claimed.insert((other, *id));
-                let archived = self.archived_values(&rec.values);
+                let archived = self.archived_values(rec);
                 changes.push(Change {
                     action: Action::Archive,
                     kind: other,
                     record: RecordRef::Existing(*id),
-                    object_id: d.object_id.clone(),
+                    object_id: d.object_id,
                     user: d.user.clone(),
                     before: Some(rec.values.clone()),
                     after: archived,
@@ -618,7 +645,7 @@ impl<'a> Planner<'a> {
             }
         }
         let (action, record) = match matched {
-            None => (Some(Action::Create), RecordRef::New(d.object_id.clone())),
+            None => (Some(Action::Create), RecordRef::New(d.object_id)),
             Some(rec) => {
                 self.claimed.insert((kind, rec.id));
                 let source = self
@@ -636,8 +663,8 @@ impl<'a> Planner<'a> {
                 } else {
                     Some(Action::Update)
                 };
-                if let Some(old) = rec.values.username() {
-                    self.usernames.remove(&fold(old));
+                if let Some(old) = rec.values.username_key() {
+                    self.usernames.remove(&old);
                 }
                 (action, RecordRef::Existing(rec.id))
             }
@@ -650,7 +677,7 @@ impl<'a> Planner<'a> {
                 action,
                 kind,
                 record: record.clone(),
-                object_id: d.object_id.clone(),
+                object_id: d.object_id,
                 user: d.user.clone(),
                 before: matched.map(|r| r.values.clone()),
                 after: d.values,
@@ -661,23 +688,22 @@ impl<'a> Planner<'a> {
     }
 
     /// `…_Archived` on the email and a free username (`…_Archived2` when taken).
-    fn archived_values(&mut self, values: &Values) -> Values {
+    fn archived_values(&mut self, rec: &StoredRecord) -> Values {
         let mut suffix = "_Archived".to_string();
-        if let Some(name) = values.username() {
+        if let Some(name) = rec.values.username() {
             let mut n = 1;
             while self
                 .usernames
-                .contains_key(&fold(&format!("{name}{suffix}")))
+                .contains_key(&Username::new(&format!("{name}{suffix}")))
             {
                 n += 1;
                 suffix = format!("_Archived{n}");
             }
-            self.usernames.remove(&fold(name));
+            self.usernames.remove(&Username::new(name));
         }
-        let archived = values.archived(&suffix, "_Archived");
-        if let Some(name) = archived.username() {
-            self.usernames
-                .insert(fold(name), RecordRef::New(Arc::from("")));
+        let archived = rec.values.archived(&suffix, "_Archived");
+        if let Some(name) = archived.username_key() {
+            self.usernames.insert(name, RecordRef::Existing(rec.id));
         }
         archived
     }
@@ -685,7 +711,7 @@ impl<'a> Planner<'a> {
     /// SPEC 4.7: linked records whose user left scope.
     fn deactivations(&mut self) -> Vec<Change> {
         let mut links: Vec<&&Link> = self.my_links.values().collect();
-        links.sort_by(|a, b| (&a.object_id, a.kind).cmp(&(&b.object_id, b.kind)));
+        links.sort_by_key(|l| (l.object_id, l.kind));
         let mut out = Vec::new();
         for link in links {
             let Some(rec) = self.record(link.kind, link.record_id) else {
@@ -693,16 +719,16 @@ impl<'a> Planner<'a> {
             };
             if !rec.active
                 || self.claimed.contains(&(link.kind, link.record_id))
-                || self.skipped.contains(link.object_id.as_str())
-                || self.in_scope.contains(link.object_id.as_str())
+                || self.skipped.contains(&link.object_id)
+                || self.in_scope.contains(&link.object_id)
             {
                 continue;
             }
             if rec.is_root {
                 self.reports.push(Report {
                     kind: ReportKind::RootConflict,
-                    object_id: link.object_id.clone(),
-                    user: link.object_id.clone(),
+                    object_id: link.object_id,
+                    user: link.object_id.to_string(),
                     message: "left scope, but the root employee is never deactivated".into(),
                 });
                 continue;
@@ -718,7 +744,7 @@ impl<'a> Planner<'a> {
     }
 
     /// The active record a user not decided this run still has (kept for group membership).
-    fn current_live(&self, object_id: &str) -> Option<(RecordKind, RecordRef)> {
+    fn current_live(&self, object_id: ObjectId) -> Option<(RecordKind, RecordRef)> {
         [RecordKind::Employee, RecordKind::Contact]
             .into_iter()
             .find_map(|kind| {
@@ -731,23 +757,23 @@ impl<'a> Planner<'a> {
 
     fn groups(
         &self,
-        live: &HashMap<&str, &(RecordKind, RecordRef)>,
-        held: &Held<'_>,
-        group_members: &BTreeMap<String, BTreeSet<ObjectId>>,
-        names: &BTreeMap<String, Option<String>>,
+        live: &HashMap<ObjectId, &(RecordKind, RecordRef)>,
+        held: &Held,
+        group_members: &BTreeMap<ObjectId, BTreeSet<ObjectId>>,
+        names: &BTreeMap<ObjectId, Option<String>>,
     ) -> Vec<GroupChange> {
         let mut out = Vec::new();
         for (group_id, users) in group_members {
             let wanted: BTreeSet<(RecordKind, RecordRef)> = users
                 .iter()
-                .filter(|u| !held.users.contains(&***u))
+                .filter(|u| !held.users.contains(u))
                 .filter_map(|u| {
-                    live.get(&**u)
+                    live.get(u)
                         .map(|l| (*l).clone())
-                        .or_else(|| self.current_live(u))
+                        .or_else(|| self.current_live(*u))
                 })
                 .collect();
-            let stored = self.store.groups.iter().find(|g| &g.object_id == group_id);
+            let stored = self.store.groups.iter().find(|g| g.object_id == *group_id);
             let name = names
                 .get(group_id)
                 .cloned()
@@ -774,7 +800,7 @@ impl<'a> Planner<'a> {
             let renamed = stored.is_some_and(|g| g.display_name != name);
             if stored.is_none() || renamed || !add.is_empty() || !remove.is_empty() {
                 out.push(GroupChange {
-                    object_id: group_id.clone(),
+                    object_id: *group_id,
                     group: stored.map(|g| g.id),
                     display_name: name,
                     remove_group: false,
@@ -786,7 +812,7 @@ impl<'a> Planner<'a> {
         for g in &self.store.groups {
             if !group_members.contains_key(&g.object_id) {
                 out.push(GroupChange {
-                    object_id: g.object_id.clone(),
+                    object_id: g.object_id,
                     group: Some(g.id),
                     display_name: g.display_name.clone(),
                     remove_group: true,
@@ -798,6 +824,3 @@ impl<'a> Planner<'a> {
         out
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,0 +1,276 @@
+//! What a run is — its mode, its outcome, its counts — and the choices that frame it before and
+//! after the planner: whom a `--user` run means, what to resolve when Entra brought nothing new,
+//! and what of a plan a one-user run keeps.
+//!
+//! Pure decisions on plain data; the product's `sync` module does the reading and writing.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::directory::Snapshot;
+use crate::id::{Email, ObjectId};
+use crate::plan::{Action, Plan, RecordRef, StoreView};
+use crate::record::RecordKind;
+
+/// How a run learnt the tenant's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMode {
+    /// Every rule group read in full.
+    Full,
+    /// Delta rounds since the stored cursors.
+    Incremental,
+    /// One person resynced (`sync --user`, `POST /resync?user=`); cursors untouched.
+    User,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Success,
+    /// Applied, but deactivations were held by the safety limits (SPEC 5.3).
+    Held,
+    Failed,
+    /// Planned and printed, nothing written.
+    DryRun,
+}
+
+macro_rules! text_enum {
+    ($name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+
+            /// The stored text back; `None` for anything else.
+            pub fn parse(text: &str) -> Option<$name> {
+                match text {
+                    $($text => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(RunMode {
+    Full = "full",
+    Incremental = "incremental",
+    User = "user"
+});
+text_enum!(RunStatus {
+    Success = "success",
+    Held = "held",
+    Failed = "failed",
+    DryRun = "dry_run"
+});
+
+/// What a run did, as `sync_runs`, the summary and the metrics count it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunCounts {
+    pub created: i64,
+    pub updated: i64,
+    pub reactivated: i64,
+    pub deactivated: i64,
+    pub archived: i64,
+    pub purged: i64,
+    pub held: i64,
+    pub reports: i64,
+}
+
+impl Plan {
+    pub fn counts(&self) -> RunCounts {
+        let n = |a: Action| self.count(a) as i64;
+        RunCounts {
+            created: n(Action::Create),
+            updated: n(Action::Update) + n(Action::Merge),
+            reactivated: n(Action::Reactivate),
+            deactivated: n(Action::Deactivate),
+            archived: n(Action::Archive),
+            purged: n(Action::Purge),
+            held: self.held.iter().filter(|c| c.action.removes()).count() as i64,
+            reports: self.reports.len() as i64,
+        }
+    }
+
+    /// Keeps only what concerns one user: their record changes, reports and group memberships
+    /// (a `--user` run). Such a run holds nothing: support asked for this one person.
+    pub fn restrict_to_user(mut self, object_id: ObjectId, view: &StoreView) -> Plan {
+        self.changes.retain(|c| c.object_id == object_id);
+        self.held.retain(|c| c.object_id == object_id);
+        self.reports.retain(|r| r.object_id == object_id);
+        let mut theirs: Vec<(RecordKind, RecordRef)> = view
+            .links
+            .iter()
+            .filter(|l| l.tenant == self.tenant && l.object_id == object_id)
+            .map(|l| (l.kind, RecordRef::Existing(l.record_id)))
+            .collect();
+        theirs.extend(self.changes.iter().map(|c| (c.kind, c.record.clone())));
+        for group in &mut self.groups {
+            group.add.retain(|m| theirs.contains(m));
+            group
+                .remove
+                .retain(|(k, id)| theirs.contains(&(*k, RecordRef::Existing(*id))));
+        }
+        self.groups.retain(|g| {
+            !g.remove_group && (g.group.is_none() || !g.add.is_empty() || !g.remove.is_empty())
+        });
+        self.hold_reason = None;
+        self
+    }
+}
+
+/// What a run resolves once Graph has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// A full read, or delta rounds that brought something: the new snapshot.
+    Fresh,
+    /// Entra brought nothing new, but the rules changed or a hold is being released: the
+    /// stored mirror, resolved again.
+    Mirror,
+    /// Nothing changed in Entra or here: the run records itself and its cursors and touches no
+    /// record.
+    Unchanged,
+}
+
+/// Chooses the [`Basis`] of a run. `fresh`: Graph handed over a new snapshot; `rules_changed`:
+/// the rules differ from those of the last run; `last_status`: the tenant's last run;
+/// `releasing`: the run may apply held deactivations (`--allow-mass-deactivation`).
+pub fn basis(
+    fresh: bool,
+    rules_changed: bool,
+    last_status: Option<RunStatus>,
+    releasing: bool,
+) -> Basis {
+    if fresh {
+        Basis::Fresh
+    } else if rules_changed || last_status == Some(RunStatus::Held) || releasing {
+        Basis::Mirror
+    } else {
+        Basis::Unchanged
+    }
+}
+
+/// Whom `sync --user` names: an object id, or a UPN or mail (case-insensitive).
+#[derive(Debug, Clone)]
+pub struct UserQuery {
+    id: Option<ObjectId>,
+    name: Email,
+}
+
+impl UserQuery {
+    pub fn new(text: &str) -> UserQuery {
+        UserQuery {
+            id: ObjectId::parse(text).ok(),
+            name: Email::new(text),
+        }
+    }
+
+    /// The Entra user it names in `snapshot`.
+    pub fn in_entra(&self, snapshot: &Snapshot) -> Option<ObjectId> {
+        if let Some(id) = self.id {
+            return snapshot.users.contains_key(&id).then_some(id);
+        }
+        let names = |s: Option<&String>| s.is_some_and(|s| Email::new(s) == self.name);
+        snapshot
+            .users
+            .values()
+            .find(|u| names(u.user_principal_name.as_ref()) || names(u.mail.as_ref()))
+            .map(|u| u.id)
+    }
+
+    /// The user it names among `tenant`'s synced records (by object id or the record's email):
+    /// someone who left every group is only known to the store.
+    pub fn in_store(&self, view: &StoreView, tenant: &str) -> Option<ObjectId> {
+        view.links
+            .iter()
+            .filter(|l| l.tenant == tenant)
+            .find(|l| {
+                self.id == Some(l.object_id)
+                    || view
+                        .records
+                        .get(&(l.kind, l.record_id))
+                        .and_then(|r| r.values.email_key())
+                        .is_some_and(|e| e == self.name)
+            })
+            .map(|l| l.object_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::EntraUser;
+    use crate::id::named;
+
+    #[test]
+    fn modes_and_statuses_read_back_what_they_store() {
+        for m in [RunMode::Full, RunMode::Incremental, RunMode::User] {
+            assert_eq!(RunMode::parse(m.as_str()), Some(m));
+        }
+        for s in [
+            RunStatus::Success,
+            RunStatus::Held,
+            RunStatus::Failed,
+            RunStatus::DryRun,
+        ] {
+            assert_eq!(RunStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(RunStatus::parse("HELD"), None);
+    }
+
+    #[test]
+    fn an_idle_round_touches_records_only_for_new_rules_or_a_release() {
+        assert_eq!(basis(true, false, None, false), Basis::Fresh);
+        assert_eq!(
+            basis(false, false, Some(RunStatus::Success), false),
+            Basis::Unchanged
+        );
+        assert_eq!(basis(false, true, None, false), Basis::Mirror);
+        assert_eq!(
+            basis(false, false, Some(RunStatus::Held), false),
+            Basis::Mirror
+        );
+        assert_eq!(
+            basis(false, false, Some(RunStatus::Success), true),
+            Basis::Mirror
+        );
+    }
+
+    #[test]
+    fn a_user_is_found_by_id_upn_or_mail_in_any_case() {
+        let mut snapshot = Snapshot::default();
+        let ada = EntraUser {
+            user_principal_name: Some("ada@contoso.onmicrosoft.com".into()),
+            mail: Some("Ada.Lovelace@Contoso.com".into()),
+            ..EntraUser::new(named("ada"))
+        };
+        snapshot.users.insert(ada.id, ada);
+        for query in [
+            named("ada").to_string(),
+            "ADA@contoso.onmicrosoft.com".into(),
+            " ada.lovelace@contoso.com".into(),
+        ] {
+            assert_eq!(
+                UserQuery::new(&query).in_entra(&snapshot),
+                Some(named("ada")),
+                "{query}"
+            );
+        }
+        assert_eq!(UserQuery::new("bob@contoso.com").in_entra(&snapshot), None);
+        assert_eq!(
+            UserQuery::new(&named("bob").to_string()).in_entra(&snapshot),
+            None
+        );
+    }
+}
