@@ -485,6 +485,32 @@ impl<'a> Planner<'a> {
         link.object_id != object_id && self.in_scope.contains(&link.object_id)
     }
 
+    /// The in-scope user other than `object_id` whose active record of `kind`, other than
+    /// `except`, has `email`.
+    fn email_holder(
+        &self,
+        kind: RecordKind,
+        email: &Email,
+        except: i64,
+        object_id: ObjectId,
+    ) -> Option<ObjectId> {
+        self.active_by_email
+            .get(&(kind, email.clone()))?
+            .iter()
+            .filter(|id| **id != except)
+            .filter_map(|id| self.link_of_record.get(&(kind, *id)))
+            .find(|link| self.owned_by_other_in_scope(link, object_id))
+            .map(|link| link.object_id)
+    }
+
+    fn skip_duplicate(&mut self, desired: &Desired, holder: ObjectId) {
+        let message = format!(
+            "email {} belongs to the record of Entra user {holder}; fix the duplicate in Entra",
+            desired.values.email().unwrap_or_default(),
+        );
+        self.skip(desired, ReportKind::DuplicateEmail, message);
+    }
+
     fn skip(&mut self, desired: &Desired, kind: ReportKind, message: String) {
         self.skipped.insert(desired.object_id);
         self.reports.push(Report {
@@ -533,7 +559,15 @@ impl<'a> Planner<'a> {
         // SPEC 4.3: the linked record, else an active record of the kind with the same email.
         let mut merged_by_email = false;
         let matched: Option<&StoredRecord> = match self.my_links.get(&(obj, kind)) {
-            Some(link) => self.record(kind, link.record_id),
+            Some(link) => {
+                // An email the user's new address takes from another in-scope user's active
+                // record stays with that user, whichever of the two is planned first.
+                if let Some(holder) = self.email_holder(kind, &email, link.record_id, obj) {
+                    self.skip_duplicate(&d, holder);
+                    return None;
+                }
+                self.record(kind, link.record_id)
+            }
             None => {
                 let mut candidates: Vec<i64> = self
                     .active_by_email
@@ -550,12 +584,7 @@ impl<'a> Planner<'a> {
                     if let Some(link) = self.link_of_record.get(&(kind, *id))
                         && self.owned_by_other_in_scope(link, obj)
                     {
-                        let message = format!(
-                            "email {} belongs to the record of Entra user {}; fix the duplicate in Entra",
-                            d.values.email().unwrap_or_default(),
-                            link.object_id
-                        );
-                        self.skip(&d, ReportKind::DuplicateEmail, message);
+                        self.skip_duplicate(&d, link.object_id);
                         return None;
                     }
                     found = self.record(kind, *id);
@@ -824,3 +853,6 @@ impl<'a> Planner<'a> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;
