@@ -1,38 +1,107 @@
 //! The daemon's admin endpoint (axum, loopback by default): `GET /healthz`, `GET /status`,
 //! `GET /metrics` (Prometheus text from the `metrics` recorder) and `POST /resync`.
 //!
-//! `POST /resync` only queues work for the daemon's worker and waits for its summary; it is
-//! refused without the bearer token when `admin.token_file` is set. Never returns secrets.
+//! Owns what it serves ([`AdminState`]) and the resync requests it hands to the daemon's worker
+//! ([`ResyncRequest`]); it never runs a sync itself and never returns a secret. `POST /resync`
+//! is refused without the bearer token when `admin.token_file` is set.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::daemon::{Shared, Trigger, health_verdict};
+use crate::clock::Instant;
+use crate::config::Config;
+use crate::health::Health;
+use crate::secret::Secret;
 use crate::store::Store;
-use crate::sync::SyncOptions;
+use crate::sync::{SyncError, SyncOptions, SyncSummary};
 
-pub async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let app = Router::new()
+/// A resync the endpoint asks the worker for; the caller waits for its summary.
+pub struct ResyncRequest {
+    pub opts: SyncOptions,
+    pub reply: oneshot::Sender<Result<SyncSummary, SyncError>>,
+}
+
+/// What the endpoint reads (and the daemon keeps current).
+pub struct AdminState {
+    config: RwLock<Arc<Config>>,
+    token: RwLock<Option<Secret>>,
+    pub health: Arc<Health>,
+    pub resync: mpsc::Sender<ResyncRequest>,
+    pub metrics: PrometheusHandle,
+}
+
+impl AdminState {
+    pub fn new(
+        config: Arc<Config>,
+        token: Option<Secret>,
+        health: Arc<Health>,
+        resync: mpsc::Sender<ResyncRequest>,
+        metrics: PrometheusHandle,
+    ) -> AdminState {
+        AdminState {
+            config: RwLock::new(config),
+            token: RwLock::new(token),
+            health,
+            resync,
+            metrics,
+        }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// After a reload: the new config and admin token.
+    pub fn replace(&self, config: Arc<Config>, token: Option<Secret>) {
+        *self.token.write().unwrap_or_else(PoisonError::into_inner) = token;
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+
+    fn token(&self) -> Option<Secret> {
+        self.token
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The health verdict now: a failed tenant stays healthy while its last success is more
+    /// recent than three reconnect delays (at least three minutes).
+    pub fn verdict(&self) -> Result<(), Vec<String>> {
+        let config = self.config();
+        let grace = Duration::from_secs(config.sync.reconnect_after_seconds.max(60) * 3);
+        self.health.verdict(Instant::now(), grace)
+    }
+}
+
+/// The endpoint's routes, for [`serve`] or for a test to call directly.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/resync", post(resync))
-        .with_state(shared);
-    if let Err(e) = axum::serve(listener, app)
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
     {
@@ -40,22 +109,20 @@ pub async fn serve(
     }
 }
 
-async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
-    let (ok, problems) = health_verdict(&shared);
-    if ok {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (
+async fn healthz(State(state): State<Arc<AdminState>>) -> Response {
+    match state.verdict() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(problems) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{}\n", problems.join("\n")),
         )
-            .into_response()
+            .into_response(),
     }
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Response {
-    let config = shared.config();
-    let tenants = shared.health.read().map(|h| h.clone()).unwrap_or_default();
+async fn status(State(state): State<Arc<AdminState>>) -> Response {
+    let config = state.config();
+    let tenants = state.health.snapshot();
     let path = config.store.path.clone();
     let store = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
         match Store::open_read_only(&path).map_err(|e| e.to_string())? {
@@ -77,10 +144,10 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.metrics.render(),
+        state.metrics.render(),
     )
         .into_response()
 }
@@ -104,16 +171,11 @@ fn flag(params: &HashMap<String, String>, name: &str) -> Result<bool, String> {
 }
 
 async fn resync(
-    State(shared): State<Arc<Shared>>,
+    State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let expected = shared
-        .admin_token
-        .read()
-        .map(|t| t.clone())
-        .unwrap_or_default();
-    if let Some(expected) = expected {
+    if let Some(expected) = state.token() {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -145,9 +207,9 @@ async fn resync(
         allow_mass_deactivation: allow,
     };
     let (reply, answer) = oneshot::channel();
-    if shared
-        .triggers
-        .send(Trigger::Resync { opts, reply })
+    if state
+        .resync
+        .send(ResyncRequest { opts, reply })
         .await
         .is_err()
     {
@@ -165,7 +227,12 @@ async fn resync(
             )
                 .into_response()
         }
-        Ok(Err(e)) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+        Ok(Err(e)) => {
+            let status = match e {
+                SyncError::UnknownTenant(_) | SyncError::UnknownUser(..) => StatusCode::NOT_FOUND,
+            };
+            (status, format!("{e}\n")).into_response()
+        }
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the daemon stopped before the resync ran\n",

@@ -17,11 +17,6 @@ use entra_sync_core::ObjectId;
 use entra_sync_core::plan::{Action, Change, GroupChange, Plan, RecordRef};
 use entra_sync_core::record::{Cell, ContactValues, EmployeeValues, RecordKind, Values, cell_diff};
 
-/// RFC 3339 UTC, second precision: `2026-11-23T17:04:05Z`.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 fn table(kind: RecordKind) -> &'static str {
     match kind {
         RecordKind::Employee => "employees",
@@ -159,13 +154,14 @@ pub struct RunWrite<'s> {
 }
 
 impl Store {
-    /// Starts a run's write transaction (immediate: the store's one writer from here).
-    pub fn begin_run(&mut self) -> Result<RunWrite<'_>, StoreError> {
+    /// Starts a run's write transaction (immediate: the store's one writer from here). `now`
+    /// (RFC 3339) stamps every row the run writes.
+    pub fn begin_run(&mut self, now: String) -> Result<RunWrite<'_>, StoreError> {
         Ok(RunWrite {
             tx: self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?,
-            now: now_rfc3339(),
+            now,
         })
     }
 }

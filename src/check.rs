@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use entra_sync_core::ObjectId;
 
+use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::graph::wire::{Member, USER_SELECT};
 use crate::graph::{GraphClient, fetch};
@@ -40,7 +41,7 @@ pub async fn run(config: &Config) -> Vec<CheckLine> {
     let mut lines = Vec::new();
     for tenant in &config.tenants {
         let subject = format!("tenant \"{}\" sign-in", tenant.name);
-        let client = match GraphClient::new(tenant, &config.sync) {
+        let client = match GraphClient::new(tenant, &config.sync, Arc::new(SystemClock)) {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 lines.push(CheckLine::fail(subject, e));

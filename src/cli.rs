@@ -215,7 +215,7 @@ pub fn status_command(config: &Config, json: bool) -> ExitCode {
             (Ok(r), Ok(t), Ok(c)) => (r, t, c),
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(EXIT_FAILED, e),
         };
-    let now = chrono::Utc::now();
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     let cursor_age = |tenant: &str| -> Option<i64> {
         let saved = chrono::DateTime::parse_from_rfc3339(cursors.get(tenant)?).ok()?;
         Some((now - saved.with_timezone(&chrono::Utc)).num_seconds())

@@ -1,31 +1,86 @@
-//! `entra-sync run`: the long-running service. A cron scheduler (tokio-cron-scheduler, its
-//! ticks coalesced) and `POST /resync` feed one worker, which runs them one at a time through
-//! [`crate::sync::run_with`], tenant by tenant in config order; SIGHUP reloads the config,
-//! SIGTERM/SIGINT stop it; systemd hears READY, STATUS, RELOADING, STOPPING and WATCHDOG.
+//! `entra-sync run` as a library: a [`Daemon`] built from a config and a bound listener, run
+//! until a shutdown future resolves. Scheduled ticks (tokio-cron-scheduler, coalesced) and
+//! `POST /resync` requests feed one worker, which runs them one at a time through a [`Runner`]
+//! (the real [`Syncer`], or a scripted one in tests); a reload request re-reads the config;
+//! systemd hears READY, STATUS, RELOADING, STOPPING and WATCHDOG.
 //!
 //! Owns scheduling, per-tenant health and reconnect back-off. It must not sync any other way
-//! than the one-off `sync` does.
+//! than the one-off `sync` does, and leaves signals, the global metrics recorder and exit
+//! codes to `main`.
 
-use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use sd_notify::NotifyState;
-use serde::Serialize;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use crate::cli::{EXIT_FAILED, EXIT_USAGE, fail};
+use crate::admin::{self, AdminState, ResyncRequest};
+use crate::clock::{Clock, Instant};
 use crate::config::Config;
+use crate::health::{Health, Pause};
 use crate::secret::{Secret, SecretSource};
-use crate::sync::{self, Clients, SyncOptions, SyncSummary};
-use entra_sync_core::run::{RunMode, RunStatus};
+use crate::sync::{SyncError, SyncOptions, SyncSummary, Syncer};
 
-/// Failed runs in a row after which a tenant waits `reconnect_after_seconds`.
-const FAILURES_BEFORE_RECONNECT: u32 = 3;
+/// What the daemon's worker runs: [`Syncer`] in the product, a scripted stand-in in tests.
+/// A run's future is not `Send` (it holds the store's connection across awaits): the daemon
+/// runs on the task that awaits it.
+pub trait Runner {
+    fn run(
+        &self,
+        config: &Config,
+        opts: &SyncOptions,
+    ) -> impl Future<Output = Result<SyncSummary, SyncError>>;
+    /// Drop the tenant's connection: the next run builds a new client and gets a new token.
+    fn reconnect(&self, tenant: &str);
+    /// The config was reloaded: drop every connection.
+    fn reload(&self);
+    fn clock(&self) -> &dyn Clock;
+}
+
+impl Runner for Syncer {
+    fn run(
+        &self,
+        config: &Config,
+        opts: &SyncOptions,
+    ) -> impl Future<Output = Result<SyncSummary, SyncError>> {
+        Syncer::run(self, config, opts)
+    }
+
+    fn reconnect(&self, tenant: &str) {
+        self.forget(tenant);
+    }
+
+    fn reload(&self) {
+        self.clear();
+    }
+
+    fn clock(&self) -> &dyn Clock {
+        Syncer::clock(self)
+    }
+}
+
+/// Where scheduled ticks come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// `schedule.sync` and `schedule.full_sync`, run by tokio-cron-scheduler.
+    Cron,
+    /// Only [`DaemonHandle::tick`] (tests drive the schedule themselves).
+    Manual,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config cannot be used (exit 2).
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot start the scheduler: {0}")]
+    Scheduler(#[from] tokio_cron_scheduler::JobSchedulerError),
+}
 
 /// Scheduled ticks waiting for the worker, coalesced: however many ticks arrive while a run is
 /// going, one run follows it, a full one if any of them asked for a full sync.
@@ -54,45 +109,9 @@ impl Ticks {
 }
 
 /// What the worker is asked to do.
-pub enum Trigger {
-    Scheduled {
-        full: bool,
-    },
-    Resync {
-        opts: SyncOptions,
-        reply: oneshot::Sender<Result<SyncSummary, String>>,
-    },
-}
-
-/// The last known state of one tenant, for `/healthz`, `/status` and STATUS=.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TenantHealth {
-    pub last_status: Option<RunStatus>,
-    pub last_finished: Option<String>,
-    pub last_success: Option<String>,
-    #[serde(skip)]
-    pub last_success_at: Option<Instant>,
-    pub consecutive_failures: u32,
-    pub last_error: Option<String>,
-    pub held: i64,
-    #[serde(skip)]
-    pub paused_until: Option<Instant>,
-}
-
-/// State shared by the worker and the admin endpoint.
-pub struct Shared {
-    pub config: RwLock<Arc<Config>>,
-    pub config_path: PathBuf,
-    pub health: RwLock<BTreeMap<String, TenantHealth>>,
-    pub triggers: mpsc::Sender<Trigger>,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    pub admin_token: RwLock<Option<Secret>>,
-}
-
-impl Shared {
-    pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
-    }
+enum Trigger {
+    Scheduled { full: bool },
+    Resync(ResyncRequest),
 }
 
 /// The bearer token `POST /resync` requires, read like a client secret (a relative name is
@@ -116,7 +135,7 @@ fn notify(states: &[NotifyState<'_>]) {
     }
 }
 
-async fn schedule(
+async fn start_cron(
     config: &Config,
     ticks: &Arc<Ticks>,
 ) -> Result<JobScheduler, tokio_cron_scheduler::JobSchedulerError> {
@@ -128,7 +147,6 @@ async fn schedule(
         let ticks = Arc::clone(ticks);
         scheduler
             .add(Job::new_async(expr.as_str(), move |_, _| {
-                // A run already due covers this tick: never pile runs up.
                 ticks.push(full);
                 Box::pin(async {})
             })?)
@@ -138,276 +156,258 @@ async fn schedule(
     Ok(scheduler)
 }
 
-pub async fn run(config_path: PathBuf) -> ExitCode {
-    let config = match Config::load(&config_path) {
-        Ok(c) => c,
-        Err(e) => return fail(EXIT_USAGE, e),
-    };
-    let admin_token = match read_admin_token(&config) {
-        Ok(t) => t,
-        Err(e) => return fail(EXIT_USAGE, e),
-    };
-    let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
-        Ok(h) => h,
-        Err(e) => return fail(EXIT_FAILED, format!("cannot set up metrics: {e}")),
-    };
-    let listener = match tokio::net::TcpListener::bind(&config.admin.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            return fail(
-                EXIT_USAGE,
-                format!(
-                    "config key `admin.listen`: cannot listen on {}: {e}; pick a free address",
-                    config.admin.listen
-                ),
-            );
-        }
-    };
-    // `POST /resync` requests; each caller waits for its own run's answer.
-    let (tx, mut rx) = mpsc::channel::<Trigger>(4);
-    let shared = Arc::new(Shared {
-        health: RwLock::new(
-            config
-                .tenants
-                .iter()
-                .map(|t| (t.name.clone(), TenantHealth::default()))
-                .collect(),
-        ),
-        config: RwLock::new(Arc::new(config)),
-        config_path,
-        triggers: tx.clone(),
-        metrics,
-        admin_token: RwLock::new(admin_token),
-    });
-    let (stop_admin, admin_stopped) = oneshot::channel::<()>();
-    let admin = tokio::spawn(crate::admin::serve(
-        listener,
-        Arc::clone(&shared),
-        async move {
-            let _ = admin_stopped.await;
-        },
-    ));
-    let ticks = Arc::new(Ticks::default());
-    let mut scheduler = match schedule(&shared.config(), &ticks).await {
-        Ok(s) => s,
-        Err(e) => return fail(EXIT_FAILED, format!("cannot start the scheduler: {e}")),
-    };
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return fail(EXIT_FAILED, "cannot install signal handlers");
-    };
-    let watchdog = sd_notify::watchdog_enabled().map(|period| {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period / 2);
-            loop {
-                tick.tick().await;
-                notify(&[NotifyState::Watchdog]);
-            }
-        })
-    });
-    let clients = Clients::default();
-    // Sync once right away rather than waiting for the first tick.
-    ticks.push(false);
-    notify(&[
-        NotifyState::Ready,
-        NotifyState::Status("scheduled; first sync starting"),
-    ]);
-    tracing::info!(admin = %shared.config().admin.listen, "entra-sync running");
-
-    loop {
-        let trigger = tokio::select! {
-            Some(trigger) = rx.recv() => trigger,
-            () = ticks.due.notified() => match ticks.take() {
-                Some(full) => Trigger::Scheduled { full },
-                None => continue,
-            },
-            _ = hup.recv() => {
-                notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading"))]);
-                match reload(&shared, &clients).await {
-                    Ok(()) => {
-                        let _ = scheduler.shutdown().await;
-                        match schedule(&shared.config(), &ticks).await {
-                            Ok(s) => scheduler = s,
-                            Err(e) => tracing::error!("cannot reschedule after reload: {e}"),
-                        }
-                    }
-                    Err(e) => tracing::error!("config reload rejected, the previous config keeps running: {e}"),
-                }
-                notify(&[NotifyState::Ready]);
-                continue;
-            }
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
-        };
-        let work = handle(&shared, &clients, trigger);
-        tokio::select! {
-            () = work => {}
-            _ = term.recv() => { tracing::info!("SIGTERM during a run: the run is abandoned, its transaction was not started or rolls back"); break; }
-            _ = int.recv() => { tracing::info!("SIGINT during a run: the run is abandoned"); break; }
-        }
-    }
-    notify(&[NotifyState::Stopping]);
-    let _ = scheduler.shutdown().await;
-    let _ = stop_admin.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(3), admin).await;
-    if let Some(w) = watchdog {
-        w.abort();
-    }
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
+/// Drives a running (or built) daemon from outside: `main` forwards SIGHUP here, tests tick,
+/// reload and watch rounds end.
+#[derive(Clone)]
+pub struct DaemonHandle {
+    ticks: Arc<Ticks>,
+    reload: mpsc::Sender<()>,
+    rounds: watch::Receiver<u64>,
+    state: Arc<AdminState>,
 }
 
-async fn reload(shared: &Shared, clients: &Clients) -> Result<(), String> {
-    let config = Config::load(&shared.config_path).map_err(|e| e.to_string())?;
-    let token = read_admin_token(&config)?;
-    let old = shared.config();
-    if config.admin.listen != old.admin.listen {
-        tracing::warn!("admin.listen changed; it takes effect at the next restart");
+impl DaemonHandle {
+    /// A scheduled tick, as the cron schedule would give it.
+    pub fn tick(&self, full: bool) {
+        self.ticks.push(full);
     }
-    {
-        let mut health = shared.health.write().unwrap_or_else(|p| p.into_inner());
-        health.retain(|name, _| config.tenant(name).is_some());
-        for t in &config.tenants {
-            health.entry(t.name.clone()).or_default();
+
+    /// Re-read the config file (SIGHUP).
+    pub fn reload(&self) {
+        // A reload already queued covers this one.
+        let _ = self.reload.try_send(());
+    }
+
+    /// Counts the worker's finished rounds (a tick's runs, a resync or a reload).
+    pub fn rounds(&self) -> watch::Receiver<u64> {
+        self.rounds.clone()
+    }
+
+    /// The admin endpoint's routes over this daemon's state, for tests to call directly.
+    pub fn admin(&self) -> axum::Router {
+        admin::router(Arc::clone(&self.state))
+    }
+}
+
+/// The service: build it, take a [`DaemonHandle`], then [`Daemon::run_until_stopped`].
+pub struct Daemon<R: Runner> {
+    state: Arc<AdminState>,
+    config_path: PathBuf,
+    runner: R,
+    listener: TcpListener,
+    schedule: Schedule,
+    ticks: Arc<Ticks>,
+    resync: mpsc::Receiver<ResyncRequest>,
+    reload: (mpsc::Sender<()>, mpsc::Receiver<()>),
+    rounds: watch::Sender<u64>,
+}
+
+impl<R: Runner> Daemon<R> {
+    /// A daemon for `config` (read from `config_path`, which reloads read again), serving the
+    /// admin endpoint on `listener` and metrics from `metrics`.
+    pub fn build(
+        config: Config,
+        config_path: PathBuf,
+        listener: TcpListener,
+        metrics: PrometheusHandle,
+        runner: R,
+        schedule: Schedule,
+    ) -> Result<Daemon<R>, DaemonError> {
+        let token = read_admin_token(&config).map_err(DaemonError::Config)?;
+        let health = Arc::new(Health::default());
+        health.track(config.tenants.iter().map(|t| t.name.as_str()));
+        // `POST /resync` requests; each caller waits for its own run's answer.
+        let (resync_tx, resync) = mpsc::channel(4);
+        let state = Arc::new(AdminState::new(
+            Arc::new(config),
+            token,
+            health,
+            resync_tx,
+            metrics,
+        ));
+        Ok(Daemon {
+            state,
+            config_path,
+            runner,
+            listener,
+            schedule,
+            ticks: Arc::new(Ticks::default()),
+            resync,
+            reload: mpsc::channel(1),
+            rounds: watch::Sender::new(0),
+        })
+    }
+
+    pub fn handle(&self) -> DaemonHandle {
+        DaemonHandle {
+            ticks: Arc::clone(&self.ticks),
+            reload: self.reload.0.clone(),
+            rounds: self.rounds.subscribe(),
+            state: Arc::clone(&self.state),
         }
     }
-    *shared
-        .admin_token
-        .write()
-        .unwrap_or_else(|p| p.into_inner()) = token;
-    *shared.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
-    clients.clear();
+
+    /// Serves and syncs until `shutdown` resolves; a run under way is then abandoned (its
+    /// transaction was not started or rolls back, so nothing of it is written).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), DaemonError> {
+        let Daemon {
+            state,
+            config_path,
+            runner,
+            listener,
+            schedule,
+            ticks,
+            mut resync,
+            reload: (_, mut reloads),
+            rounds,
+        } = self;
+        let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+        let admin = tokio::spawn(admin::serve(
+            listener,
+            admin::router(Arc::clone(&state)),
+            async move {
+                let _ = admin_stopped.await;
+            },
+        ));
+        let mut cron = match schedule {
+            Schedule::Cron => Some(start_cron(&state.config(), &ticks).await?),
+            Schedule::Manual => None,
+        };
+        let watchdog = sd_notify::watchdog_enabled().map(|period| {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period / 2);
+                loop {
+                    tick.tick().await;
+                    notify(&[NotifyState::Watchdog]);
+                }
+            })
+        });
+        // Sync once right away rather than waiting for the first tick.
+        ticks.push(false);
+        notify(&[
+            NotifyState::Ready,
+            NotifyState::Status("scheduled; first sync starting"),
+        ]);
+        tracing::info!(admin = %state.config().admin.listen, "entra-sync running");
+
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let trigger = tokio::select! {
+                Some(request) = resync.recv() => Trigger::Resync(request),
+                () = ticks.due.notified() => match ticks.take() {
+                    Some(full) => Trigger::Scheduled { full },
+                    None => continue,
+                },
+                Some(()) = reloads.recv() => {
+                    notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading"))]);
+                    match reload(&state, &config_path, &runner) {
+                        Ok(()) => {
+                            if let Some(old) = cron.as_mut() {
+                                let _ = old.shutdown().await;
+                                match start_cron(&state.config(), &ticks).await {
+                                    Ok(new) => *old = new,
+                                    Err(e) => tracing::error!("cannot reschedule after reload: {e}"),
+                                }
+                            }
+                        }
+                        Err(e) => tracing::error!("config reload rejected, the previous config keeps running: {e}"),
+                    }
+                    notify(&[NotifyState::Ready]);
+                    rounds.send_modify(|n| *n += 1);
+                    continue;
+                }
+                () = &mut shutdown => break,
+            };
+            tokio::select! {
+                () = work(&state, &runner, trigger) => {}
+                () = &mut shutdown => {
+                    tracing::info!("stopping during a run: the run is abandoned, its transaction was not started or rolls back");
+                    break;
+                }
+            }
+            rounds.send_modify(|n| *n += 1);
+        }
+        notify(&[NotifyState::Stopping]);
+        if let Some(mut cron) = cron {
+            let _ = cron.shutdown().await;
+        }
+        let _ = stop_admin.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(3), admin).await;
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn reload(
+    state: &AdminState,
+    config_path: &std::path::Path,
+    runner: &impl Runner,
+) -> Result<(), String> {
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let token = read_admin_token(&config)?;
+    if config.admin.listen != state.config().admin.listen {
+        tracing::warn!("admin.listen changed; it takes effect at the next restart");
+    }
+    state
+        .health
+        .track(config.tenants.iter().map(|t| t.name.as_str()));
+    state.replace(Arc::new(config), token);
+    runner.reload();
     tracing::info!("config reloaded");
     Ok(())
 }
 
-async fn handle(shared: &Shared, clients: &Clients, trigger: Trigger) {
-    let config = shared.config();
+async fn work(state: &AdminState, runner: &impl Runner, trigger: Trigger) {
+    let config = state.config();
     match trigger {
         Trigger::Scheduled { full } => {
             for tenant in &config.tenants {
-                if paused(shared, clients, &tenant.name) {
-                    continue;
+                match state.health.pause_state(&tenant.name, Instant::now()) {
+                    Pause::Waiting => continue,
+                    Pause::Over => {
+                        runner.reconnect(&tenant.name);
+                        tracing::info!(tenant = %tenant.name, "reconnecting: new HTTP client and token");
+                    }
+                    Pause::None => {}
                 }
                 let opts = SyncOptions {
                     tenant: Some(tenant.name.clone()),
                     full,
                     ..SyncOptions::default()
                 };
-                match sync::run_with(&config, &opts, clients).await {
-                    Ok(summary) => record(shared, clients, &config, &summary),
+                match runner.run(&config, &opts).await {
+                    Ok(summary) => record(state, runner, &config, &summary),
                     Err(e) => tracing::error!(tenant = %tenant.name, "{e}"),
                 }
             }
         }
-        Trigger::Resync { opts, reply } => {
-            let result = sync::run_with(&config, &opts, clients).await;
+        Trigger::Resync(ResyncRequest { opts, reply }) => {
+            let result = runner.run(&config, &opts).await;
             if let Ok(summary) = &result {
-                record(shared, clients, &config, summary);
+                record(state, runner, &config, summary);
             }
-            let _ = reply.send(result.map_err(|e| e.to_string()));
+            let _ = reply.send(result);
         }
     }
 }
 
-/// Whether the tenant is waiting out its reconnect delay; at its end the client is rebuilt.
-fn paused(shared: &Shared, clients: &Clients, tenant: &str) -> bool {
-    let mut health = shared.health.write().unwrap_or_else(|p| p.into_inner());
-    let Some(h) = health.get_mut(tenant) else {
-        return false;
-    };
-    match h.paused_until {
-        Some(until) if Instant::now() < until => true,
-        Some(_) => {
-            h.paused_until = None;
-            clients.forget(tenant);
-            tracing::info!(tenant, "reconnecting: new HTTP client and token");
-            false
-        }
-        None => false,
+fn record(state: &AdminState, runner: &impl Runner, config: &Config, summary: &SyncSummary) {
+    let recorded = state.health.record(
+        summary,
+        &runner.clock().now_rfc3339(),
+        Instant::now(),
+        Duration::from_secs(config.sync.reconnect_after_seconds),
+    );
+    for tenant in &recorded.reconnect {
+        runner.reconnect(tenant);
     }
-}
-
-fn record(shared: &Shared, clients: &Clients, config: &Config, summary: &SyncSummary) {
-    let mut health = shared.health.write().unwrap_or_else(|p| p.into_inner());
-    for t in &summary.tenants {
-        if t.mode == RunMode::User {
-            continue;
-        }
-        let h = health.entry(t.tenant.clone()).or_default();
-        let now = crate::apply::now_rfc3339();
-        h.last_status = Some(t.status);
-        h.last_finished = Some(now.clone());
-        h.held = t.counts.held;
-        match t.status {
-            RunStatus::Failed => {
-                h.consecutive_failures += 1;
-                h.last_error = t.error.clone();
-                if h.consecutive_failures == FAILURES_BEFORE_RECONNECT {
-                    let wait = Duration::from_secs(config.sync.reconnect_after_seconds);
-                    h.paused_until = Some(Instant::now() + wait);
-                    clients.forget(&t.tenant);
-                    tracing::warn!(
-                        tenant = %t.tenant,
-                        failures = h.consecutive_failures,
-                        "failing repeatedly; waiting {} s before reconnecting",
-                        wait.as_secs()
-                    );
-                }
-            }
-            _ => {
-                if h.consecutive_failures >= FAILURES_BEFORE_RECONNECT {
-                    tracing::info!(tenant = %t.tenant, "recovered after {} failed runs", h.consecutive_failures);
-                }
-                h.consecutive_failures = 0;
-                h.last_error = None;
-                h.last_success = Some(now);
-                h.last_success_at = Some(Instant::now());
-            }
-        }
-    }
-    let status: Vec<String> = health
-        .iter()
-        .map(|(name, h)| {
-            format!(
-                "{name}: {}",
-                h.last_status.map_or("pending", RunStatus::as_str)
-            )
-        })
-        .collect();
-    notify(&[NotifyState::Status(&status.join(", "))]);
-}
-
-/// `/healthz`: healthy when every tenant's last run succeeded, or failed while its last
-/// success is recent (within grace); a hold is unhealthy until someone acts on it.
-pub fn health_verdict(shared: &Shared) -> (bool, Vec<String>) {
-    let config = shared.config();
-    let grace = Duration::from_secs(config.sync.reconnect_after_seconds.max(60) * 3);
-    let health = shared.health.read().unwrap_or_else(|p| p.into_inner());
-    let mut problems = Vec::new();
-    for (name, h) in health.iter() {
-        match h.last_status {
-            None | Some(RunStatus::Success) | Some(RunStatus::DryRun) => {}
-            Some(RunStatus::Held) => problems.push(format!(
-                "tenant {name}: {} deactivations held by the safety limits; review and run `entra-sync sync --allow-mass-deactivation`",
-                h.held
-            )),
-            Some(_) => {
-                let recent = h.last_success_at.is_some_and(|t| t.elapsed() < grace);
-                if !recent {
-                    problems.push(format!(
-                        "tenant {name}: {} failed runs in a row: {}",
-                        h.consecutive_failures,
-                        h.last_error.as_deref().unwrap_or("unknown error")
-                    ));
-                }
-            }
-        }
-    }
-    (problems.is_empty(), problems)
+    notify(&[NotifyState::Status(&state.health.status_line())]);
 }
 
 #[cfg(test)]
@@ -415,7 +415,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn ticks_during_a_run_are_one_run_after_it_full_if_any_asked() {
         let ticks = Ticks::default();
         // Four ticks while the worker is busy: the old queue would have held four runs.

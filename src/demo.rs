@@ -23,7 +23,7 @@ pub async fn run() -> ExitCode {
 }
 
 fn fresh_dir() -> std::io::Result<PathBuf> {
-    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+    let stamp = crate::clock::Clock::now(&crate::clock::SystemClock).format("%Y%m%d-%H%M%S");
     let dir = std::env::temp_dir().join(format!("entra-sync-demo-{stamp}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)

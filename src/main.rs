@@ -23,7 +23,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use entra_sync::cli::{self, Cli, Command, LogFormat};
-use entra_sync::sync::SyncOptions;
+use entra_sync::config::Config;
+use entra_sync::daemon::{Daemon, DaemonError, Schedule};
+use entra_sync::sync::{SyncOptions, Syncer};
+use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(format: LogFormat, default: &str) {
@@ -74,9 +77,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Demo => entra_sync::demo::run().await,
-            Command::Run => {
-                entra_sync::daemon::run(entra_sync::config::config_path(cli.config)).await
-            }
+            Command::Run => run_daemon(entra_sync::config::config_path(cli.config)).await,
             Command::Sync {
                 tenant,
                 full,
@@ -108,4 +109,67 @@ fn main() -> ExitCode {
             },
         }
     })
+}
+
+/// `entra-sync run`: the daemon with what only a process has: the listener named in the
+/// config, the global metrics recorder, signals (SIGHUP reloads, SIGTERM/SIGINT stop) and the
+/// exit code.
+async fn run_daemon(config_path: std::path::PathBuf) -> ExitCode {
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => return cli::fail(cli::EXIT_USAGE, e),
+    };
+    let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(h) => h,
+        Err(e) => return cli::fail(cli::EXIT_FAILED, format!("cannot set up metrics: {e}")),
+    };
+    let listener = match tokio::net::TcpListener::bind(&config.admin.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            return cli::fail(
+                cli::EXIT_USAGE,
+                format!(
+                    "config key `admin.listen`: cannot listen on {}: {e}; pick a free address",
+                    config.admin.listen
+                ),
+            );
+        }
+    };
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return cli::fail(cli::EXIT_FAILED, "cannot install signal handlers");
+    };
+    let daemon = match Daemon::build(
+        config,
+        config_path,
+        listener,
+        metrics,
+        Syncer::default(),
+        Schedule::Cron,
+    ) {
+        Ok(d) => d,
+        Err(e) => return cli::fail(cli::EXIT_USAGE, e),
+    };
+    let handle = daemon.handle();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            handle.reload();
+        }
+    });
+    let stopped = daemon
+        .run_until_stopped(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            }
+        })
+        .await;
+    match stopped {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ DaemonError::Config(_)) => cli::fail(cli::EXIT_USAGE, e),
+        Err(e) => cli::fail(cli::EXIT_FAILED, e),
+    }
 }

@@ -2,7 +2,7 @@
 //! each took, the process's resident memory after it and its peak so far, for finding where a
 //! slow or large sync spends. `RUST_LOG=entra_sync=debug` shows them. Decides nothing.
 
-use std::time::Instant;
+use crate::clock::Instant;
 
 pub struct Phase {
     started: Instant,

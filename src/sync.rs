@@ -6,8 +6,8 @@
 //! plan is made from a view read in the run's own transaction. The decisions are
 //! [`entra_sync_core`]'s; this module reads, hands over and writes.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
@@ -18,7 +18,7 @@ use entra_sync_core::rules::Rules;
 use entra_sync_core::run::{self, Basis, RunCounts, RunMode, RunStatus, UserQuery};
 
 use crate::apply::RunWrite;
-use crate::apply::now_rfc3339;
+use crate::clock::{Clock, Instant, SystemClock};
 use crate::config::{Config, TenantConfig};
 use crate::graph::{GraphClient, GraphError};
 use crate::refresh;
@@ -97,81 +97,100 @@ pub fn rules_for(config: &Config, tenant: &TenantConfig) -> Rules {
     }
 }
 
-/// Graph clients kept between runs (so the daemon reuses tokens), rebuilt on demand.
-#[derive(Default)]
-pub struct Clients {
-    map: std::sync::Mutex<std::collections::HashMap<String, Arc<GraphClient>>>,
+/// Runs syncs: the one entry point of `sync`, `demo`, the daemon's schedule and
+/// `POST /resync`. Keeps each tenant's Graph client between runs (so the daemon reuses tokens)
+/// and the clock every run reads.
+pub struct Syncer {
+    clients: Mutex<HashMap<String, Arc<GraphClient>>>,
+    clock: Arc<dyn Clock>,
 }
 
-impl Clients {
-    pub fn get(
+impl Default for Syncer {
+    fn default() -> Syncer {
+        Syncer::new(Arc::new(SystemClock))
+    }
+}
+
+impl Syncer {
+    pub fn new(clock: Arc<dyn Clock>) -> Syncer {
+        Syncer {
+            clients: Mutex::default(),
+            clock,
+        }
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    fn client(
         &self,
         config: &Config,
         tenant: &TenantConfig,
     ) -> Result<Arc<GraphClient>, GraphError> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = map.get(&tenant.name) {
             return Ok(Arc::clone(c));
         }
-        let client = Arc::new(GraphClient::new(tenant, &config.sync)?);
+        let client = Arc::new(GraphClient::new(
+            tenant,
+            &config.sync,
+            Arc::clone(&self.clock),
+        )?);
         map.insert(tenant.name.clone(), Arc::clone(&client));
         Ok(client)
     }
 
     /// Drops the tenant's client: the next run builds a new HTTP client and gets a new token.
     pub fn forget(&self, tenant: &str) {
-        self.map
+        self.clients
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(tenant);
     }
 
+    /// Drops every client (after a config reload).
     pub fn clear(&self) {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
-}
 
-/// Runs a sync of every tenant (or `--tenant`) and returns what happened to each.
-pub async fn run(config: &Config, opts: &SyncOptions) -> Result<SyncSummary, SyncError> {
-    run_with(config, opts, &Clients::default()).await
-}
-
-/// [`run`] with Graph clients that outlive the run.
-pub async fn run_with(
-    config: &Config,
-    opts: &SyncOptions,
-    clients: &Clients,
-) -> Result<SyncSummary, SyncError> {
-    let tenants: Vec<&TenantConfig> = match &opts.tenant {
-        Some(name) => vec![
-            config
-                .tenant(name)
-                .ok_or_else(|| SyncError::UnknownTenant(name.clone()))?,
-        ],
-        None => config.tenants.iter().collect(),
-    };
-    let mut summary = SyncSummary::default();
-    let mut user_found = false;
-    for tenant in tenants {
-        let outcome = run_tenant(config, tenant, opts, clients).await;
-        match outcome {
-            Some(o) => {
+    /// Runs a sync of every tenant (or `--tenant`) and returns what happened to each.
+    pub async fn run(&self, config: &Config, opts: &SyncOptions) -> Result<SyncSummary, SyncError> {
+        let tenants: Vec<&TenantConfig> = match &opts.tenant {
+            Some(name) => vec![
+                config
+                    .tenant(name)
+                    .ok_or_else(|| SyncError::UnknownTenant(name.clone()))?,
+            ],
+            None => config.tenants.iter().collect(),
+        };
+        let mut summary = SyncSummary::default();
+        let mut user_found = false;
+        for tenant in tenants {
+            if let Some(outcome) = run_tenant(config, tenant, opts, self).await {
                 user_found = true;
-                summary.tenants.push(o);
+                summary.tenants.push(outcome);
             }
-            None => continue,
         }
+        if let Some(user) = &opts.user
+            && !user_found
+        {
+            let scope = opts
+                .tenant
+                .as_ref()
+                .map_or("any tenant".to_string(), |t| format!("tenant \"{t}\""));
+            return Err(SyncError::UnknownUser(user.clone(), scope));
+        }
+        Ok(summary)
     }
-    if let Some(user) = &opts.user
-        && !user_found
-    {
-        let scope = opts
-            .tenant
-            .as_ref()
-            .map_or("any tenant".to_string(), |t| format!("tenant \"{t}\""));
-        return Err(SyncError::UnknownUser(user.clone(), scope));
-    }
-    Ok(summary)
+}
+
+/// A one-off [`Syncer::run`] on the system clock.
+pub async fn run(config: &Config, opts: &SyncOptions) -> Result<SyncSummary, SyncError> {
+    Syncer::default().run(config, opts).await
 }
 
 /// One tenant's run. `None` when `--user` names nobody in this tenant.
@@ -179,10 +198,10 @@ async fn run_tenant(
     config: &Config,
     tenant: &TenantConfig,
     opts: &SyncOptions,
-    clients: &Clients,
+    syncer: &Syncer,
 ) -> Option<TenantOutcome> {
     let started = Instant::now();
-    let started_at = now_rfc3339();
+    let started_at = syncer.clock.now_rfc3339();
     let mut outcome = TenantOutcome {
         tenant: tenant.name.clone(),
         mode: if opts.user.is_some() {
@@ -201,7 +220,7 @@ async fn run_tenant(
         reports: Vec::new(),
         plan: None,
     };
-    let result = tenant_run(config, tenant, opts, clients, &started_at, &mut outcome).await;
+    let result = tenant_run(config, tenant, opts, syncer, &started_at, &mut outcome).await;
     outcome.duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(None) => None,
@@ -212,13 +231,13 @@ async fn run_tenant(
             outcome.counts = plan.counts();
             outcome.hold_reason = plan.hold_reason.clone();
             outcome.reports = plan.reports.clone();
-            log_outcome(&outcome);
+            log_outcome(&outcome, syncer.clock());
             outcome.plan = Some(plan);
             Some(outcome)
         }
         Err(e) => {
             outcome.error = Some(format!("tenant \"{}\": {e}", tenant.name));
-            Some(finish_failed(config, opts, outcome, &started_at).await)
+            Some(finish_failed(config, opts, syncer.clock(), outcome, &started_at).await)
         }
     }
 }
@@ -228,7 +247,7 @@ async fn tenant_run(
     config: &Config,
     tenant: &TenantConfig,
     opts: &SyncOptions,
-    clients: &Clients,
+    syncer: &Syncer,
     started_at: &str,
     outcome: &mut TenantOutcome,
 ) -> Result<Option<Plan>, anyhow::Error> {
@@ -247,7 +266,7 @@ async fn tenant_run(
         Some(Store::open(store_path)?)
     };
     let rules = rules_for(config, tenant);
-    let client = clients.get(config, tenant)?;
+    let client = syncer.client(config, tenant)?;
     let requests_before = client.stats.requests();
     let waits_before = client
         .stats
@@ -321,6 +340,7 @@ async fn tenant_run(
         mode,
         started_at,
         opts,
+        clock: syncer.clock(),
     };
     let fresh = refreshed.snapshot.is_some();
     let basis = run::basis(
@@ -336,7 +356,7 @@ async fn tenant_run(
                 tenant: tenant.name.clone(),
                 ..Plan::default()
             };
-            let access = Access::open(&mut store, opts.dry_run)?;
+            let access = Access::open(&mut store, opts.dry_run, syncer.clock())?;
             access.write_mirror(&tenant.name, None, &refreshed.cursors)?;
             apply_recorded(access, &run, outcome, &plan)?;
             return Ok(Some(plan));
@@ -347,7 +367,7 @@ async fn tenant_run(
     phase.done(&tenant.name, "mirror load");
     // The run's one write transaction starts here, and the store view is read through it
     // first (the mirror write below does not touch what the view reads).
-    let access = Access::open(&mut store, opts.dry_run)?;
+    let access = Access::open(&mut store, opts.dry_run, syncer.clock())?;
     let view = access.view(&tenant.name)?;
     let mut safety = Safety {
         max_deactivations: config.safety.max_deactivations,
@@ -400,7 +420,7 @@ async fn tenant_run(
         plan = plan.restrict_to_user(id, &view);
     } else if refreshed.mode == RunMode::Full && config.retention.purge_deactivated_after_days > 0 {
         let cutoff = plan::retention_cutoff(
-            chrono::Utc::now(),
+            syncer.clock.now(),
             config.retention.purge_deactivated_after_days,
         );
         plan.changes
@@ -420,9 +440,13 @@ enum Access<'s> {
 }
 
 impl<'s> Access<'s> {
-    fn open(store: &'s mut Option<Store>, dry_run: bool) -> Result<Access<'s>, StoreError> {
+    fn open(
+        store: &'s mut Option<Store>,
+        dry_run: bool,
+        clock: &dyn Clock,
+    ) -> Result<Access<'s>, StoreError> {
         Ok(match store.as_mut() {
-            Some(s) if !dry_run => Access::Write(s.begin_run()?),
+            Some(s) if !dry_run => Access::Write(s.begin_run(clock.now_rfc3339())?),
             other => Access::Read(other.map(|s| &*s)),
         })
     }
@@ -454,6 +478,7 @@ struct RunContext<'a> {
     mode: RunMode,
     started_at: &'a str,
     opts: &'a SyncOptions,
+    clock: &'a dyn Clock,
 }
 
 /// Sets the run's status from the plan and, unless it is a dry run, applies the plan with its
@@ -478,7 +503,7 @@ fn apply_recorded(
         tenant: run.tenant.name.clone(),
         mode: run.mode,
         started_at: run.started_at.to_string(),
-        finished_at: Some(now_rfc3339()),
+        finished_at: Some(run.clock.now_rfc3339()),
         status: outcome.status,
         counts: plan.counts(),
         graph_requests: outcome.graph_requests as i64,
@@ -491,11 +516,12 @@ fn apply_recorded(
 async fn finish_failed(
     config: &Config,
     opts: &SyncOptions,
+    clock: &dyn Clock,
     mut outcome: TenantOutcome,
     started_at: &str,
 ) -> TenantOutcome {
     outcome.status = RunStatus::Failed;
-    record_metrics(&outcome);
+    record_metrics(&outcome, clock);
     let error = outcome.error.clone().unwrap_or_default();
     tracing::error!(tenant = %outcome.tenant, "{error}");
     if !opts.dry_run {
@@ -503,7 +529,7 @@ async fn finish_failed(
             tenant: outcome.tenant.clone(),
             mode: outcome.mode,
             started_at: started_at.to_string(),
-            finished_at: Some(now_rfc3339()),
+            finished_at: Some(clock.now_rfc3339()),
             status: RunStatus::Failed,
             counts: RunCounts::default(),
             graph_requests: outcome.graph_requests as i64,
@@ -526,7 +552,7 @@ async fn finish_failed(
     outcome
 }
 
-fn record_metrics(o: &TenantOutcome) {
+fn record_metrics(o: &TenantOutcome, clock: &dyn Clock) {
     let tenant = o.tenant.clone();
     metrics::counter!("entra_sync_runs_total", "tenant" => tenant.clone(), "result" => o.status.as_str())
         .increment(1);
@@ -546,12 +572,12 @@ fn record_metrics(o: &TenantOutcome) {
         .record(o.duration_ms as f64 / 1000.0);
     if o.status == RunStatus::Success {
         metrics::gauge!("entra_sync_last_success_timestamp_seconds", "tenant" => tenant)
-            .set(chrono::Utc::now().timestamp() as f64);
+            .set(clock.now().timestamp() as f64);
     }
 }
 
-fn log_outcome(o: &TenantOutcome) {
-    record_metrics(o);
+fn log_outcome(o: &TenantOutcome, clock: &dyn Clock) {
+    record_metrics(o, clock);
     for r in &o.reports {
         tracing::warn!(tenant = %o.tenant, user = %r.user, kind = ?r.kind, "{}", r.message);
     }

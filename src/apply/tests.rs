@@ -139,7 +139,11 @@ impl World {
             graph_requests: 0,
             error: None,
         };
-        self.store.begin_run().unwrap().finish(&p, &run).unwrap();
+        self.store
+            .begin_run("2026-01-01T00:00:00Z".into())
+            .unwrap()
+            .finish(&p, &run)
+            .unwrap();
         p
     }
 

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use crate::auth::{AuthError, TokenSource, error_chain};
+use crate::clock::Clock;
 use crate::config::{SyncConfig, TenantConfig};
 use wire::{Page, parse_error, parse_page_of};
 
@@ -135,10 +136,16 @@ pub struct GraphClient {
     retry_base: Duration,
     in_flight: Semaphore,
     pub stats: Arc<GraphStats>,
+    /// For `Retry-After` given as a date.
+    clock: Arc<dyn Clock>,
 }
 
 impl GraphClient {
-    pub fn new(tenant: &TenantConfig, sync: &SyncConfig) -> Result<GraphClient, GraphError> {
+    pub fn new(
+        tenant: &TenantConfig,
+        sync: &SyncConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<GraphClient, GraphError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(sync.request_timeout_seconds))
             .connect_timeout(Duration::from_secs(10))
@@ -157,6 +164,7 @@ impl GraphClient {
             retry_base: Duration::from_millis(sync.retry_base_ms),
             in_flight: Semaphore::new(sync.max_concurrency),
             stats: Arc::new(GraphStats::default()),
+            clock,
         })
     }
 
@@ -245,7 +253,7 @@ impl GraphClient {
                                 })
                             })
                             .and_then(Value::as_str)
-                            .and_then(parse_retry_after);
+                            .and_then(|v| parse_retry_after(v, self.clock.now()));
                         wait = wait.max(after.unwrap_or_else(|| self.backoff(attempt)));
                         retry.push(i);
                         continue;
@@ -351,7 +359,7 @@ impl GraphClient {
                             .headers()
                             .get(reqwest::header::RETRY_AFTER)
                             .and_then(|v| v.to_str().ok())
-                            .and_then(parse_retry_after);
+                            .and_then(|v| parse_retry_after(v, self.clock.now()));
                         match resp.bytes().await {
                             Ok(bytes) => Ok((status, retry_after, bytes)),
                             Err(e) => Err(format!("the answer was cut off: {}", error_chain(&e))),
@@ -445,14 +453,15 @@ impl GraphClient {
     }
 }
 
-/// `Retry-After` as seconds (fractional allowed, as Graph has sent `2.128`) or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
+/// `Retry-After` as seconds (fractional allowed, as Graph has sent `2.128`) or an HTTP date,
+/// which is that long after `now`.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
     let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = date.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    let delta = date.with_timezone(&chrono::Utc) - now;
     Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 
@@ -462,16 +471,27 @@ mod tests {
 
     #[test]
     fn retry_after_accepts_fractions_integers_and_dates() {
-        assert_eq!(parse_retry_after("10"), Some(Duration::from_secs(10)));
+        use chrono::TimeZone;
+        let now = chrono::Utc
+            .with_ymd_and_hms(2015, 10, 21, 7, 27, 30)
+            .single()
+            .unwrap_or_default();
+        assert_eq!(parse_retry_after("10", now), Some(Duration::from_secs(10)));
         assert_eq!(
-            parse_retry_after("2.128"),
+            parse_retry_after("2.128", now),
             Some(Duration::from_millis(2128))
         );
-        assert_eq!(parse_retry_after("-1"), None);
-        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        let later = now + chrono::Duration::hours(1);
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", later),
+            Some(Duration::ZERO),
+            "a date gone by means no wait"
         );
     }
 }
