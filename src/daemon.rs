@@ -264,6 +264,10 @@ impl<R: Runner> Daemon<R> {
             reload: (_, mut reloads),
             rounds,
         } = self;
+        // The address actually bound (`admin.listen` may name port 0).
+        let admin_addr = listener
+            .local_addr()
+            .map_or_else(|_| state.config().admin.listen.clone(), |a| a.to_string());
         let (stop_admin, admin_stopped) = oneshot::channel::<()>();
         let admin = tokio::spawn(admin::serve(
             listener,
@@ -291,7 +295,7 @@ impl<R: Runner> Daemon<R> {
             NotifyState::Ready,
             NotifyState::Status("scheduled; first sync starting"),
         ]);
-        tracing::info!(admin = %state.config().admin.listen, "entra-sync running");
+        tracing::info!(admin = %admin_addr, "entra-sync running");
 
         let mut shutdown = std::pin::pin!(shutdown);
         loop {

@@ -54,6 +54,26 @@ pub struct TenantOutcome {
     pub plan: Option<Plan>,
 }
 
+impl TenantOutcome {
+    /// An outcome with nothing counted yet.
+    pub fn new(tenant: &str, mode: RunMode, status: RunStatus) -> TenantOutcome {
+        TenantOutcome {
+            tenant: tenant.to_string(),
+            mode,
+            status,
+            counts: RunCounts::default(),
+            graph_requests: 0,
+            throttle_waits: 0,
+            throttle_wait_ms: 0,
+            duration_ms: 0,
+            error: None,
+            hold_reason: None,
+            reports: Vec::new(),
+            plan: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncSummary {
     pub tenants: Vec<TenantOutcome>,
@@ -202,24 +222,12 @@ async fn run_tenant(
 ) -> Option<TenantOutcome> {
     let started = Instant::now();
     let started_at = syncer.clock.now_rfc3339();
-    let mut outcome = TenantOutcome {
-        tenant: tenant.name.clone(),
-        mode: if opts.user.is_some() {
-            RunMode::User
-        } else {
-            RunMode::Full
-        },
-        status: RunStatus::Failed,
-        counts: RunCounts::default(),
-        graph_requests: 0,
-        throttle_waits: 0,
-        throttle_wait_ms: 0,
-        duration_ms: 0,
-        error: None,
-        hold_reason: None,
-        reports: Vec::new(),
-        plan: None,
+    let mode = if opts.user.is_some() {
+        RunMode::User
+    } else {
+        RunMode::Full
     };
+    let mut outcome = TenantOutcome::new(&tenant.name, mode, RunStatus::Failed);
     let result = tenant_run(config, tenant, opts, syncer, &started_at, &mut outcome).await;
     outcome.duration_ms = started.elapsed().as_millis() as u64;
     match result {
@@ -258,7 +266,9 @@ async fn tenant_run(
         None
     } else {
         let path = store_path.clone();
-        Some(tokio::task::spawn_blocking(move || WriterLock::acquire(&path)).await??)
+        let lock = tokio::task::spawn_blocking(move || WriterLock::acquire(&path)).await??;
+        tracing::debug!(tenant = %tenant.name, "writer lock taken; reading Graph");
+        Some(lock)
     };
     let mut store = if opts.dry_run {
         Store::open_read_only(store_path)?

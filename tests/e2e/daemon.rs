@@ -1,311 +1,481 @@
-//! `entra-sync run` as operators run it: a child process against graph-sim with a schedule of
-//! two seconds, watched through its admin endpoint, signals and the store.
+//! The daemon in-process (`Daemon::build` + `run_until_stopped`), driven through its handle:
+//! ticks, reloads and the admin routes. With a scripted runner and paused time for the
+//! schedule, back-off and health; with the real sync against graph-sim for what reaches the
+//! store. Nothing here waits on the wall clock: a test waits for the daemon's rounds, and
+//! under paused time a daemon that never finishes one fails the test instead of hanging it.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use graph_sim::{Fault, FaultKind, UserPatch};
-use rustix::process::{Pid, Signal, kill_process};
-use tokio::process::Child;
+use axum::body::Body;
+use axum::http::{Request, header};
+use entra_sync::clock::{Clock, SystemClock};
+use entra_sync::config::Config;
+use entra_sync::daemon::{Daemon, DaemonHandle, Runner, Schedule};
+use entra_sync::sync::{SyncError, SyncOptions, SyncSummary, Syncer, TenantOutcome};
+use entra_sync_core::run::{RunMode, RunStatus};
+use graph_sim::UserPatch;
+use tokio::sync::{oneshot, watch};
+use tower::ServiceExt;
 
-use crate::support::{SECRET, TestEnv};
+use crate::support::TestEnv;
 
-struct Daemon {
-    child: Child,
-    admin: String,
-    log: std::path::PathBuf,
+/// How long a test waits for the daemon under paused time; it only passes when the runtime is
+/// idle, which means the daemon is stuck.
+const STUCK: Duration = Duration::from_secs(24 * 3600);
+
+/// Runs `daemon` while `test` drives it through its handle, then stops it.
+async fn with_daemon<R: Runner>(daemon: Daemon<R>, test: impl AsyncFnOnce(DaemonHandle)) {
+    let handle = daemon.handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = daemon.run_until_stopped(async move {
+        let _ = stopped.await;
+    });
+    let body = async move {
+        test(handle).await;
+        let _ = stop.send(());
+    };
+    let (result, ()) = tokio::join!(run, body);
+    result.unwrap();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Waits until the daemon has finished `n` rounds in all.
+async fn rounds(handle: &DaemonHandle, n: u64) {
+    let mut rounds = handle.rounds();
+    tokio::time::timeout(STUCK, rounds.wait_for(|r| *r >= n))
+        .await
+        .unwrap_or_else(|_| panic!("the daemon never finished round {n}"))
+        .unwrap();
 }
 
-impl Daemon {
-    async fn start(env: &mut TestEnv, extra: &str) -> Daemon {
-        let port = free_port();
-        env.extra_config = format!(
-            "{}\n[schedule]\nsync = \"*/2 * * * * *\"\nfull_sync = \"0 0 3 * * *\"\n\n[admin]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n",
-            env.extra_config
-        );
-        env.write_config();
-        let log = env.dir.path().join("daemon.log");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_entra-sync"))
-            .arg("--config")
-            .arg(env.config_path())
-            .arg("run")
-            .env("RUST_LOG", "info")
-            .stdout(std::fs::File::create(env.dir.path().join("daemon.out")).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
+async fn call(
+    handle: &DaemonHandle,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = handle
+        .admin()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle()
+}
+
+async fn listener() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// A runner that answers from a script: what each run returns, and a gate that holds runs.
+struct Script {
+    /// The statuses of the next runs, in order; success once it is empty.
+    answers: Mutex<VecDeque<RunStatus>>,
+    calls: Mutex<Vec<SyncOptions>>,
+    reconnects: Mutex<Vec<String>>,
+    reloads: Mutex<usize>,
+    started: watch::Sender<usize>,
+    gate: watch::Sender<bool>,
+}
+
+impl Script {
+    fn new(answers: impl IntoIterator<Item = RunStatus>) -> Arc<Script> {
+        Arc::new(Script {
+            answers: Mutex::new(answers.into_iter().collect()),
+            calls: Mutex::default(),
+            reconnects: Mutex::default(),
+            reloads: Mutex::default(),
+            started: watch::Sender::new(0),
+            gate: watch::Sender::new(true),
+        })
+    }
+
+    fn calls(&self) -> Vec<SyncOptions> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn reconnects(&self) -> Vec<String> {
+        self.reconnects.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` runs have begun.
+    async fn started(&self, n: usize) {
+        let mut started = self.started.subscribe();
+        tokio::time::timeout(STUCK, started.wait_for(|s| *s >= n))
+            .await
+            .unwrap()
             .unwrap();
-        let d = Daemon {
-            child,
-            admin: format!("http://127.0.0.1:{port}"),
-            log,
+    }
+}
+
+struct Scripted(Arc<Script>);
+
+impl Runner for Scripted {
+    async fn run(&self, config: &Config, opts: &SyncOptions) -> Result<SyncSummary, SyncError> {
+        let script = &self.0;
+        script.calls.lock().unwrap().push(opts.clone());
+        script.started.send_modify(|n| *n += 1);
+        let mut gate = script.gate.subscribe();
+        gate.wait_for(|open| *open).await.unwrap();
+        if opts.user.as_deref() == Some("nobody@contoso.com") {
+            return Err(SyncError::UnknownUser(
+                "nobody@contoso.com".into(),
+                "any tenant".into(),
+            ));
+        }
+        let status = script
+            .answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(RunStatus::Success);
+        let mode = match (&opts.user, opts.full) {
+            (Some(_), _) => RunMode::User,
+            (None, true) => RunMode::Full,
+            (None, false) => RunMode::Incremental,
         };
-        d.wait_for(
-            || async { d.get("/healthz").await.is_some() },
-            "the admin endpoint",
+        let tenants = config
+            .tenants
+            .iter()
+            .filter(|t| opts.tenant.as_ref().is_none_or(|name| *name == t.name));
+        let mut summary = SyncSummary::default();
+        for t in tenants {
+            let mut outcome = TenantOutcome::new(&t.name, mode, status);
+            if status == RunStatus::Failed {
+                outcome.error = Some(format!("tenant \"{}\": Graph answered 503", t.name));
+            }
+            if status == RunStatus::Held {
+                outcome.counts.held = 3;
+                outcome.hold_reason = Some("3 deactivations exceed the limit".into());
+            }
+            summary.tenants.push(outcome);
+        }
+        Ok(summary)
+    }
+
+    fn reconnect(&self, tenant: &str) {
+        self.0.reconnects.lock().unwrap().push(tenant.to_string());
+    }
+
+    fn reload(&self) {
+        *self.0.reloads.lock().unwrap() += 1;
+    }
+
+    fn clock(&self) -> &dyn Clock {
+        &SystemClock
+    }
+}
+
+async fn scripted(env: &TestEnv, script: &Arc<Script>) -> Daemon<Scripted> {
+    env.write_config();
+    let config = Config::load(&env.config_path()).unwrap();
+    Daemon::build(
+        config,
+        env.config_path(),
+        listener().await,
+        metrics(),
+        Scripted(Arc::clone(script)),
+        Schedule::Manual,
+    )
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn ticks_arriving_during_a_run_become_one_run_after_it_full_if_any_asked() {
+    let env = TestEnv::new().await;
+    let script = Script::new([]);
+    script.gate.send_replace(false);
+    let daemon = scripted(&env, &script).await;
+    with_daemon(daemon, async |d| {
+        // The first run starts at once and is held at the gate; three ticks arrive meanwhile.
+        script.started(1).await;
+        for full in [false, true, false] {
+            d.tick(full);
+        }
+        script.gate.send_replace(true);
+        rounds(&d, 2).await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        let fulls: Vec<bool> = script.calls().iter().map(|o| o.full).collect();
+        assert_eq!(fulls, [false, true], "one run for three ticks, a full one");
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_failures_in_a_row_pause_a_tenant_for_the_reconnect_delay_then_it_reconnects() {
+    let mut env = TestEnv::new().await;
+    env.sync_extra = "reconnect_after_seconds = 120\n".into();
+    let script = Script::new([RunStatus::Failed; 3]);
+    let daemon = scripted(&env, &script).await;
+    with_daemon(daemon, async |d| {
+        rounds(&d, 1).await;
+        d.tick(false);
+        rounds(&d, 2).await;
+        assert!(script.reconnects().is_empty(), "two failures: no pause yet");
+        d.tick(false);
+        rounds(&d, 3).await;
+        assert_eq!(
+            script.reconnects(),
+            ["t0"],
+            "the third failure drops the connection"
+        );
+        assert_eq!(script.calls().len(), 3);
+
+        // Paused: ticks within 120 s run nothing.
+        tokio::time::advance(Duration::from_secs(119)).await;
+        d.tick(false);
+        rounds(&d, 4).await;
+        assert_eq!(script.calls().len(), 3, "still waiting out the pause");
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        d.tick(false);
+        rounds(&d, 5).await;
+        assert_eq!(script.calls().len(), 4, "the pause is over: it runs again");
+        assert_eq!(script.reconnects(), ["t0", "t0"], "with a new connection");
+        let (code, _) = call(&d, "GET", "/healthz", None).await;
+        assert_eq!(code, 200, "recovered");
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_tenant_stays_healthy_while_its_last_success_is_recent() {
+    let mut env = TestEnv::new().await;
+    env.sync_extra = "reconnect_after_seconds = 60\n".into();
+    // Success first, then failures: healthy for three reconnect delays (180 s) after it.
+    let script = Script::new([RunStatus::Success, RunStatus::Failed, RunStatus::Failed]);
+    let daemon = scripted(&env, &script).await;
+    with_daemon(daemon, async |d| {
+        rounds(&d, 1).await;
+        d.tick(false);
+        rounds(&d, 2).await;
+        let (code, _) = call(&d, "GET", "/healthz", None).await;
+        assert_eq!(code, 200, "one failure right after a success");
+        tokio::time::advance(Duration::from_secs(181)).await;
+        d.tick(false);
+        rounds(&d, 3).await;
+        let (code, body) = call(&d, "GET", "/healthz", None).await;
+        assert_eq!(code, 503);
+        assert!(
+            body.contains("tenant t0: 2 failed runs in a row") && body.contains("503"),
+            "{body}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_run_is_unhealthy_until_a_resync_allows_the_deactivations() {
+    let env = TestEnv::new().await;
+    let script = Script::new([RunStatus::Held]);
+    let daemon = scripted(&env, &script).await;
+    with_daemon(daemon, async |d| {
+        rounds(&d, 1).await;
+        let (code, body) = call(&d, "GET", "/healthz", None).await;
+        assert_eq!(code, 503);
+        assert!(body.contains("3 deactivations held"), "{body}");
+        let (code, body) = call(&d, "POST", "/resync?allow_mass_deactivation=true", None).await;
+        assert_eq!(code, 200, "{body}");
+        assert!(script.calls()[1].allow_mass_deactivation);
+        let (code, _) = call(&d, "GET", "/healthz", None).await;
+        assert_eq!(code, 200);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_resync_passes_its_options_and_needs_the_token_when_one_is_set() {
+    let mut env = TestEnv::new().await;
+    let token_file = env.dir.path().join("admin.token");
+    std::fs::write(&token_file, "s3cret-admin-token\n").unwrap();
+    env.extra_config = format!(
+        "{}\n[admin]\ntoken_file = \"{}\"\n",
+        env.extra_config,
+        token_file.display()
+    );
+    let script = Script::new([]);
+    let daemon = scripted(&env, &script).await;
+    with_daemon(daemon, async |d| {
+        rounds(&d, 1).await;
+        let url = "/resync?full=true&tenant=t0";
+        assert_eq!(call(&d, "POST", url, None).await.0, 401);
+        assert_eq!(call(&d, "POST", url, Some("nope")).await.0, 401);
+        assert_eq!(script.calls().len(), 1, "refused requests run nothing");
+        let (code, body) = call(&d, "POST", url, Some("s3cret-admin-token")).await;
+        assert_eq!(code, 200, "{body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["exit_code"], 0);
+        assert_eq!(body["summary"]["tenants"][0]["mode"], "full");
+        let opts = &script.calls()[1];
+        assert!(opts.full && opts.tenant.as_deref() == Some("t0"));
+
+        let (code, body) = call(&d, "POST", "/resync?full=maybe", Some("s3cret-admin-token")).await;
+        assert_eq!(code, 400);
+        assert!(body.contains("full=maybe"), "{body}");
+        let (code, body) = call(
+            &d,
+            "POST",
+            "/resync?user=nobody@contoso.com",
+            Some("s3cret-admin-token"),
         )
         .await;
-        d
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let r = reqwest::get(format!("{}{path}", self.admin)).await.ok()?;
-        Some((r.status().as_u16(), r.text().await.ok()?))
-    }
-
-    async fn wait_for<F, Fut>(&self, mut check: F, what: &str)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        for _ in 0..300 {
-            if check().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("timed out waiting for {what}; log:\n{}", self.log_text());
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: Signal) {
-        let pid = Pid::from_raw(self.child.id().unwrap() as i32).unwrap();
-        kill_process(pid, sig).unwrap();
-    }
+        assert_eq!(code, 404);
+        assert!(body.contains("no user matches"), "{body}");
+    })
+    .await;
 }
 
-fn runs(env: &TestEnv) -> i64 {
-    if !env.store_path().exists() {
-        return 0;
-    }
-    env.rows("SELECT COUNT(*) FROM sync_runs")[0][0]
-        .parse()
-        .unwrap()
+#[tokio::test(start_paused = true)]
+async fn a_reload_takes_the_new_config_and_a_broken_one_is_rejected() {
+    let env = TestEnv::with_tenants(2).await;
+    // Only t0 at first.
+    let script = Script::new([]);
+    let path = env.config_path();
+    env.write_config();
+    let two = std::fs::read_to_string(&path).unwrap();
+    let one = two
+        .split("[[tenants]]")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("[[tenants]]");
+    std::fs::write(&path, &one).unwrap();
+    let config = Config::load(&path).unwrap();
+    let daemon = Daemon::build(
+        config,
+        path.clone(),
+        listener().await,
+        metrics(),
+        Scripted(Arc::clone(&script)),
+        Schedule::Manual,
+    )
+    .unwrap();
+    with_daemon(daemon, async |d| {
+        rounds(&d, 1).await;
+        std::fs::write(&path, "this is not toml = = =").unwrap();
+        d.reload();
+        rounds(&d, 2).await;
+        assert_eq!(
+            *script.reloads.lock().unwrap(),
+            0,
+            "rejected: nothing reconnects"
+        );
+        d.tick(false);
+        rounds(&d, 3).await;
+        let tenants: Vec<_> = script.calls().iter().map(|o| o.tenant.clone()).collect();
+        assert_eq!(
+            tenants,
+            [Some("t0".into()), Some("t0".into())],
+            "the old config runs on"
+        );
+
+        std::fs::write(&path, &two).unwrap();
+        d.reload();
+        rounds(&d, 4).await;
+        assert_eq!(*script.reloads.lock().unwrap(), 1);
+        d.tick(false);
+        rounds(&d, 5).await;
+        let last: Vec<_> = script.calls()[2..]
+            .iter()
+            .map(|o| o.tenant.clone())
+            .collect();
+        assert_eq!(last, [Some("t0".into()), Some("t1".into())]);
+        let (_, status) = call(&d, "GET", "/status", None).await;
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(
+            status["tenants"]["t1"]["last_status"], "success",
+            "{status}"
+        );
+    })
+    .await;
 }
 
-async fn staffed() -> (TestEnv, String, Vec<String>) {
+/// The real sync in the daemon, against graph-sim: what reaches the store, and what an idle
+/// round costs. Real time (Graph and SQLite are real), but no waiting for a schedule.
+#[tokio::test]
+async fn a_change_reaches_the_store_with_the_next_tick_and_an_idle_tick_costs_two_requests() {
     let mut env = TestEnv::new().await;
     let staff = env.group("Staff", 1);
     let users: Vec<String> = ["ada", "bob"].iter().map(|u| env.user(u)).collect();
     env.add(&staff, &users[0]);
     env.employee_rule(&staff, 10, Some("Tech"));
-    (env, staff, users)
-}
-
-#[tokio::test]
-async fn a_change_reaches_the_store_within_one_interval_and_idle_rounds_cost_two_requests() {
-    let (mut env, staff, users) = staffed().await;
-    let d = Daemon::start(&mut env, "").await;
-    d.wait_for(|| async { runs(&env) >= 1 }, "the first run")
-        .await;
-    assert_eq!(
-        env.rows("SELECT username FROM employees"),
-        vec![vec!["ada"]]
-    );
-
-    env.add(&staff, &users[1]);
-    env.sim()
-        .update_user(
-            &users[0],
-            UserPatch {
-                job_title: Some(Some("Lead".into())),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    d.wait_for(
-        || async { env.rows("SELECT COUNT(*) FROM employees WHERE active = 1")[0][0] == "2" },
-        "the new member to arrive",
-    )
-    .await;
-    assert_eq!(
-        env.rows("SELECT job_title FROM employees WHERE username = 'ada'"),
-        vec![vec!["Lead"]]
-    );
-
-    // Idle rounds: at most 2 Graph requests each (a round under way at the reset counts in part).
-    env.sim().reset_stats();
-    let start = runs(&env);
-    d.wait_for(|| async { runs(&env) >= start + 2 }, "two idle rounds")
-        .await;
-    let graph = env.sim().stats().matching("/v1.0/");
-    assert!(
-        graph <= 4,
-        "idle rounds made {graph} Graph requests: {:?}",
-        env.sim().stats().by_endpoint
-    );
-    assert_ne!(
-        env.rows(
-            "SELECT COUNT(*) FROM sync_runs WHERE mode = 'incremental' AND status = 'success'"
-        )[0][0],
-        "0"
-    );
-    let (code, body) = d.get("/metrics").await.unwrap();
-    assert_eq!(code, 200);
-    assert!(body.contains("entra_sync_runs_total"), "{body}");
-    assert!(body.contains("entra_sync_graph_requests_total"), "{body}");
-    assert!(
-        body.contains("entra_sync_last_success_timestamp_seconds"),
-        "{body}"
-    );
-    assert!(!d.log_text().contains(SECRET));
-}
-
-#[tokio::test]
-async fn sighup_picks_up_a_new_rule_and_a_bad_config_is_rejected() {
-    let (mut env, _, users) = staffed().await;
-    let customers = env.group("Customers", 2);
-    env.add(&customers, &users[1]);
-    let d = Daemon::start(&mut env, "").await;
-    d.wait_for(|| async { runs(&env) >= 1 }, "the first run")
-        .await;
-    // A broken config is refused and the old one keeps running.
-    std::fs::write(env.config_path(), "this is not toml = = =").unwrap();
-    d.signal(Signal::HUP);
-    d.wait_for(
-        || async { d.log_text().contains("config reload rejected") },
-        "the rejection",
-    )
-    .await;
-    let before = runs(&env);
-    d.wait_for(
-        || async { runs(&env) > before },
-        "a run with the old config",
-    )
-    .await;
-    env.contact_rule(&customers, 20, true);
     env.write_config();
-    d.signal(Signal::HUP);
-    d.wait_for(
-        || async { env.rows("SELECT COUNT(*) FROM contacts WHERE active = 1")[0][0] == "1" },
-        "the new rule",
+    let config = Config::load(&env.config_path()).unwrap();
+    let daemon = Daemon::build(
+        config,
+        env.config_path(),
+        listener().await,
+        metrics(),
+        Syncer::default(),
+        Schedule::Manual,
     )
+    .unwrap();
+    with_daemon(daemon, async |d| {
+        rounds(&d, 1).await;
+        assert_eq!(
+            env.rows("SELECT username FROM employees"),
+            vec![vec!["ada"]]
+        );
+
+        env.add(&staff, &users[1]);
+        env.sim()
+            .update_user(
+                &users[0],
+                UserPatch {
+                    job_title: Some(Some("Lead".into())),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        d.tick(false);
+        rounds(&d, 2).await;
+        assert_eq!(
+            env.rows("SELECT username, job_title FROM employees ORDER BY 1"),
+            vec![vec!["ada", "Lead"], vec!["bob", "Engineer"]]
+        );
+
+        env.sim().reset_stats();
+        d.tick(false);
+        rounds(&d, 3).await;
+        assert_eq!(
+            env.sim().stats().matching("/v1.0/"),
+            2,
+            "an idle round: users delta and groups delta, {:?}",
+            env.sim().stats().by_endpoint
+        );
+        assert_eq!(
+            env.rows("SELECT mode, status FROM sync_runs ORDER BY id DESC LIMIT 1"),
+            vec![vec!["incremental", "success"]]
+        );
+        let (code, body) = call(&d, "GET", "/healthz", None).await;
+        assert_eq!((code, body.as_str()), (200, "ok\n"));
+
+        // Support resyncs one person through the endpoint.
+        let (code, body) = call(&d, "POST", "/resync?user=ada@contoso.com", None).await;
+        assert_eq!(code, 200, "{body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["summary"]["tenants"][0]["mode"], "user", "{body}");
+        let (code, body) = call(&d, "POST", "/resync?user=nobody@contoso.com", None).await;
+        assert_eq!(code, 404, "{body}");
+    })
     .await;
 }
 
 #[tokio::test]
-async fn sigterm_stops_promptly_with_exit_0() {
-    let (mut env, _, _) = staffed().await;
-    let mut d = Daemon::start(&mut env, "").await;
-    d.wait_for(|| async { runs(&env) >= 1 }, "the first run")
-        .await;
-    d.signal(Signal::TERM);
-    let status = tokio::time::timeout(Duration::from_secs(10), d.child.wait())
-        .await
-        .expect("exits promptly")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
-    let check = rusqlite::Connection::open(env.store_path()).unwrap();
-    let ok: String = check
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
-}
-
-#[tokio::test]
-async fn post_resync_needs_the_token_when_one_is_configured() {
-    let (mut env, _, _) = staffed().await;
-    let token_file = env.dir.path().join("admin.token");
-    std::fs::write(&token_file, "s3cret-admin-token\n").unwrap();
-    let d = Daemon::start(
-        &mut env,
-        &format!("token_file = \"{}\"\n", token_file.display()),
-    )
-    .await;
-    let client = reqwest::Client::new();
-    let url = format!("{}/resync?full=true", d.admin);
-    let denied = client.post(&url).send().await.unwrap();
-    assert_eq!(denied.status().as_u16(), 401);
-    let wrong = client.post(&url).bearer_auth("nope").send().await.unwrap();
-    assert_eq!(wrong.status().as_u16(), 401);
-    let ok = client
-        .post(&url)
-        .bearer_auth("s3cret-admin-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status().as_u16(), 200);
-    let body: serde_json::Value = ok.json().await.unwrap();
-    assert_eq!(body["exit_code"], 0, "{body}");
-    assert_eq!(body["summary"]["tenants"][0]["mode"], "full");
-}
-
-#[tokio::test]
-async fn post_resync_without_a_token_file_resyncs_one_user() {
-    let (mut env, _, _) = staffed().await;
-    let d = Daemon::start(&mut env, "").await;
-    let r = reqwest::Client::new()
-        .post(format!("{}/resync?user=ada@contoso.com", d.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["summary"]["tenants"][0]["mode"], "user", "{body}");
-    let missing = reqwest::Client::new()
-        .post(format!("{}/resync?user=nobody@contoso.com", d.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status().as_u16(), 404);
-}
-
-#[tokio::test]
-async fn a_one_off_sync_while_the_daemon_syncs_waits_its_turn_and_succeeds() {
-    let (mut env, staff, users) = staffed().await;
-    let d = Daemon::start(&mut env, "").await;
-    d.wait_for(|| async { runs(&env) >= 1 }, "the first run")
-        .await;
-    // Slow the daemon's next round down so the one-off sync meets it mid-run.
-    env.sim().inject_fault(Fault::new(
-        "/users/delta",
-        FaultKind::Delay(Duration::from_millis(1500)),
-        1,
-    ));
-    env.add(&staff, &users[1]);
-    let out = env.run(&["sync", "--json"]).await;
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(
-        env.rows("SELECT COUNT(*) FROM employees WHERE active = 1"),
-        vec![vec!["2"]]
-    );
-    let check = rusqlite::Connection::open(env.store_path()).unwrap();
-    let ok: String = check
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
-}
-
-#[tokio::test]
-async fn healthz_reports_a_failing_tenant() {
-    let (mut env, _, _) = staffed().await;
-    env.sim()
-        .inject_fault(Fault::status("/$batch", 403, None, 1000));
-    env.sim()
-        .inject_fault(Fault::status("/users/delta", 403, None, 1000));
-    env.sync_extra = "reconnect_after_seconds = 1\n".into();
-    let d = Daemon::start(&mut env, "").await;
-    d.wait_for(
-        || async { d.get("/healthz").await.is_some_and(|(code, _)| code == 503) },
-        "healthz to report the failure",
-    )
-    .await;
-    let (_, body) = d.get("/healthz").await.unwrap();
-    assert!(body.contains("tenant t0") && body.contains("403"), "{body}");
-}
-
-#[tokio::test]
-async fn a_held_run_makes_healthz_unhealthy_until_resync_allows_it() {
+async fn a_held_real_run_keeps_every_record_until_a_resync_allows_it() {
     let mut env = TestEnv::new().await;
     let staff = env.group("Staff", 1);
     let users: Vec<String> = (0..6).map(|i| env.user(&format!("u{i}"))).collect();
@@ -313,40 +483,40 @@ async fn a_held_run_makes_healthz_unhealthy_until_resync_allows_it() {
         env.add(&staff, u);
     }
     env.employee_rule(&staff, 10, None);
-    env.extra_config = String::new();
-    let d = Daemon::start(&mut env, "").await;
-    d.wait_for(|| async { runs(&env) >= 1 }, "the first run")
-        .await;
     // The default 20 % limit: 3 of 6 leaving is held.
-    for u in &users[..3] {
-        env.remove(&staff, u);
-    }
-    d.wait_for(
-        || async {
-            d.get("/healthz")
-                .await
-                .is_some_and(|(code, body)| code == 503 && body.contains("held"))
-        },
-        "healthz to report the hold",
+    env.extra_config = String::new();
+    env.write_config();
+    let config = Config::load(&env.config_path()).unwrap();
+    let daemon = Daemon::build(
+        config,
+        env.config_path(),
+        listener().await,
+        metrics(),
+        Syncer::default(),
+        Schedule::Manual,
     )
-    .await;
-    assert_eq!(
-        env.rows("SELECT COUNT(*) FROM employees WHERE active = 1"),
-        vec![vec!["6"]]
-    );
-    let r = reqwest::Client::new()
-        .post(format!("{}/resync?allow_mass_deactivation=true", d.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    assert_eq!(
-        env.rows("SELECT COUNT(*) FROM employees WHERE active = 1"),
-        vec![vec!["3"]]
-    );
-    d.wait_for(
-        || async { d.get("/healthz").await.is_some_and(|(code, _)| code == 200) },
-        "healthz to recover",
-    )
+    .unwrap();
+    with_daemon(daemon, async |d| {
+        rounds(&d, 1).await;
+        for u in &users[..3] {
+            env.remove(&staff, u);
+        }
+        d.tick(false);
+        rounds(&d, 2).await;
+        let (code, body) = call(&d, "GET", "/healthz", None).await;
+        assert_eq!(code, 503);
+        assert!(body.contains("held"), "{body}");
+        assert_eq!(
+            env.rows("SELECT COUNT(*) FROM employees WHERE active = 1"),
+            vec![vec!["6"]]
+        );
+        let (code, _) = call(&d, "POST", "/resync?allow_mass_deactivation=true", None).await;
+        assert_eq!(code, 200);
+        assert_eq!(
+            env.rows("SELECT COUNT(*) FROM employees WHERE active = 1"),
+            vec![vec!["3"]]
+        );
+        assert_eq!(call(&d, "GET", "/healthz", None).await.0, 200);
+    })
     .await;
 }

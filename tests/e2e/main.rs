@@ -8,5 +8,6 @@ mod daemon;
 mod hostile;
 mod incremental;
 mod safety;
+mod service;
 mod spec4;
 mod support;
