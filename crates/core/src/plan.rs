@@ -3,7 +3,8 @@
 //! (4.5), updates (4.6), deactivation (4.7), usernames (4.8), groups (4.9), email claims (4.11)
 //! and the mass-deactivation guard (5.3).
 //!
-//! Makes every decision and no I/O; [`crate::apply`] writes the result without deciding anything.
+//! Makes every decision and no I/O; the product's `apply` writes the result without deciding
+//! anything.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
