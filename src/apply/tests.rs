@@ -8,16 +8,17 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use entra_sync_core::ObjectId;
-use entra_sync_core::directory::{EntraGroup, EntraUser, MemberType, Snapshot};
-use entra_sync_core::plan::{Action, Plan, Safety, plan};
+use entra_sync_core::directory::{EntraUser, Snapshot};
+use entra_sync_core::plan::{Action, Plan, Safety, group_names, plan};
 use entra_sync_core::resolve::{ReportKind, resolve};
-use entra_sync_core::rules::{EmailSource, EmployeeDefaults, Rule, Rules, Target};
+use entra_sync_core::rules::Rules;
 use entra_sync_core::run::{RunCounts, RunMode, RunStatus};
+use entra_sync_core::testkit::{CONTACTS, EMPLOYEES, directory, two_rules, user};
 
 use crate::store::{RunRecord, Store};
 
-const EMP: ObjectId = ObjectId::from_u128(0xe);
-const CON: ObjectId = ObjectId::from_u128(0xc);
+const EMP: ObjectId = EMPLOYEES;
+const CON: ObjectId = CONTACTS;
 
 struct World {
     _dir: tempfile::TempDir,
@@ -27,21 +28,9 @@ struct World {
     safety: Safety,
 }
 
-/// Whether the id of `user(n)` ends in these digits.
-fn ends_with(id: &ObjectId, digits: &str) -> bool {
-    id.to_string().ends_with(digits)
-}
-
-fn user(n: u32) -> EntraUser {
-    EntraUser {
-        user_principal_name: Some(format!("user{n}@contoso.com")),
-        mail: Some(format!("User{n}@Contoso.com")),
-        given_name: Some(format!("Given{n}")),
-        surname: Some("Surname".into()),
-        job_title: Some("Engineer".into()),
-        account_enabled: Some(true),
-        ..EntraUser::new(ObjectId::parse(&format!("00000000-0000-0000-0000-{n:012}")).unwrap())
-    }
+/// Keeps only the users with these numbers.
+fn keep(members: &mut Vec<ObjectId>, numbers: &[u32]) {
+    members.retain(|id| numbers.iter().any(|n| user(*n).id == *id));
 }
 
 impl World {
@@ -63,66 +52,21 @@ impl World {
     }
 
     fn rules(tenant: &str) -> Rules {
-        Rules {
-            tenant: tenant.into(),
-            tenant_account: Some("Contoso".into()),
-            rules: vec![
-                Rule {
-                    group_id: EMP,
-                    order: 10,
-                    target: Target::Employee,
-                    role: Some("Technician".into()),
-                    portal_access: None,
-                    account: None,
-                },
-                Rule {
-                    group_id: CON,
-                    order: 20,
-                    target: Target::Contact,
-                    role: None,
-                    portal_access: Some(true),
-                    account: None,
-                },
-            ],
-            email_source: EmailSource::Mail,
-            nested_groups: true,
-            default_phone_type: "Work".into(),
-            employee_defaults: EmployeeDefaults::default(),
-        }
+        two_rules(tenant)
     }
 
     fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            users: self.users.iter().map(|u| (u.id, u.clone())).collect(),
-            groups: self
-                .members
-                .iter()
-                .map(|(g, m)| {
-                    (
-                        *g,
-                        EntraGroup {
-                            display_name: Some(g.to_string().to_uppercase()),
-                            members: m.iter().map(|id| (*id, MemberType::User)).collect(),
-                            ..EntraGroup::new(*g)
-                        },
-                    )
-                })
-                .collect(),
-        }
+        directory(&self.users, &self.members)
     }
 
     fn plan_for(&self, tenant: &str) -> Plan {
-        let resolution = resolve(&Self::rules(tenant), &self.snapshot());
-        let names = resolution
-            .group_members
-            .keys()
-            .map(|g| (*g, Some(g.to_string().to_uppercase())))
-            .collect();
+        let rules = Self::rules(tenant);
+        let snapshot = self.snapshot();
         plan(
             tenant,
-            resolution,
+            resolve(&rules, &snapshot),
             &self.store.view(tenant).unwrap(),
-            &names,
+            &group_names(&rules, &snapshot),
             &self.safety,
         )
     }
@@ -381,10 +325,7 @@ fn mass_deactivation_is_held_until_allowed_and_creates_still_apply() {
         max_deactivation_percent: 0,
         allow_mass_deactivation: false,
     };
-    w.members
-        .get_mut(&EMP)
-        .unwrap()
-        .retain(|id| ends_with(id, "01") || ends_with(id, "02"));
+    keep(w.members.get_mut(&EMP).unwrap(), &[1, 2]);
     w.add(user(11), EMP);
     let p = w.sync();
     assert!(p.hold_reason.is_some());
@@ -417,10 +358,7 @@ fn percent_limit_counts_active_synced_records_and_holds_kind_changes_whole() {
         max_deactivation_percent: 20,
         allow_mass_deactivation: false,
     };
-    w.members
-        .get_mut(&EMP)
-        .unwrap()
-        .retain(|id| !ends_with(id, "01"));
+    keep(w.members.get_mut(&EMP).unwrap(), &[2, 3, 4]);
     w.members.get_mut(&CON).unwrap().push(user(1).id);
     let p = w.sync();
     assert!(p.hold_reason.is_some(), "1 of 4 is 25% > 20%");
@@ -457,10 +395,7 @@ fn a_hold_leaves_group_memberships_as_they_are_until_it_is_released() {
         allow_mass_deactivation: false,
     };
     // User 1 moves to the contact group (a kind change); users 2 and 3 leave scope.
-    w.members
-        .get_mut(&EMP)
-        .unwrap()
-        .retain(|id| ends_with(id, "04"));
+    keep(w.members.get_mut(&EMP).unwrap(), &[4]);
     w.members.get_mut(&CON).unwrap().push(user(1).id);
     let p = w.sync();
     assert!(p.hold_reason.is_some());

@@ -180,6 +180,21 @@ impl Runner for Scripted {
     }
 }
 
+/// The daemon with the real sync, ticked by hand.
+async fn real(env: &TestEnv) -> Daemon<Syncer> {
+    env.write_config();
+    let config = Config::load(&env.config_path()).unwrap();
+    Daemon::build(
+        config,
+        env.config_path(),
+        listener().await,
+        metrics(),
+        Syncer::default(),
+        Schedule::Manual,
+    )
+    .unwrap()
+}
+
 async fn scripted(env: &TestEnv, script: &Arc<Script>) -> Daemon<Scripted> {
     env.write_config();
     let config = Config::load(&env.config_path()).unwrap();
@@ -412,17 +427,7 @@ async fn a_change_reaches_the_store_with_the_next_tick_and_an_idle_tick_costs_tw
     let users: Vec<String> = ["ada", "bob"].iter().map(|u| env.user(u)).collect();
     env.add(&staff, &users[0]);
     env.employee_rule(&staff, 10, Some("Tech"));
-    env.write_config();
-    let config = Config::load(&env.config_path()).unwrap();
-    let daemon = Daemon::build(
-        config,
-        env.config_path(),
-        listener().await,
-        metrics(),
-        Syncer::default(),
-        Schedule::Manual,
-    )
-    .unwrap();
+    let daemon = real(&env).await;
     with_daemon(daemon, async |d| {
         rounds(&d, 1).await;
         assert_eq!(
@@ -485,17 +490,7 @@ async fn a_held_real_run_keeps_every_record_until_a_resync_allows_it() {
     env.employee_rule(&staff, 10, None);
     // The default 20 % limit: 3 of 6 leaving is held.
     env.extra_config = String::new();
-    env.write_config();
-    let config = Config::load(&env.config_path()).unwrap();
-    let daemon = Daemon::build(
-        config,
-        env.config_path(),
-        listener().await,
-        metrics(),
-        Syncer::default(),
-        Schedule::Manual,
-    )
-    .unwrap();
+    let daemon = real(&env).await;
     with_daemon(daemon, async |d| {
         rounds(&d, 1).await;
         for u in &users[..3] {

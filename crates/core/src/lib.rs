@@ -20,5 +20,7 @@ pub mod record;
 pub mod resolve;
 pub mod rules;
 pub mod run;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 pub use id::{Email, NotAGuid, ObjectId, Username};

@@ -9,26 +9,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use proptest::prelude::*;
 
 use super::*;
-use crate::directory::{EntraGroup, EntraUser, MemberType, Snapshot};
+use crate::directory::{EntraUser, Snapshot};
 use crate::record::{EmployeeValues, StoredRecord};
 use crate::resolve::{ReportKind, resolve};
-use crate::rules::{EmailSource, EmployeeDefaults, Rule, Rules, Target};
+use crate::rules::Rules;
+use crate::testkit::{CONTACTS, EMPLOYEES, directory, two_rules, user};
 
-const EMP: ObjectId = ObjectId::from_u128(0xe);
-const CON: ObjectId = ObjectId::from_u128(0xc);
+const EMP: ObjectId = EMPLOYEES;
+const CON: ObjectId = CONTACTS;
 const NOW: &str = "2026-01-01T00:00:00Z";
-
-fn user(n: u32) -> EntraUser {
-    EntraUser {
-        user_principal_name: Some(format!("user{n}@contoso.com")),
-        mail: Some(format!("User{n}@Contoso.com")),
-        given_name: Some(format!("Given{n}")),
-        surname: Some("Surname".into()),
-        job_title: Some("Engineer".into()),
-        account_enabled: Some(true),
-        ..EntraUser::new(ObjectId::from_u128(0x1000 + u128::from(n)))
-    }
-}
 
 /// Entra (users and the two rule groups' members) and the store, as the planner sees them.
 #[derive(Default)]
@@ -74,50 +63,11 @@ impl World {
     }
 
     fn rules(tenant: &str) -> Rules {
-        Rules {
-            tenant: tenant.into(),
-            tenant_account: Some("Contoso".into()),
-            rules: vec![
-                Rule {
-                    group_id: EMP,
-                    order: 10,
-                    target: Target::Employee,
-                    role: Some("Technician".into()),
-                    portal_access: None,
-                    account: None,
-                },
-                Rule {
-                    group_id: CON,
-                    order: 20,
-                    target: Target::Contact,
-                    role: None,
-                    portal_access: Some(true),
-                    account: None,
-                },
-            ],
-            email_source: EmailSource::Mail,
-            nested_groups: true,
-            default_phone_type: "Work".into(),
-            employee_defaults: EmployeeDefaults::default(),
-        }
+        two_rules(tenant)
     }
 
     fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            users: self.users.iter().map(|u| (u.id, u.clone())).collect(),
-            groups: self
-                .members
-                .iter()
-                .map(|(g, m)| {
-                    let group = EntraGroup {
-                        display_name: Some(format!("Group {g}")),
-                        members: m.iter().map(|id| (*id, MemberType::User)).collect(),
-                        ..EntraGroup::new(*g)
-                    };
-                    (*g, group)
-                })
-                .collect(),
-        }
+        directory(&self.users, &self.members)
     }
 
     fn view(&self, tenant: &str) -> StoreView {
