@@ -126,11 +126,19 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
     let path = config.store.path.clone();
     let store = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
         match Store::open_read_only(&path).map_err(|e| e.to_string())? {
-            Some(store) => Ok(json!({
-                "runs": store.last_runs(5).map_err(|e| e.to_string())?,
-                "totals": store.totals().map_err(|e| e.to_string())?,
-            })),
-            None => Ok(json!({ "runs": [], "totals": null })),
+            Some(store) => {
+                let mut open = serde_json::Map::new();
+                for tenant in &config.tenants {
+                    let state = store.open_state(&tenant.name).map_err(|e| e.to_string())?;
+                    open.insert(tenant.name.clone(), state.as_json());
+                }
+                Ok(json!({
+                    "runs": store.last_runs(5).map_err(|e| e.to_string())?,
+                    "totals": store.totals().map_err(|e| e.to_string())?,
+                    "open": open,
+                }))
+            }
+            None => Ok(json!({ "runs": [], "totals": null, "open": {} })),
         }
     })
     .await;

@@ -12,9 +12,11 @@ use rusqlite::{CachedStatement, Transaction, TransactionBehavior, params, params
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use crate::store::{IdText, MirrorWrite, RunRecord, Store, StoreError, insert_run, write_mirror};
+use crate::store::{
+    IdText, MirrorWrite, RunRecord, Store, StoreError, insert_run, write_mirror, write_state,
+};
 use entra_sync_core::ObjectId;
-use entra_sync_core::plan::{Action, Change, GroupChange, Plan, RecordRef};
+use entra_sync_core::plan::{Action, Change, GroupChange, LinkWrite, Plan, RecordRef, Scope};
 use entra_sync_core::record::{Cell, ContactValues, EmployeeValues, RecordKind, Values, cell_diff};
 
 fn table(kind: RecordKind) -> &'static str {
@@ -88,6 +90,7 @@ fn insert_sql(kind: RecordKind) -> &'static str {
 struct RowStatements<'t> {
     insert: [CachedStatement<'t>; 2],
     link: CachedStatement<'t>,
+    mark: CachedStatement<'t>,
     log: CachedStatement<'t>,
     add_member: CachedStatement<'t>,
 }
@@ -100,8 +103,13 @@ impl<'t> RowStatements<'t> {
                 tx.prepare_cached(insert_sql(RecordKind::Contact))?,
             ],
             link: tx.prepare_cached(
-                "INSERT OR REPLACE INTO sync_links (tenant, object_id, record_kind, record_id, source, synced_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO sync_links (directory, object_id, record_kind, record_id, source, synced_at, upn, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'synced')",
+            )?,
+            mark: tx.prepare_cached(
+                "INSERT INTO sync_links (directory, object_id, record_kind, record_id, source, synced_at, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (directory, object_id, record_kind) DO UPDATE SET state = excluded.state",
             )?,
             log: tx.prepare_cached(
                 "INSERT INTO change_log (run_id, at, tenant, object_id, record_kind, record_id, action, changes)
@@ -179,9 +187,17 @@ impl RunWrite<'_> {
         Ok(())
     }
 
-    /// Applies `plan`, records `run`, and commits. Returns the run id.
-    pub fn finish(self, plan: &Plan, run: &RunRecord) -> Result<i64, StoreError> {
+    /// Applies `plan`, records `run`, and commits. Returns the run id. With `state`, what the
+    /// plan leaves open (reports, held changes) replaces the tenant's (or, for one user's run,
+    /// that person's); without, the open state stays as it is (a run that planned nothing).
+    pub fn finish(
+        self,
+        plan: &Plan,
+        run: &RunRecord,
+        state: Option<Scope>,
+    ) -> Result<i64, StoreError> {
         let RunWrite { tx, now } = self;
+        let directory = plan.directory.as_str();
         // The snapshot is freed by now: give the plan's writes a page cache large enough
         // that dirty pages are not spilled to the WAL (and rewritten there) mid-transaction.
         // The connection lives for this run only.
@@ -195,17 +211,32 @@ impl RunWrite<'_> {
             if let RecordRef::New(object_id) = change.record {
                 created.insert((change.kind, object_id), id);
             }
-            if change.relink {
-                rows.link.execute(params![
-                    plan.tenant,
-                    IdText::of(change.object_id),
-                    change.kind.as_str(),
-                    id,
-                    serde_json::to_string(&change.after).unwrap_or_default(),
-                    now
-                ])?;
+            match change.link {
+                LinkWrite::Keep => {}
+                LinkWrite::Synced => {
+                    rows.link.execute(params![
+                        directory,
+                        IdText::of(change.object_id),
+                        change.kind.as_str(),
+                        id,
+                        serde_json::to_string(&change.after).unwrap_or_default(),
+                        now,
+                        &*change.user,
+                    ])?;
+                }
+                LinkWrite::Mark(state) => {
+                    rows.mark.execute(params![
+                        directory,
+                        IdText::of(change.object_id),
+                        change.kind.as_str(),
+                        id,
+                        serde_json::to_string(&change.after).unwrap_or_default(),
+                        now,
+                        state.as_str(),
+                    ])?;
+                }
             }
-            if change.action != Action::Resnapshot {
+            if !change.action.bookkeeping() {
                 rows.log(
                     run_id,
                     &now,
@@ -240,7 +271,10 @@ impl RunWrite<'_> {
                 ],
             )?;
         }
-        phase.done(&plan.tenant, "apply reports");
+        if let Some(scope) = state {
+            write_state(&tx, plan, scope, &now)?;
+        }
+        phase.done(&plan.tenant, "apply reports and open state");
         tx.commit()?;
         phase.done(&plan.tenant, "apply commit");
         Ok(run_id)

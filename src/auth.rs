@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use entra_sync_core::ObjectId;
+
 use crate::config::TenantConfig;
 use crate::secret::Secret;
 
@@ -105,6 +107,9 @@ pub struct TokenSource {
     client: EntraClient,
     http: reqwest::Client,
     cached: Mutex<Option<Cached>>,
+    /// The identity platform's OpenID configuration document of the tenant.
+    discovery_url: String,
+    directory: Mutex<Option<String>>,
 }
 
 impl TokenSource {
@@ -144,7 +149,72 @@ impl TokenSource {
             client,
             http,
             cached: Mutex::new(None),
+            discovery_url: format!(
+                "{}/{}/v2.0/.well-known/openid-configuration",
+                tenant.authority, tenant.tenant_id
+            ),
+            directory: Mutex::new(None),
         })
+    }
+
+    /// The directory (tenant GUID) this tenant signs in to: the configured `tenant_id` when it
+    /// is a GUID, else what the identity platform's OpenID configuration document for it names
+    /// as issuer (no credentials needed; read once per client).
+    pub async fn directory(&self) -> Result<String, AuthError> {
+        if let Ok(id) = ObjectId::parse(&self.tenant_id) {
+            return Ok(id.to_string());
+        }
+        let mut known = self.directory.lock().await;
+        if let Some(d) = known.as_ref() {
+            return Ok(d.clone());
+        }
+        let unavailable = |reason: String| AuthError::Unavailable {
+            tenant: self.tenant.clone(),
+            reason,
+        };
+        let response = self
+            .http
+            .get(&self.discovery_url)
+            .send()
+            .await
+            .map_err(|e| {
+                unavailable(format!(
+                    "cannot reach {}: {}",
+                    self.discovery_url,
+                    error_chain(&e)
+                ))
+            })?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| {
+            unavailable(format!(
+                "cannot read {}: {}",
+                self.discovery_url,
+                error_chain(&e)
+            ))
+        })?;
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<EntraTokenError>(&body) {
+                Ok(error) if status.is_client_error() => self.rejected(&error),
+                _ => unavailable(format!("{} answered {status}", self.discovery_url)),
+            });
+        }
+        let issuer = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("issuer")?.as_str().map(str::to_string))
+            .unwrap_or_default();
+        // `https://login.microsoftonline.com/{tenant GUID}/v2.0`
+        let directory = issuer
+            .split('/')
+            .find_map(|segment| ObjectId::parse(segment).ok())
+            .ok_or_else(|| {
+                unavailable(format!(
+                    "{} names no tenant GUID in its issuer ({issuer:?})",
+                    self.discovery_url
+                ))
+            })?
+            .to_string();
+        *known = Some(directory.clone());
+        Ok(directory)
     }
 
     /// A valid access token, from the cache or freshly requested.

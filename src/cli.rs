@@ -127,9 +127,9 @@ pub fn render_summary(summary: &SyncSummary, dry_run: bool) -> String {
         };
         let c = &t.counts;
         out.push_str(&format!(
-            "tenant {}: {} sync {status} in {:.1} s: {} created, {} updated, {} reactivated, {} deactivated, {} archived, {} held; {} reports; {} Graph requests\n",
+            "tenant {}: {} sync {status} in {:.1} s: {} created, {} updated, {} reactivated, {} deactivated, {} archived, {} purged, {} held; {} reports; {} Graph requests\n",
             t.tenant, t.mode, t.duration_ms as f64 / 1000.0,
-            c.created, c.updated, c.reactivated, c.deactivated, c.archived, c.held, c.reports, t.graph_requests
+            c.created, c.updated, c.reactivated, c.deactivated, c.archived, c.purged, c.held, c.reports, t.graph_requests
         ));
         if let Some(e) = &t.error {
             out.push_str(&format!("  error: {e}\n"));
@@ -215,6 +215,13 @@ pub fn status_command(config: &Config, json: bool) -> ExitCode {
             (Ok(r), Ok(t), Ok(c)) => (r, t, c),
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(EXIT_FAILED, e),
         };
+    let mut open = std::collections::BTreeMap::new();
+    for tenant in &config.tenants {
+        match store.open_state(&tenant.name) {
+            Ok(state) => open.insert(tenant.name.clone(), state),
+            Err(e) => return fail(EXIT_FAILED, e),
+        };
+    }
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     let cursor_age = |tenant: &str| -> Option<i64> {
         let saved = chrono::DateTime::parse_from_rfc3339(cursors.get(tenant)?).ok()?;
@@ -226,8 +233,16 @@ pub fn status_command(config: &Config, json: bool) -> ExitCode {
             .iter()
             .map(|t| (t.name.clone(), serde_json::json!(cursor_age(&t.name))))
             .collect();
-        let value =
-            serde_json::json!({ "runs": runs, "totals": totals, "cursor_age_seconds": ages });
+        let tenants: serde_json::Map<String, serde_json::Value> = open
+            .iter()
+            .map(|(name, state)| (name.clone(), state.as_json()))
+            .collect();
+        let value = serde_json::json!({
+            "runs": runs,
+            "totals": totals,
+            "cursor_age_seconds": ages,
+            "tenants": tenants,
+        });
         println!("{value:#}");
         return ExitCode::SUCCESS;
     }
@@ -251,6 +266,28 @@ pub fn status_command(config: &Config, json: bool) -> ExitCode {
                 "tenant {}: no delta cursors (the next sync is a full one)",
                 tenant.name
             ),
+        }
+        if let Some(state) = open.get(&tenant.name) {
+            if state.held_removals() > 0 {
+                println!(
+                    "tenant {}: {} deactivations held: {}; apply with `entra-sync sync --allow-mass-deactivation`",
+                    tenant.name,
+                    state.held_removals(),
+                    state.hold_reason().unwrap_or_default()
+                );
+                for h in state.held.iter().filter(|h| h.removes()) {
+                    println!(
+                        "  held since {}: {} {} {}",
+                        h.since, h.action, h.record_kind, h.user
+                    );
+                }
+            }
+            for r in &state.reports {
+                println!(
+                    "tenant {}: open report: {}: {}",
+                    tenant.name, r.user, r.message
+                );
+            }
         }
         for r in mine {
             let c = &r.counts;

@@ -102,6 +102,7 @@ pub async fn incremental(
     rules: &Rules,
     cursors: &Cursors,
     mirror: impl FnOnce() -> Result<Snapshot, String>,
+    linked: impl FnOnce(&[ObjectId]) -> Result<BTreeSet<ObjectId>, String>,
 ) -> Result<Option<Refreshed>, GraphError> {
     if cursors.scope != scope_fingerprint(rules) || !cursors.links.contains_key("users") {
         return Ok(None);
@@ -188,13 +189,36 @@ pub async fn incremental(
             }
         }
     }
-    let members: BTreeSet<ObjectId> = snapshot
+    let mut members: BTreeSet<ObjectId> = snapshot
         .groups
         .values()
         .flat_map(|g| g.members.iter())
         .filter(|(_, k)| **k == MemberType::User)
         .map(|(id, _)| *id)
         .collect();
+    // A user restored after a full read missed them (listings hide soft-deleted users, and
+    // groups delta never said they left) comes back without a membership change: read the
+    // groups of changed users the mirror has no membership for but the store has a record of.
+    let strangers: Vec<ObjectId> = users
+        .changed
+        .keys()
+        .filter(|id| !members.contains(*id))
+        .copied()
+        .collect();
+    if !strangers.is_empty() {
+        let returning = linked(&strangers).map_err(|reason| GraphError::BadResponse {
+            what: "the store's links".into(),
+            reason,
+        })?;
+        for user in returning {
+            for group in fetch::member_of(client, user).await? {
+                if let Some(g) = snapshot.groups.get_mut(&group) {
+                    g.members.insert(user, MemberType::User);
+                    members.insert(user);
+                }
+            }
+        }
+    }
     for (id, props) in &users.changed {
         if members.contains(id) {
             let user = merge_user(*id, snapshot.users.get(id), props);

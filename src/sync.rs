@@ -12,17 +12,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Serialize;
 
 use entra_sync_core::directory::Snapshot;
-use entra_sync_core::plan::{self, Plan, Safety, StoreView};
+use entra_sync_core::plan::{self, Plan, Safety, Scope, StoreView};
 use entra_sync_core::resolve::{self, Report};
 use entra_sync_core::rules::Rules;
-use entra_sync_core::run::{self, Basis, RunCounts, RunMode, RunStatus, UserQuery};
+use entra_sync_core::run::{self, Basis, Pending, RunCounts, RunMode, RunStatus, UserQuery};
 
 use crate::apply::RunWrite;
 use crate::clock::{Clock, Instant, SystemClock};
 use crate::config::{Config, TenantConfig};
 use crate::graph::{GraphClient, GraphError};
 use crate::refresh;
-use crate::store::{MirrorWrite, RunRecord, Store, StoreError, WriterLock};
+use crate::store::{HeldChange, MirrorWrite, OpenState, RunRecord, Store, StoreError, WriterLock};
 
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
@@ -236,9 +236,6 @@ async fn run_tenant(
             for change in &plan.changes {
                 tracing::debug!(tenant = %tenant.name, "{change}");
             }
-            outcome.counts = plan.counts();
-            outcome.hold_reason = plan.hold_reason.clone();
-            outcome.reports = plan.reports.clone();
             log_outcome(&outcome, syncer.clock());
             outcome.plan = Some(plan);
             Some(outcome)
@@ -277,6 +274,20 @@ async fn tenant_run(
     };
     let rules = rules_for(config, tenant);
     let client = syncer.client(config, tenant)?;
+    let known = match &store {
+        Some(s) => s.known_directory(&tenant.name, &tenant.tenant_id)?,
+        None => None,
+    };
+    let directory = match known {
+        Some(d) => d,
+        None => {
+            let d = client.directory().await?;
+            if let Some(s) = store.as_mut().filter(|_| !opts.dry_run) {
+                s.register_directory(&tenant.name, &tenant.tenant_id, &d)?;
+            }
+            d
+        }
+    };
     let requests_before = client.stats.requests();
     let waits_before = client
         .stats
@@ -303,7 +314,11 @@ async fn tenant_run(
             && let Some(cursors) = &stored_cursors
         {
             attempting = RunMode::Incremental;
-            match refresh::incremental(&client, &rules, cursors, load_mirror).await {
+            let linked = |users: &[entra_sync_core::ObjectId]| match &store {
+                Some(s) => s.linked_users(&directory, users).map_err(|e| e.to_string()),
+                None => Ok(Default::default()),
+            };
+            match refresh::incremental(&client, &rules, cursors, load_mirror, linked).await {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => tracing::info!(tenant = %tenant.name, "tracked groups changed; running a full sync"),
                 Err(GraphError::CursorExpired { what, code }) => {
@@ -338,10 +353,6 @@ async fn tenant_run(
     phase.done(&tenant.name, "graph read");
     let mode = outcome.mode;
 
-    let last_status = match &store {
-        Some(s) => s.last_status(&tenant.name)?,
-        None => None,
-    };
     let rules_changed = stored_cursors
         .as_ref()
         .is_none_or(|c| c.rules != refreshed.cursors.rules);
@@ -352,23 +363,39 @@ async fn tenant_run(
         opts,
         clock: syncer.clock(),
     };
+    let open_before = match &store {
+        Some(s) => s.open_state(&tenant.name)?,
+        None => OpenState::default(),
+    };
+    let retention = config.retention.purge_deactivated_after_days;
+    let cutoff = (retention > 0).then(|| plan::retention_cutoff(syncer.clock.now(), retention));
     let fresh = refreshed.snapshot.is_some();
-    let basis = run::basis(
-        fresh,
+    let pending = Pending {
         rules_changed,
-        last_status,
-        opts.allow_mass_deactivation,
-    );
-    let snapshot = match (basis, refreshed.snapshot.take(), &store) {
+        held: !open_before.held.is_empty(),
+        releasing: opts.allow_mass_deactivation,
+        purge_due: match (&store, &cutoff) {
+            (Some(s), Some(cutoff)) if !fresh => s.purge_due(&directory, cutoff)?,
+            _ => false,
+        },
+    };
+    let snapshot = match (
+        run::basis(fresh, pending),
+        refreshed.snapshot.take(),
+        &store,
+    ) {
         (Basis::Fresh, Some(snapshot), _) => snapshot,
         (Basis::Unchanged, _, _) => {
+            // Nothing happened in Entra and nothing here asks for a plan: the run records
+            // itself and its cursors; what was open stays open.
             let plan = Plan {
                 tenant: tenant.name.clone(),
+                directory: directory.clone(),
                 ..Plan::default()
             };
             let access = Access::open(&mut store, opts.dry_run, syncer.clock())?;
             access.write_mirror(&tenant.name, None, &refreshed.cursors)?;
-            apply_recorded(access, &run, outcome, &plan)?;
+            apply_recorded(access, &run, outcome, &plan, None, open_before)?;
             return Ok(Some(plan));
         }
         (_, _, Some(s)) => s.load_mirror(&tenant.name)?,
@@ -378,25 +405,30 @@ async fn tenant_run(
     // The run's one write transaction starts here, and the store view is read through it
     // first (the mirror write below does not touch what the view reads).
     let access = Access::open(&mut store, opts.dry_run, syncer.clock())?;
-    let view = access.view(&tenant.name)?;
-    let mut safety = Safety {
-        max_deactivations: config.safety.max_deactivations,
-        max_deactivation_percent: config.safety.max_deactivation_percent,
-        allow_mass_deactivation: opts.allow_mass_deactivation,
-    };
-    let user = match &opts.user {
+    let mut view = access.view(&tenant.name)?;
+    // A store not upgraded yet (a dry run does not write) keys this tenant's links by name.
+    for link in view.links.iter_mut().filter(|l| l.directory == tenant.name) {
+        link.directory.clone_from(&directory);
+    }
+    let scope = match &opts.user {
         Some(query) => match UserQuery::new(query)
             .in_entra(&snapshot)
-            .or_else(|| UserQuery::new(query).in_store(&view, &tenant.name))
+            .or_else(|| UserQuery::new(query).in_store(&view, &directory))
         {
-            Some(id) => {
-                // Support staff asked for this one person: the mass guard does not apply.
-                safety.allow_mass_deactivation = true;
-                Some(id)
-            }
+            Some(id) => Scope::User(id),
             None => return Ok(None),
         },
-        None => None,
+        None => Scope::All,
+    };
+    let plan_run = plan::Run {
+        tenant: &tenant.name,
+        directory: &directory,
+        safety: Safety {
+            max_deactivations: config.safety.max_deactivations,
+            max_deactivation_percent: config.safety.max_deactivation_percent,
+            allow_mass_deactivation: opts.allow_mass_deactivation,
+        },
+        scope,
     };
     let group_names = plan::group_names(&rules, &snapshot);
     phase.done(&tenant.name, "view");
@@ -408,7 +440,7 @@ async fn tenant_run(
             let mut phase = crate::phase::Phase::start();
             let resolution = resolve::resolve(&rules, &snapshot);
             phase.done(&tenant.name, "resolve");
-            let plan = plan::plan(&tenant.name, resolution, &view, &group_names, &safety);
+            let plan = plan::plan(&plan_run, resolution, &view, &group_names);
             phase.done(&tenant.name, "plan");
             plan
         });
@@ -426,19 +458,12 @@ async fn tenant_run(
     mirror_written?;
     drop(snapshot);
     phase.done(&tenant.name, "wait for the plan, free snapshot");
-    if let Some(id) = user {
-        plan = plan.restrict_to_user(id, &view);
-    } else if refreshed.mode == RunMode::Full && config.retention.purge_deactivated_after_days > 0 {
-        let cutoff = plan::retention_cutoff(
-            syncer.clock.now(),
-            config.retention.purge_deactivated_after_days,
-        );
-        plan.changes
-            .extend(plan::purges(&tenant.name, &view, &cutoff));
+    if let (Scope::All, Some(cutoff)) = (scope, &cutoff) {
+        plan.purge_4_14(&directory, &view, cutoff);
     }
     // The plan owns what it writes: free the rest before the write's own buffers.
     drop((view, group_names));
-    apply_recorded(access, &run, outcome, &plan)?;
+    apply_recorded(access, &run, outcome, &plan, Some(scope), open_before)?;
     phase.done(&tenant.name, "apply");
     Ok(Some(plan))
 }
@@ -491,17 +516,26 @@ struct RunContext<'a> {
     clock: &'a dyn Clock,
 }
 
-/// Sets the run's status from the plan and, unless it is a dry run, applies the plan with its
-/// `sync_runs` row and commits the run's transaction.
+/// Settles what the run leaves open (the plan's reports and holds, or for a run that planned
+/// nothing what was open before), sets the outcome's status and counts from it and, unless it
+/// is a dry run, applies the plan with its `sync_runs` row and commits the run's transaction.
 fn apply_recorded(
     access: Access<'_>,
     run: &RunContext<'_>,
     outcome: &mut TenantOutcome,
     plan: &Plan,
+    scope: Option<Scope>,
+    before: OpenState,
 ) -> Result<(), StoreError> {
+    let open = open_after(plan, scope, before);
+    outcome.counts = plan.counts();
+    outcome.counts.held = open.held_removals();
+    outcome.counts.reports = open.reports.len() as i64;
+    outcome.hold_reason = plan.hold_reason.clone().or_else(|| open.hold_reason());
+    outcome.reports = open.reports;
     outcome.status = if run.opts.dry_run {
         RunStatus::DryRun
-    } else if plan.hold_reason.is_some() {
+    } else if outcome.counts.held > 0 {
         RunStatus::Held
     } else {
         RunStatus::Success
@@ -515,12 +549,45 @@ fn apply_recorded(
         started_at: run.started_at.to_string(),
         finished_at: Some(run.clock.now_rfc3339()),
         status: outcome.status,
-        counts: plan.counts(),
+        counts: outcome.counts.clone(),
         graph_requests: outcome.graph_requests as i64,
-        error: plan.hold_reason.clone(),
+        error: outcome.hold_reason.clone(),
     };
-    write.finish(plan, &record)?;
+    write.finish(plan, &record, scope)?;
     Ok(())
+}
+
+/// The reports and held changes open after a run: the plan's for a run of everybody, the
+/// person's replaced for a `--user` run, unchanged for a run that planned nothing.
+fn open_after(plan: &Plan, scope: Option<Scope>, before: OpenState) -> OpenState {
+    match scope {
+        None => before,
+        Some(Scope::All) => OpenState {
+            reports: plan.reports.clone(),
+            held: plan
+                .held
+                .iter()
+                .map(|c| HeldChange::of(c, plan.hold_reason.as_deref()))
+                .collect(),
+        },
+        Some(Scope::User(user)) => {
+            let text = user.to_string();
+            let mut reports: Vec<Report> = before
+                .reports
+                .into_iter()
+                .filter(|r| r.object_id != user)
+                .collect();
+            reports.extend(plan.reports.iter().cloned());
+            OpenState {
+                reports,
+                held: before
+                    .held
+                    .into_iter()
+                    .filter(|h| h.object_id != text)
+                    .collect(),
+            }
+        }
+    }
 }
 
 async fn finish_failed(
@@ -573,6 +640,7 @@ fn record_metrics(o: &TenantOutcome, clock: &dyn Clock) {
         ("reactivate", c.reactivated),
         ("deactivate", c.deactivated),
         ("archive", c.archived),
+        ("purge", c.purged),
         ("held", c.held),
     ] {
         metrics::counter!("entra_sync_changes_total", "tenant" => tenant.clone(), "action" => action)
@@ -603,6 +671,7 @@ fn log_outcome(o: &TenantOutcome, clock: &dyn Clock) {
         reactivated = o.counts.reactivated,
         deactivated = o.counts.deactivated,
         archived = o.counts.archived,
+        purged = o.counts.purged,
         held = o.counts.held,
         reports = o.counts.reports,
         graph_requests = o.graph_requests,

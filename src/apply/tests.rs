@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use entra_sync_core::ObjectId;
 use entra_sync_core::directory::{EntraUser, Snapshot};
-use entra_sync_core::plan::{Action, Plan, Safety, group_names, plan};
+use entra_sync_core::plan::{Action, Plan, Run, Safety, Scope, group_names, plan};
 use entra_sync_core::resolve::{ReportKind, resolve};
 use entra_sync_core::rules::Rules;
 use entra_sync_core::run::{RunCounts, RunMode, RunStatus};
@@ -60,14 +60,23 @@ impl World {
     }
 
     fn plan_for(&self, tenant: &str) -> Plan {
-        let rules = Self::rules(tenant);
+        self.plan_with(tenant, &Self::rules(tenant), self.safety)
+    }
+
+    /// A tenant's plan; in these tests a tenant's directory is its name.
+    fn plan_with(&self, tenant: &str, rules: &Rules, safety: Safety) -> Plan {
         let snapshot = self.snapshot();
-        plan(
+        let run = Run {
             tenant,
-            resolve(&rules, &snapshot),
+            directory: tenant,
+            safety,
+            scope: Scope::All,
+        };
+        plan(
+            &run,
+            resolve(rules, &snapshot),
             &self.store.view(tenant).unwrap(),
-            &group_names(&rules, &snapshot),
-            &self.safety,
+            &group_names(rules, &snapshot),
         )
     }
 
@@ -86,7 +95,7 @@ impl World {
         self.store
             .begin_run("2026-01-01T00:00:00Z".into())
             .unwrap()
-            .finish(&p, &run)
+            .finish(&p, &run, Some(Scope::All))
             .unwrap();
         p
     }
@@ -460,23 +469,18 @@ fn removing_a_rule_removes_its_read_only_group_but_not_records_of_users_in_other
     w.sync();
     w.members.remove(&CON);
     w.members.get_mut(&EMP).unwrap().push(user(2).id);
-    let resolution = resolve(
-        &Rules {
-            rules: World::rules("t")
-                .rules
-                .into_iter()
-                .filter(|r| r.group_id == EMP)
-                .collect(),
-            ..World::rules("t")
-        },
-        &w.snapshot(),
-    );
-    let p = plan(
+    let only_employees = Rules {
+        rules: World::rules("t")
+            .rules
+            .into_iter()
+            .filter(|r| r.group_id == EMP)
+            .collect(),
+        ..World::rules("t")
+    };
+    let p = w.plan_with(
         "t",
-        resolution,
-        &w.store.view("t").unwrap(),
-        &BTreeMap::new(),
-        &Safety {
+        &only_employees,
+        Safety {
             allow_mass_deactivation: true,
             ..Safety::default()
         },

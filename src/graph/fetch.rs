@@ -150,6 +150,33 @@ pub async fn full_snapshot(
     Ok(snapshot)
 }
 
+/// The groups `user` is a direct member of (`/users/{id}/memberOf`, every page).
+pub async fn member_of(
+    client: &GraphClient,
+    user: ObjectId,
+) -> Result<BTreeSet<ObjectId>, GraphError> {
+    let what = format!("groups of user {user}");
+    let mut next = Some(client.url(&format!("/users/{user}/memberOf?$select=id&$top=999")));
+    let mut groups = BTreeSet::new();
+    while let Some(url) = next.take() {
+        let page = client.get_page::<Member>(&url, &what).await?;
+        next = page.next_link;
+        for item in page.value {
+            if item.kind() != MemberType::Group {
+                continue; // directory roles, administrative units
+            }
+            match item.id() {
+                Ok(Some(id)) => {
+                    groups.insert(id);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(GraphError::not_a_guid(&what, e)),
+            }
+        }
+    }
+    Ok(groups)
+}
+
 /// SPEC 5.6: with too narrow a permission Graph returns every user with null properties.
 /// Such a snapshot must fail the run, not look like users losing their email.
 pub fn check_permissions(snapshot: &Snapshot) -> Result<(), GraphError> {

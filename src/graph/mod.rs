@@ -177,6 +177,11 @@ impl GraphClient {
         format!("{}/v1.0{path}", self.graph_root)
     }
 
+    /// The directory (tenant GUID) the tenant signs in to.
+    pub async fn directory(&self) -> Result<String, GraphError> {
+        Ok(self.tokens.directory().await?)
+    }
+
     /// A token now (used by `check` to test sign-in on its own).
     pub async fn sign_in(&self) -> Result<(), GraphError> {
         self.tokens.token().await?;

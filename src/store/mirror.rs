@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 
 use entra_sync_core::ObjectId;
 use entra_sync_core::directory::{EntraGroup, EntraUser, MemberType, Snapshot};
-use entra_sync_core::run::RunStatus;
 use rusqlite::{Transaction, params};
 
 use super::{IdText, Store, StoreError};
@@ -143,20 +142,6 @@ impl Store {
             .prepare("SELECT tenant, MIN(saved_at) FROM delta_cursors GROUP BY tenant")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// The status of the tenant's latest run, if any.
-    pub fn last_status(&self, tenant: &str) -> Result<Option<RunStatus>, StoreError> {
-        use rusqlite::OptionalExtension;
-        let status: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT status FROM sync_runs WHERE tenant = ?1 ORDER BY id DESC LIMIT 1",
-                [tenant],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(status.as_deref().and_then(RunStatus::parse))
     }
 }
 

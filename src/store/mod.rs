@@ -7,9 +7,12 @@
 //! It must not decide anything about records.
 
 mod mirror;
+mod state;
 
 pub(crate) use mirror::write_mirror;
 pub use mirror::{Cursors, MirrorWrite};
+pub(crate) use state::write_state;
+pub use state::{HeldChange, OpenState};
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -26,7 +29,7 @@ use serde::Serialize;
 pub use entra_sync_core::run::RunCounts;
 use entra_sync_core::run::{RunMode, RunStatus};
 
-use entra_sync_core::plan::{Link, StoreView, StoredGroup};
+use entra_sync_core::plan::{Link, LinkState, StoreView, StoredGroup};
 use entra_sync_core::record::{ContactValues, EmployeeValues, RecordKind, StoredRecord, Values};
 
 static MIGRATIONS_DIR: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
@@ -230,8 +233,9 @@ pub(crate) fn view_of(conn: &Connection, tenant: &str) -> Result<StoreView, Stor
         let rec = rec?;
         view.records.insert((RecordKind::Contact, rec.id), rec);
     }
-    let mut stmt =
-        conn.prepare("SELECT tenant, object_id, record_kind, record_id, source FROM sync_links")?;
+    let mut stmt = conn.prepare(
+        "SELECT directory, object_id, record_kind, record_id, source, upn, state FROM sync_links",
+    )?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
@@ -239,22 +243,35 @@ pub(crate) fn view_of(conn: &Connection, tenant: &str) -> Result<StoreView, Stor
             r.get::<_, String>(2)?,
             r.get::<_, i64>(3)?,
             r.get::<_, String>(4)?,
+            r.get::<_, Option<String>>(5)?,
+            r.get::<_, String>(6)?,
         ))
     })?;
     for row in rows {
-        let (tenant, object_id, kind, record_id, source) = row?;
-        let (Some(kind), Ok(object_id)) = (RecordKind::parse(&kind), ObjectId::parse(&object_id))
-        else {
+        let (directory, object_id, kind, record_id, source, upn, state) = row?;
+        let (Some(kind), Ok(object_id), Some(state)) = (
+            RecordKind::parse(&kind),
+            ObjectId::parse(&object_id),
+            LinkState::parse(&state),
+        ) else {
             continue;
         };
         view.links.push(Link {
-            tenant,
+            directory,
             object_id,
             kind,
             record_id,
             // An unreadable snapshot only means "rewrite from Entra next time".
             source: serde_json::from_str(&source).ok(),
+            upn,
+            state,
         });
+    }
+    let mut stmt = conn.prepare("SELECT directory, name FROM tenant_directories")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (directory, name) = row?;
+        view.directory_names.insert(directory, name);
     }
     let mut groups: BTreeMap<i64, StoredGroup> = BTreeMap::new();
     let mut stmt =

@@ -7,6 +7,7 @@ mod cli;
 mod daemon;
 mod hostile;
 mod incremental;
+mod over_time;
 mod safety;
 mod service;
 mod spec4;

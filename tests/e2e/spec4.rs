@@ -308,7 +308,11 @@ async fn tenants_4_11_an_email_claimed_by_two_tenants_goes_to_the_first_listed()
     );
     assert_eq!(env.rows("SELECT COUNT(*) FROM contacts"), vec![vec!["0"]]);
     assert_eq!(tenant(&s, "t1")["reports"][0]["kind"], "email_claimed");
-    assert_eq!(env.rows("SELECT tenant FROM sync_links"), vec![vec!["t0"]]);
+    assert_eq!(
+        env.rows("SELECT directory FROM sync_links"),
+        vec![vec![env.sims[0].control().tenant_guid()]],
+        "links belong to the first tenant's directory"
+    );
 }
 
 #[tokio::test]
@@ -361,11 +365,13 @@ async fn retention_purges_old_deactivated_records_but_never_one_with_a_ticket() 
         "UPDATE employees SET deactivated_at = '2020-01-01T00:00:00Z' WHERE username IN ('old', 'ticketed');
          INSERT INTO tickets (subject, employee_id) SELECT 'Keep me', id FROM employees WHERE username = 'ticketed';",
     );
-    // An incremental run does not purge; a full one does.
-    env.sync_ok(&[]).await;
-    assert_eq!(env.rows("SELECT COUNT(*) FROM employees"), vec![vec!["4"]]);
-    let s = env.sync_ok(&["--full"]).await;
+    // Any run purges what is due, incremental ones too (SPEC 4.13: an incremental run leaves
+    // the store a full run would leave), and Entra brought nothing new here.
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["mode"], "incremental");
     assert_eq!(tenant(&s, "t0")["purged"], 1);
+    let again = env.sync_ok(&["--full"]).await;
+    assert_eq!(tenant(&again, "t0")["purged"], 0, "nothing more is due");
     assert_eq!(
         env.rows("SELECT username, active FROM employees ORDER BY username"),
         vec![

@@ -11,6 +11,8 @@ pub const SECRET: &str = graph_sim::DEFAULT_CLIENT_SECRET;
 
 pub struct TestEnv {
     pub sims: Vec<Sim>,
+    /// The config's name of each tenant (`t0`, `t1`, … unless renamed).
+    pub names: Vec<String>,
     pub dir: tempfile::TempDir,
     pub rules: Vec<String>,
     pub extra_config: String,
@@ -62,6 +64,7 @@ impl TestEnv {
         // percent guard is off unless a test sets [safety] itself.
         let extra_config = "[safety]\nmax_deactivation_percent = 0\n".to_string();
         TestEnv {
+            names: (0..n).map(|i| format!("t{i}")).collect(),
             sims,
             dir,
             rules: Vec::new(),
@@ -145,8 +148,19 @@ impl TestEnv {
 
     pub fn rule(&mut self, tenant: usize, group: &str, order: i64, target: &str, extra: String) {
         self.rules.push(format!(
-            "[[rules]]\ntenant = \"t{tenant}\"\ngroup_id = \"{group}\"\norder = {order}\ntarget = \"{target}\"\n{extra}\n"
+            "[[rules]]\ntenant = \"{}\"\ngroup_id = \"{group}\"\norder = {order}\ntarget = \"{target}\"\n{extra}\n",
+            self.names[tenant]
         ));
+    }
+
+    /// Renames tenant `index` in the config (its rules follow).
+    pub fn rename_tenant(&mut self, index: usize, name: &str) {
+        let old = format!("tenant = \"{}\"", self.names[index]);
+        let new = format!("tenant = \"{name}\"");
+        for rule in &mut self.rules {
+            *rule = rule.replace(&old, &new);
+        }
+        self.names[index] = name.to_string();
     }
 
     pub fn write_config(&self) {
@@ -159,7 +173,8 @@ impl TestEnv {
         for (i, sim) in self.sims.iter().enumerate() {
             let ctl = sim.control();
             text.push_str(&format!(
-                "[[tenants]]\nname = \"t{i}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\nauthority = \"{}\"\ngraph_url = \"{}\"\naccount = \"Account {i}\"\n\n",
+                "[[tenants]]\nname = \"{}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\nauthority = \"{}\"\ngraph_url = \"{}\"\naccount = \"Account {i}\"\n\n",
+                self.names[i],
                 ctl.tenant(),
                 ctl.client_id(),
                 self.dir.path().join("sim.secret").display(),

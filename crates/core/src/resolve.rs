@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::directory::{EntraUser, Snapshot};
 use crate::id::ObjectId;
@@ -15,7 +15,7 @@ use crate::record::{ContactValues, EmployeeValues, RecordKind, Values};
 use crate::rules::{EmailSource, Rule, Rules, Target};
 
 /// Why a user was skipped; it does not fail the run (SPEC 4.12).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportKind {
     NoEmail,
@@ -24,6 +24,8 @@ pub enum ReportKind {
     DuplicateEmail,
     RootConflict,
     IncompleteData,
+    /// A `--user` run whose outcome depends on another user's pending change.
+    WaitsForFullSync,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -1,6 +1,5 @@
-//! What a run is — its mode, its outcome, its counts — and the choices that frame it before and
-//! after the planner: whom a `--user` run means, what to resolve when Entra brought nothing new,
-//! and what of a plan a one-user run keeps.
+//! What a run is — its mode, its outcome, its counts — and the choices that frame it before the
+//! planner: whom a `--user` run means, and what to resolve when Entra brought nothing new.
 //!
 //! Pure decisions on plain data; the product's `sync` module does the reading and writing.
 
@@ -10,8 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::directory::Snapshot;
 use crate::id::{Email, ObjectId};
-use crate::plan::{Action, Plan, RecordRef, StoreView};
-use crate::record::RecordKind;
+use crate::plan::{Action, Plan, StoreView};
 
 /// How a run learnt the tenant's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,32 +100,6 @@ impl Plan {
             reports: self.reports.len() as i64,
         }
     }
-
-    /// Keeps only what concerns one user: their record changes, reports and group memberships
-    /// (a `--user` run). Such a run holds nothing: support asked for this one person.
-    pub fn restrict_to_user(mut self, object_id: ObjectId, view: &StoreView) -> Plan {
-        self.changes.retain(|c| c.object_id == object_id);
-        self.held.retain(|c| c.object_id == object_id);
-        self.reports.retain(|r| r.object_id == object_id);
-        let mut theirs: Vec<(RecordKind, RecordRef)> = view
-            .links
-            .iter()
-            .filter(|l| l.tenant == self.tenant && l.object_id == object_id)
-            .map(|l| (l.kind, RecordRef::Existing(l.record_id)))
-            .collect();
-        theirs.extend(self.changes.iter().map(|c| (c.kind, c.record.clone())));
-        for group in &mut self.groups {
-            group.add.retain(|m| theirs.contains(m));
-            group
-                .remove
-                .retain(|(k, id)| theirs.contains(&(*k, RecordRef::Existing(*id))));
-        }
-        self.groups.retain(|g| {
-            !g.remove_group && (g.group.is_none() || !g.add.is_empty() || !g.remove.is_empty())
-        });
-        self.hold_reason = None;
-        self
-    }
 }
 
 /// What a run resolves once Graph has been read.
@@ -135,26 +107,33 @@ impl Plan {
 pub enum Basis {
     /// A full read, or delta rounds that brought something: the new snapshot.
     Fresh,
-    /// Entra brought nothing new, but the rules changed or a hold is being released: the
-    /// stored mirror, resolved again.
+    /// Entra brought nothing new, but something here asks for a new plan (the rules changed,
+    /// deactivations are held and must be weighed again, a hold is being released, a purge is
+    /// due): the stored mirror, resolved again.
     Mirror,
     /// Nothing changed in Entra or here: the run records itself and its cursors and touches no
     /// record.
     Unchanged,
 }
 
-/// Chooses the [`Basis`] of a run. `fresh`: Graph handed over a new snapshot; `rules_changed`:
-/// the rules differ from those of the last run; `last_status`: the tenant's last run;
-/// `releasing`: the run may apply held deactivations (`--allow-mass-deactivation`).
-pub fn basis(
-    fresh: bool,
-    rules_changed: bool,
-    last_status: Option<RunStatus>,
-    releasing: bool,
-) -> Basis {
+/// What, besides Entra, can make a run plan again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// The rules differ from those the mirror was last resolved with.
+    pub rules_changed: bool,
+    /// Deactivations are held (state, not the memory of the last run: SPEC 5.3).
+    pub held: bool,
+    /// The run may apply held deactivations (`--allow-mass-deactivation`).
+    pub releasing: bool,
+    /// A record is due for the retention purge.
+    pub purge_due: bool,
+}
+
+/// Chooses the [`Basis`] of a run: `fresh` when Graph handed over a new snapshot.
+pub fn basis(fresh: bool, pending: Pending) -> Basis {
     if fresh {
         Basis::Fresh
-    } else if rules_changed || last_status == Some(RunStatus::Held) || releasing {
+    } else if pending.rules_changed || pending.held || pending.releasing || pending.purge_due {
         Basis::Mirror
     } else {
         Basis::Unchanged
@@ -189,14 +168,16 @@ impl UserQuery {
             .map(|u| u.id)
     }
 
-    /// The user it names among `tenant`'s synced records (by object id or the record's email):
-    /// someone who left every group is only known to the store.
-    pub fn in_store(&self, view: &StoreView, tenant: &str) -> Option<ObjectId> {
+    /// The user it names among `directory`'s synced records, by object id, the record's email
+    /// or the UPN it was last synced from: someone who left every group, or was deleted, is
+    /// only known to the store.
+    pub fn in_store(&self, view: &StoreView, directory: &str) -> Option<ObjectId> {
         view.links
             .iter()
-            .filter(|l| l.tenant == tenant)
+            .filter(|l| l.directory == directory)
             .find(|l| {
                 self.id == Some(l.object_id)
+                    || l.upn.as_deref().is_some_and(|u| Email::new(u) == self.name)
                     || view
                         .records
                         .get(&(l.kind, l.record_id))
@@ -230,21 +211,29 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_round_touches_records_only_for_new_rules_or_a_release() {
-        assert_eq!(basis(true, false, None, false), Basis::Fresh);
-        assert_eq!(
-            basis(false, false, Some(RunStatus::Success), false),
-            Basis::Unchanged
-        );
-        assert_eq!(basis(false, true, None, false), Basis::Mirror);
-        assert_eq!(
-            basis(false, false, Some(RunStatus::Held), false),
-            Basis::Mirror
-        );
-        assert_eq!(
-            basis(false, false, Some(RunStatus::Success), true),
-            Basis::Mirror
-        );
+    fn an_idle_round_plans_again_only_when_something_here_asks_for_it() {
+        assert_eq!(basis(true, Pending::default()), Basis::Fresh);
+        assert_eq!(basis(false, Pending::default()), Basis::Unchanged);
+        for pending in [
+            Pending {
+                rules_changed: true,
+                ..Pending::default()
+            },
+            Pending {
+                held: true,
+                ..Pending::default()
+            },
+            Pending {
+                releasing: true,
+                ..Pending::default()
+            },
+            Pending {
+                purge_due: true,
+                ..Pending::default()
+            },
+        ] {
+            assert_eq!(basis(false, pending), Basis::Mirror, "{pending:?}");
+        }
     }
 
     #[test]

@@ -60,10 +60,19 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// `/{tenant}/oauth2/v2.0/token` → the tenant segment.
 fn token_tenant(path: &str) -> Option<&str> {
+    tenant_path(path, &["oauth2", "v2.0", "token"])
+}
+
+/// `/{tenant}/v2.0/.well-known/openid-configuration` → the tenant segment.
+fn discovery_tenant(path: &str) -> Option<&str> {
+    tenant_path(path, &["v2.0", ".well-known", "openid-configuration"])
+}
+
+fn tenant_path<'p>(path: &'p str, tail: &[&str]) -> Option<&'p str> {
     let mut segs = path.trim_start_matches('/').split('/');
     let tenant = segs.next()?;
     let rest: Vec<&str> = segs.collect();
-    (rest == ["oauth2", "v2.0", "token"] && !tenant.is_empty()).then_some(tenant)
+    (rest == tail && !tenant.is_empty()).then_some(tenant)
 }
 
 async fn front(
@@ -84,9 +93,11 @@ async fn front(
         .unwrap_or_default();
     let fault = lock(&sh.faults).take(&path_and_query);
     let token_tenant = token_tenant(&path).map(str::to_owned);
-    let template_guess = || match &token_tenant {
-        Some(_) => "/{tenant}/oauth2/v2.0/token".to_owned(),
-        None => match path.strip_prefix("/v1.0") {
+    let discovery_tenant = discovery_tenant(&path).map(str::to_owned);
+    let template_guess = || match (&token_tenant, &discovery_tenant) {
+        (Some(_), _) => "/{tenant}/oauth2/v2.0/token".to_owned(),
+        (_, Some(_)) => DISCOVERY_TEMPLATE.to_owned(),
+        (None, None) => match path.strip_prefix("/v1.0") {
             Some(rest) => graph::route(rest).0,
             None => "/{unknown}".to_owned(),
         },
@@ -125,6 +136,8 @@ async fn front(
             forced,
             client_request_id.as_deref(),
         )
+    } else if let Some(tenant) = &discovery_tenant {
+        discovery_answer(&sh, &method, tenant, forced)
     } else if let Some(rest) = path
         .strip_prefix("/v1.0")
         .filter(|r| r.is_empty() || r.starts_with('/'))
@@ -220,6 +233,49 @@ fn respond(out: Out) -> Response {
         }
     }
     resp
+}
+
+const DISCOVERY_TEMPLATE: &str = "/{tenant}/v2.0/.well-known/openid-configuration";
+
+/// The identity platform's OpenID Connect discovery document for the tenant (what MSAL reads
+/// before its first token request, and where a client learns the tenant's GUID from a domain
+/// name): no credentials needed; an unknown tenant is AADSTS90002, like the token endpoint.
+fn discovery_answer(
+    sh: &Shared,
+    method: &str,
+    tenant: &str,
+    forced: Option<(u16, Option<String>)>,
+) -> Out {
+    let correlation = uuid::Uuid::new_v4().to_string();
+    let result = if let Some((status, _)) = forced {
+        Err(AadError::for_status(status))
+    } else if !method.eq_ignore_ascii_case("GET") {
+        Err(AadError::for_status(400))
+    } else {
+        let cfg = TokenConfig {
+            tenant: &sh.opts.tenant,
+            tenant_guid: &sh.tenant_guid,
+            client_id: &sh.opts.client_id,
+            client_secret: &sh.opts.client_secret,
+            lifetime: sh.opts.token_lifetime,
+        };
+        token::discovery(&cfg, &sh.base_url, tenant)
+    };
+    let (status, body) = match result {
+        Ok(body) => (200, body),
+        Err(e) => (e.status, e.body(&correlation)),
+    };
+    Out {
+        status,
+        headers: vec![(
+            "Cache-Control".to_owned(),
+            "max-age=86400, private".to_owned(),
+        )],
+        body,
+        content_type: "application/json; charset=utf-8",
+        template: DISCOVERY_TEMPLATE.to_owned(),
+        transport: Transport::Normal,
+    }
 }
 
 fn token_answer(

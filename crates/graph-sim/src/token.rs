@@ -159,6 +159,55 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((form_decode(id), form_decode(secret)))
 }
 
+/// The tenant's OpenID Connect discovery document, in the shape
+/// `login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration` answers: the
+/// tenant given by domain name or GUID, the document naming it by GUID (`issuer`,
+/// `token_endpoint`).
+pub(crate) fn discovery(
+    cfg: &TokenConfig<'_>,
+    base_url: &str,
+    tenant_in_path: &str,
+) -> Result<String, AadError> {
+    let tenant = tenant_in_path.to_ascii_lowercase();
+    if !tenant.eq_ignore_ascii_case(cfg.tenant) && !tenant.eq_ignore_ascii_case(cfg.tenant_guid) {
+        return Err(AadError::new(
+            400,
+            "invalid_tenant",
+            90002,
+            format!(
+                "Tenant '{tenant_in_path}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+            ),
+        ));
+    }
+    let tid = cfg.tenant_guid;
+    let doc = serde_json::json!({
+        "token_endpoint": format!("{base_url}/{tid}/oauth2/v2.0/token"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "jwks_uri": format!("{base_url}/{tid}/discovery/v2.0/keys"),
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "issuer": format!("{base_url}/{tid}/v2.0"),
+        "request_uri_parameter_supported": false,
+        "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
+        "authorization_endpoint": format!("{base_url}/{tid}/oauth2/v2.0/authorize"),
+        "device_authorization_endpoint": format!("{base_url}/{tid}/oauth2/v2.0/devicecode"),
+        "http_logout_supported": true,
+        "frontchannel_logout_supported": true,
+        "end_session_endpoint": format!("{base_url}/{tid}/oauth2/v2.0/logout"),
+        "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email"],
+        "kerberos_endpoint": format!("{base_url}/{tid}/kerberos"),
+        "tenant_region_scope": "NA",
+        "cloud_instance_name": "microsoftonline.com",
+        "cloud_graph_host_name": "graph.windows.net",
+        "msgraph_host": "graph.microsoft.com",
+        "rbac_url": "https://pas.windows.net"
+    });
+    Ok(doc.to_string())
+}
+
 /// Validates a client-credentials request; on success returns the access token and lifetime.
 pub(crate) fn grant(
     cfg: &TokenConfig<'_>,

@@ -1,0 +1,915 @@
+//! Each user's decision, one function per SPEC rule: email claims of other tenants (4.11),
+//! matching (4.3), the root (4.5), kind change (4.4), rewriting (4.6), deactivation (4.7) and
+//! usernames and emails shared by several users (4.8, 4.11).
+//!
+//! A decision is made in two steps. First each user on their own: which record they live in,
+//! which records they archive, what is written. Then the names: a username or email two users
+//! want, or that a record nobody rewrites keeps, goes to one of them by a rule that does not
+//! depend on the order users are planned in — whoever holds it now, else the smaller object id;
+//! a user who loses a name is skipped with a report, which keeps their records as they are,
+//! so the names are settled again until nothing changes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::id::{Email, ObjectId, Username};
+use crate::record::{RecordKind, StoredRecord, Values};
+use crate::resolve::{Desired, Report, ReportKind};
+
+use super::{Action, Change, Link, LinkState, LinkWrite, RecordRef, Run, Scope, StoreView};
+
+/// How a user reached the record of their kind (SPEC 4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Matched {
+    /// Their own linked record, in whatever state.
+    Linked(i64),
+    /// A record with their email that no other in-scope user holds: taken over.
+    TakenOver(i64),
+    /// None: a new record.
+    New,
+}
+
+/// A user's outcome in one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// In scope, decided: the record of their kind, what is done to it, and the records of the
+    /// other kind archived (SPEC 4.4).
+    Live {
+        kind: RecordKind,
+        matched: Matched,
+        action: Option<Action>,
+        archives: Vec<i64>,
+    },
+    /// Out of scope: their records leaving service, each with `Deactivate` or `Leave`.
+    Leaving(Vec<(RecordKind, i64, Action)>),
+    /// Skipped with a report: their records stay as they are.
+    Skipped(Report),
+}
+
+/// Everything the decisions read, indexed once per plan.
+pub(super) struct Decisions<'a> {
+    run: &'a Run<'a>,
+    store: &'a StoreView,
+    /// The in-scope users and what they should become (moved into the changes at the end).
+    desired: BTreeMap<ObjectId, Desired>,
+    untouchable: &'a BTreeSet<ObjectId>,
+    /// This directory's links by user.
+    mine: BTreeMap<ObjectId, Vec<&'a Link>>,
+    /// The link of each record, whatever its directory.
+    owner: HashMap<(RecordKind, i64), &'a Link>,
+    by_email: HashMap<Email, Vec<(RecordKind, i64)>>,
+    by_username: HashMap<Username, Vec<i64>>,
+}
+
+/// The names a live user wants and the records they rewrite, while names are settled.
+struct Claim {
+    email: Option<Email>,
+    username: Option<Username>,
+    records: Vec<(RecordKind, i64)>,
+}
+
+/// The outcomes of a plan's users.
+pub(super) struct Decided {
+    outcomes: BTreeMap<ObjectId, Outcome>,
+    /// The `…_Archived` username each archived employee gets.
+    archived_names: HashMap<i64, String>,
+    /// Reports of this step (skips and the root's leavers).
+    pub(super) reports: Vec<Report>,
+}
+
+impl<'a> Decisions<'a> {
+    pub(super) fn new(
+        run: &'a Run<'a>,
+        store: &'a StoreView,
+        desired: BTreeMap<ObjectId, Desired>,
+        untouchable: &'a BTreeSet<ObjectId>,
+    ) -> Decisions<'a> {
+        let mut mine: BTreeMap<ObjectId, Vec<&Link>> = BTreeMap::new();
+        let mut owner = HashMap::new();
+        for link in &store.links {
+            if !store.records.contains_key(&(link.kind, link.record_id)) {
+                continue; // the record was deleted outside the sync: the link is stale
+            }
+            owner.insert((link.kind, link.record_id), link);
+            if link.directory == run.directory {
+                mine.entry(link.object_id).or_default().push(link);
+            }
+        }
+        let mut by_email: HashMap<Email, Vec<(RecordKind, i64)>> = HashMap::new();
+        let mut by_username: HashMap<Username, Vec<i64>> = HashMap::new();
+        for ((kind, id), rec) in &store.records {
+            if let Some(email) = rec.values.email_key() {
+                by_email.entry(email).or_default().push((*kind, *id));
+            }
+            if let Some(name) = rec.values.username_key() {
+                by_username.entry(name).or_default().push(*id);
+            }
+        }
+        Decisions {
+            run,
+            store,
+            desired,
+            untouchable,
+            mine,
+            owner,
+            by_email,
+            by_username,
+        }
+    }
+
+    fn record(&self, kind: RecordKind, id: i64) -> Option<&'a StoredRecord> {
+        self.store.records.get(&(kind, id))
+    }
+
+    fn in_scope(&self, user: ObjectId) -> bool {
+        self.desired.contains_key(&user) || self.untouchable.contains(&user)
+    }
+
+    /// Everybody this run knows of (in scope, or linked in this directory) but `user`.
+    pub(super) fn everybody_but(&self, user: ObjectId) -> BTreeSet<ObjectId> {
+        self.desired
+            .keys()
+            .chain(self.untouchable.iter())
+            .chain(self.mine.keys())
+            .copied()
+            .filter(|u| *u != user)
+            .collect()
+    }
+
+    /// This directory's active linked records before the run (the percent guard's base).
+    pub(super) fn active_synced(&self) -> usize {
+        self.mine
+            .values()
+            .flatten()
+            .filter(|l| self.record(l.kind, l.record_id).is_some_and(|r| r.active))
+            .count()
+    }
+
+    /// The active record a user not decided this run still lives in (for group membership).
+    pub(super) fn current_live(&self, user: ObjectId) -> Option<(RecordKind, RecordRef)> {
+        self.mine.get(&user)?.iter().find_map(|l| {
+            let rec = self.record(l.kind, l.record_id)?;
+            rec.active
+                .then_some((l.kind, RecordRef::Existing(l.record_id)))
+        })
+    }
+
+    /// The plan of a `--user` run whose person waits on somebody else's pending change.
+    pub(super) fn waiting(&self, user: ObjectId) -> Decided {
+        let name = self
+            .desired
+            .get(&user)
+            .map_or_else(|| user.to_string(), |d| d.user.to_string());
+        let report = Report {
+            kind: ReportKind::WaitsForFullSync,
+            object_id: user,
+            user: name,
+            message: "the outcome depends on another user's pending change (a username or email \
+                      someone else is about to free); nothing was written: run a full sync"
+                .into(),
+        };
+        Decided {
+            outcomes: BTreeMap::from([(user, Outcome::Skipped(report.clone()))]),
+            archived_names: HashMap::new(),
+            reports: vec![report],
+        }
+    }
+
+    /// Decides every user but the `kept` ones, who keep their records as they are.
+    pub(super) fn decide(&self, kept: &BTreeSet<ObjectId>) -> Decided {
+        let mut outcomes: BTreeMap<ObjectId, Outcome> = BTreeMap::new();
+        for (user, d) in &self.desired {
+            if kept.contains(user) {
+                continue;
+            }
+            outcomes.insert(*user, self.decide_alone(d, kept));
+        }
+        self.settle_names(&mut outcomes, kept);
+        let mut reports = Vec::new();
+        let taken: HashSet<(RecordKind, i64)> =
+            outcomes.values().flat_map(Self::records_of).collect();
+        for (user, links) in &self.mine {
+            if self.in_scope(*user) || kept.contains(user) {
+                continue;
+            }
+            let leaving = self.deactivate_4_7(links, &taken, &mut reports);
+            if !leaving.is_empty() {
+                outcomes.insert(*user, Outcome::Leaving(leaving));
+            }
+        }
+        reports.extend(outcomes.values().filter_map(|o| match o {
+            Outcome::Skipped(r) => Some(r.clone()),
+            _ => None,
+        }));
+        let archived_names = self.archived_usernames(&outcomes);
+        Decided {
+            outcomes,
+            archived_names,
+            reports,
+        }
+    }
+
+    /// One user's outcome on their own, before names are settled with the others.
+    fn decide_alone(&self, d: &Desired, kept: &BTreeSet<ObjectId>) -> Outcome {
+        let email = d.values.email_key().unwrap_or_else(|| Email::new(""));
+        if let Some(report) = self.email_claims_4_11(d, &email) {
+            return Outcome::Skipped(report);
+        }
+        let matched = self.match_4_3(d, &email, kept);
+        if let Some(report) = self.root_4_5(d, matched) {
+            return Outcome::Skipped(report);
+        }
+        let archives = match self.kind_change_4_4(d, &email) {
+            Ok(archives) => archives,
+            Err(report) => return Outcome::Skipped(report),
+        };
+        Outcome::Live {
+            kind: d.kind(),
+            matched,
+            action: self.rewrite_4_6(d, matched),
+            archives,
+        }
+    }
+
+    /// SPEC 4.11: an email linked to another tenant's record (active or not) stays there.
+    fn email_claims_4_11(&self, d: &Desired, email: &Email) -> Option<Report> {
+        let foreign = self
+            .by_email
+            .get(email)?
+            .iter()
+            .filter_map(|r| self.owner.get(r))
+            .find(|l| l.directory != self.run.directory)?;
+        Some(report(
+            d,
+            ReportKind::EmailClaimed,
+            format!(
+                "email {} already belongs to a record of tenant \"{}\"; not synced here",
+                d.values.email().unwrap_or_default(),
+                self.store.directory_name(&foreign.directory)
+            ),
+        ))
+    }
+
+    /// SPEC 4.3: the user's linked record of the target kind, in whatever state; else a record
+    /// of the kind with the same email, active or not, that no other in-scope user holds
+    /// (unlinked, or linked to a user of this tenant who is no longer in scope: a rehire or a
+    /// re-created account takes over its old record), active ones first, then the oldest;
+    /// else a new record.
+    fn match_4_3(&self, d: &Desired, email: &Email, kept: &BTreeSet<ObjectId>) -> Matched {
+        let kind = d.kind();
+        if let Some(link) = self.link_of(d.object_id, kind) {
+            return Matched::Linked(link.record_id);
+        }
+        let free = |r: &&(RecordKind, i64)| {
+            r.0 == kind
+                && match self.owner.get(r) {
+                    None => true,
+                    Some(l) => {
+                        l.directory == self.run.directory
+                            && l.object_id != d.object_id
+                            && !self.in_scope(l.object_id)
+                            && !kept.contains(&l.object_id)
+                    }
+                }
+        };
+        self.by_email
+            .get(email)
+            .into_iter()
+            .flatten()
+            .filter(free)
+            .filter_map(|r| self.record(r.0, r.1))
+            .min_by_key(|rec| (!rec.active, rec.id))
+            .map_or(Matched::New, |rec| Matched::TakenOver(rec.id))
+    }
+
+    fn link_of(&self, user: ObjectId, kind: RecordKind) -> Option<&'a Link> {
+        self.mine
+            .get(&user)?
+            .iter()
+            .find(|l| l.kind == kind)
+            .copied()
+    }
+
+    /// SPEC 4.5: the root employee is never changed by a sync.
+    fn root_4_5(&self, d: &Desired, matched: Matched) -> Option<Report> {
+        let id = match matched {
+            Matched::Linked(id) | Matched::TakenOver(id) => id,
+            Matched::New => return None,
+        };
+        self.record(d.kind(), id)
+            .is_some_and(|r| r.is_root)
+            .then(|| {
+                report(
+                    d,
+                    ReportKind::RootConflict,
+                    "would change the root employee, which the sync never touches".into(),
+                )
+            })
+    }
+
+    /// SPEC 4.4: the records of the other kind that leave with a kind change: linked to the
+    /// user and not yet archived (active or deactivated), or active, unlinked and with the
+    /// user's email. Seen in one run or across several, the move ends with one live record.
+    fn kind_change_4_4(&self, d: &Desired, email: &Email) -> Result<Vec<i64>, Report> {
+        let other = d.kind().other();
+        let mut archives: BTreeSet<i64> = BTreeSet::new();
+        if let Some(link) = self.link_of(d.object_id, other)
+            && link.state != LinkState::Archived
+        {
+            archives.insert(link.record_id);
+        }
+        for r in self.by_email.get(email).into_iter().flatten() {
+            if r.0 == other
+                && !self.owner.contains_key(r)
+                && self.record(r.0, r.1).is_some_and(|rec| rec.active)
+            {
+                archives.insert(r.1);
+            }
+        }
+        if archives
+            .iter()
+            .any(|id| self.record(other, *id).is_some_and(|r| r.is_root))
+        {
+            return Err(report(
+                d,
+                ReportKind::RootConflict,
+                "would archive the root employee, which the sync never touches".into(),
+            ));
+        }
+        Ok(archives.into_iter().collect())
+    }
+
+    /// SPEC 4.6: what is written to the user's record. A record is rewritten from Entra when
+    /// the user's values or rule outcome changed since it was last written (local edits
+    /// persist until then); a record an admin deactivated while the user stayed in scope stays
+    /// deactivated until then (a local edit too), while one the sync took out of service
+    /// comes back. A `--user` run rewrites its person's record even when Entra did not change.
+    fn rewrite_4_6(&self, d: &Desired, matched: Matched) -> Option<Action> {
+        let forced = self.run.scope == Scope::User(d.object_id);
+        let (id, linked) = match matched {
+            Matched::New => return Some(Action::Create),
+            Matched::Linked(id) => (id, true),
+            Matched::TakenOver(id) => (id, false),
+        };
+        let rec = self.record(d.kind(), id)?;
+        if !linked {
+            return Some(if rec.active {
+                Action::Merge
+            } else {
+                Action::Reactivate
+            });
+        }
+        let link = self.link_of(d.object_id, d.kind())?;
+        let unchanged = !forced && link.source.as_ref() == Some(&d.values);
+        match (link.state, rec.active) {
+            (LinkState::Left | LinkState::Archived, _) => Some(Action::Reactivate),
+            (LinkState::Synced, false) if unchanged => None,
+            (LinkState::Synced, false) => Some(Action::Reactivate),
+            (LinkState::Synced, true) if unchanged => None,
+            (LinkState::Synced, true) if rec.values == d.values => Some(Action::Resnapshot),
+            (LinkState::Synced, true) => Some(Action::Update),
+        }
+    }
+
+    /// SPEC 4.7: the records of a user who left scope (removed from every rule's group,
+    /// disabled, deleted, lost their email) leave service — unless a returning account took
+    /// one over this run. Never the root; never deleted.
+    fn deactivate_4_7(
+        &self,
+        links: &[&Link],
+        taken: &HashSet<(RecordKind, i64)>,
+        reports: &mut Vec<Report>,
+    ) -> Vec<(RecordKind, i64, Action)> {
+        let mut out = Vec::new();
+        for link in links {
+            let key = (link.kind, link.record_id);
+            let Some(rec) = self.record(link.kind, link.record_id) else {
+                continue;
+            };
+            if taken.contains(&key) || link.state != LinkState::Synced {
+                continue;
+            }
+            if rec.is_root {
+                reports.push(Report {
+                    kind: ReportKind::RootConflict,
+                    object_id: link.object_id,
+                    user: link.object_id.to_string(),
+                    message: "left scope, but the root employee is never deactivated".into(),
+                });
+                continue;
+            }
+            let action = if rec.active {
+                Action::Deactivate
+            } else {
+                Action::Leave
+            };
+            out.push((link.kind, link.record_id, action));
+        }
+        out
+    }
+
+    /// The records an outcome rewrites, takes over or archives.
+    fn records_of(outcome: &Outcome) -> Vec<(RecordKind, i64)> {
+        match outcome {
+            Outcome::Live {
+                kind,
+                matched,
+                archives,
+                ..
+            } => {
+                let mut out: Vec<_> = archives.iter().map(|id| (kind.other(), *id)).collect();
+                if let Matched::Linked(id) | Matched::TakenOver(id) = matched {
+                    out.push((*kind, *id));
+                }
+                out
+            }
+            Outcome::Leaving(_) | Outcome::Skipped(_) => Vec::new(),
+        }
+    }
+
+    /// SPEC 4.8 and 4.11 within the tenant: usernames are unique across all employees and an
+    /// email belongs to one in-scope person.
+    ///
+    /// First the blocks: a name a live user wants is blocked by a record nobody rewrites this
+    /// run that keeps it (for emails: an active record of another user of this tenant who
+    /// keeps it). A blocked user is skipped, which keeps their records as they are, which can
+    /// block others: repeated until nothing more is blocked (the result does not depend on the
+    /// order users are looked at, since a skip only ever blocks more). Then a name several live
+    /// users want goes to whoever holds it now, else to the smaller object id; the others are
+    /// skipped, and the blocks are settled again.
+    fn settle_names(&self, outcomes: &mut BTreeMap<ObjectId, Outcome>, kept: &BTreeSet<ObjectId>) {
+        let mut claims: BTreeMap<ObjectId, Claim> = BTreeMap::new();
+        for (user, outcome) in outcomes.iter() {
+            if matches!(outcome, Outcome::Live { .. }) {
+                let d = &self.desired[user];
+                claims.insert(
+                    *user,
+                    Claim {
+                        email: d.values.email_key(),
+                        username: d.values.username_key(),
+                        records: Self::records_of(outcome),
+                    },
+                );
+            }
+        }
+        let mut rewritten: HashSet<(RecordKind, i64)> = claims
+            .values()
+            .flat_map(|c| c.records.iter().copied())
+            .collect();
+        let mut wanted_emails: HashMap<Email, Vec<ObjectId>> = HashMap::new();
+        let mut wanted_names: HashMap<Username, Vec<ObjectId>> = HashMap::new();
+        for (user, claim) in &claims {
+            if let Some(e) = &claim.email {
+                wanted_emails.entry(e.clone()).or_default().push(*user);
+            }
+            if let Some(n) = &claim.username {
+                wanted_names.entry(n.clone()).or_default().push(*user);
+            }
+        }
+        let mut todo: BTreeSet<ObjectId> = claims.keys().copied().collect();
+        loop {
+            // The blocks, to their fixpoint.
+            while let Some(user) = todo.pop_first() {
+                let Some(claim) = claims.get(&user) else {
+                    continue;
+                };
+                let d = &self.desired[&user];
+                let report = claim
+                    .username
+                    .as_ref()
+                    .and_then(|n| self.username_blocker(n, &rewritten))
+                    .map(|id| self.username_taken(d, id))
+                    .or_else(|| {
+                        let email = claim.email.as_ref()?;
+                        self.email_blocker(user, email, &rewritten, &claim.records, kept)
+                            .map(|holder| duplicate(d, holder))
+                    });
+                if let Some(report) = report {
+                    self.skip(
+                        user,
+                        report,
+                        outcomes,
+                        &mut claims,
+                        &mut rewritten,
+                        &mut todo,
+                        &wanted_emails,
+                        &wanted_names,
+                    );
+                }
+            }
+            // The contended names.
+            let mut losers: Vec<(ObjectId, Report)> = Vec::new();
+            for (name, wanting) in &wanted_names {
+                let live: Vec<ObjectId> = wanting
+                    .iter()
+                    .copied()
+                    .filter(|u| claims.contains_key(u))
+                    .collect();
+                if live.len() < 2 {
+                    continue;
+                }
+                let winner = self.winner(&live, |u| {
+                    self.carried(&claims[&u].records, |v| {
+                        v.username_key().as_ref() == Some(name)
+                    })
+                });
+                for user in live.into_iter().filter(|u| *u != winner) {
+                    losers.push((user, self.username_taken_by(&self.desired[&user], winner)));
+                }
+            }
+            for (email, wanting) in &wanted_emails {
+                let live: Vec<ObjectId> = wanting
+                    .iter()
+                    .copied()
+                    .filter(|u| claims.contains_key(u))
+                    .collect();
+                if live.len() < 2 {
+                    continue;
+                }
+                let winner = self.winner(&live, |u| {
+                    self.carried(&claims[&u].records, |v| {
+                        v.email_key().as_ref() == Some(email)
+                    })
+                });
+                for user in live.into_iter().filter(|u| *u != winner) {
+                    losers.push((user, duplicate(&self.desired[&user], winner)));
+                }
+            }
+            if losers.is_empty() {
+                return;
+            }
+            losers.sort();
+            for (user, report) in losers {
+                if claims.contains_key(&user) {
+                    self.skip(
+                        user,
+                        report,
+                        outcomes,
+                        &mut claims,
+                        &mut rewritten,
+                        &mut todo,
+                        &wanted_emails,
+                        &wanted_names,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Skips `user`: their records keep their names, so whoever wants one of those names, or
+    /// the names the user wanted, is looked at again.
+    #[allow(clippy::too_many_arguments)]
+    fn skip(
+        &self,
+        user: ObjectId,
+        report: Report,
+        outcomes: &mut BTreeMap<ObjectId, Outcome>,
+        claims: &mut BTreeMap<ObjectId, Claim>,
+        rewritten: &mut HashSet<(RecordKind, i64)>,
+        todo: &mut BTreeSet<ObjectId>,
+        wanted_emails: &HashMap<Email, Vec<ObjectId>>,
+        wanted_names: &HashMap<Username, Vec<ObjectId>>,
+    ) {
+        outcomes.insert(user, Outcome::Skipped(report));
+        let Some(claim) = claims.remove(&user) else {
+            return;
+        };
+        for r in &claim.records {
+            rewritten.remove(r);
+            let Some(rec) = self.record(r.0, r.1) else {
+                continue;
+            };
+            if let Some(n) = rec.values.username_key() {
+                todo.extend(wanted_names.get(&n).into_iter().flatten());
+            }
+            if let Some(e) = rec.values.email_key() {
+                todo.extend(wanted_emails.get(&e).into_iter().flatten());
+            }
+        }
+        todo.remove(&user);
+    }
+
+    /// Of the users wanting one name: the one holding it now (the smaller id if several),
+    /// else the smaller id.
+    fn winner(&self, wanting: &[ObjectId], holds: impl Fn(ObjectId) -> bool) -> ObjectId {
+        let holders: Vec<ObjectId> = wanting.iter().copied().filter(|u| holds(*u)).collect();
+        let pool = if holders.is_empty() {
+            wanting
+        } else {
+            &holders
+        };
+        pool.iter().copied().min().unwrap_or(ObjectId::from_u128(0))
+    }
+
+    /// Whether one of these records carries a name now.
+    fn carried(&self, records: &[(RecordKind, i64)], carries: impl Fn(&Values) -> bool) -> bool {
+        records
+            .iter()
+            .filter_map(|(k, id)| self.record(*k, *id))
+            .any(|r| carries(&r.values))
+    }
+
+    /// An employee record nobody rewrites this run that keeps `name`.
+    fn username_blocker(
+        &self,
+        name: &Username,
+        rewritten: &HashSet<(RecordKind, i64)>,
+    ) -> Option<i64> {
+        self.by_username
+            .get(name)?
+            .iter()
+            .copied()
+            .find(|id| !rewritten.contains(&(RecordKind::Employee, *id)))
+    }
+
+    /// Another user of this tenant whose active record with `email` stays as it is this run
+    /// (they are skipped, kept, or have incomplete data).
+    fn email_blocker(
+        &self,
+        user: ObjectId,
+        email: &Email,
+        rewritten: &HashSet<(RecordKind, i64)>,
+        mine: &[(RecordKind, i64)],
+        kept: &BTreeSet<ObjectId>,
+    ) -> Option<ObjectId> {
+        self.by_email
+            .get(email)?
+            .iter()
+            .filter(|r| !rewritten.contains(r) && !mine.contains(r))
+            .filter(|r| self.record(r.0, r.1).is_some_and(|rec| rec.active))
+            .filter_map(|r| self.owner.get(r))
+            .find(|l| {
+                l.directory == self.run.directory
+                    && l.object_id != user
+                    && (self.in_scope(l.object_id) || kept.contains(&l.object_id))
+            })
+            .map(|l| l.object_id)
+    }
+
+    fn username_taken(&self, d: &Desired, record: i64) -> Report {
+        report(
+            d,
+            ReportKind::UsernameCollision,
+            format!(
+                "username {} is taken by another employee record (#{record}); the user is skipped until it is freed",
+                d.values.username().unwrap_or_default()
+            ),
+        )
+    }
+
+    fn username_taken_by(&self, d: &Desired, winner: ObjectId) -> Report {
+        report(
+            d,
+            ReportKind::UsernameCollision,
+            format!(
+                "username {} is also wanted by Entra user {winner}, who keeps it; fix the duplicate in Entra",
+                d.values.username().unwrap_or_default()
+            ),
+        )
+    }
+
+    /// The `…_Archived` username of each archived employee: the first of `_Archived`,
+    /// `_Archived2`, … that no employee has and no live user wants.
+    fn archived_usernames(&self, outcomes: &BTreeMap<ObjectId, Outcome>) -> HashMap<i64, String> {
+        let wanted: HashSet<Username> = outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Live { .. }))
+            .filter_map(|(u, _)| self.desired[u].values.username_key())
+            .collect();
+        let mut given: HashSet<Username> = HashSet::new();
+        let mut out = HashMap::new();
+        for outcome in outcomes.values() {
+            let Outcome::Live {
+                kind: RecordKind::Contact,
+                archives,
+                ..
+            } = outcome
+            else {
+                continue;
+            };
+            for id in archives {
+                let Some(name) = self
+                    .record(RecordKind::Employee, *id)
+                    .and_then(|r| r.values.username())
+                else {
+                    continue;
+                };
+                let free = |candidate: &Username| {
+                    !self.by_username.contains_key(candidate)
+                        && !wanted.contains(candidate)
+                        && !given.contains(candidate)
+                };
+                let mut n = 1;
+                let mut suffix = "_Archived".to_string();
+                while !free(&Username::new(&format!("{name}{suffix}"))) {
+                    n += 1;
+                    suffix = format!("_Archived{n}");
+                }
+                given.insert(Username::new(&format!("{name}{suffix}")));
+                out.insert(*id, suffix);
+            }
+        }
+        out
+    }
+}
+
+fn report(d: &Desired, kind: ReportKind, message: String) -> Report {
+    Report {
+        kind,
+        object_id: d.object_id,
+        user: d.user.to_string(),
+        message,
+    }
+}
+
+fn duplicate(d: &Desired, holder: ObjectId) -> Report {
+    report(
+        d,
+        ReportKind::DuplicateEmail,
+        format!(
+            "email {} belongs to the record of Entra user {holder}; fix the duplicate in Entra",
+            d.values.email().unwrap_or_default(),
+        ),
+    )
+}
+
+impl Decided {
+    fn removal_count(&self, store: &StoreView, outcome: &Outcome) -> usize {
+        let active =
+            |kind: RecordKind, id: i64| store.records.get(&(kind, id)).is_some_and(|r| r.active);
+        match outcome {
+            Outcome::Live { kind, archives, .. } => archives
+                .iter()
+                .filter(|id| active(kind.other(), **id))
+                .count(),
+            Outcome::Leaving(records) => records
+                .iter()
+                .filter(|(_, _, a)| *a == Action::Deactivate)
+                .count(),
+            Outcome::Skipped(_) => 0,
+        }
+    }
+}
+
+impl Decisions<'_> {
+    /// Records this decision takes out of service (active ones deactivated or archived).
+    pub(super) fn removals(&self, decided: &Decided) -> usize {
+        decided
+            .outcomes
+            .values()
+            .map(|o| decided.removal_count(self.store, o))
+            .sum()
+    }
+
+    /// The users whose outcome takes a record out of service.
+    pub(super) fn removing_users(&self, decided: &Decided) -> BTreeSet<ObjectId> {
+        decided
+            .outcomes
+            .iter()
+            .filter(|(_, o)| decided.removal_count(self.store, o) > 0)
+            .map(|(u, _)| *u)
+            .collect()
+    }
+
+    /// The changes of `users`' outcomes, the desired values cloned (what a hold keeps back).
+    pub(super) fn preview(&self, decided: &Decided, users: &BTreeSet<ObjectId>) -> Vec<Change> {
+        let mut out = Vec::new();
+        for user in users {
+            if let Some(outcome) = decided.outcomes.get(user) {
+                let d = self.desired.get(user).cloned();
+                self.changes_of(decided, *user, outcome, d, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Every change of the decision, in object id order; the desired values move into them.
+    pub(super) fn into_changes(mut self, decided: &Decided) -> Vec<Change> {
+        let mut desired = std::mem::take(&mut self.desired);
+        let mut out = Vec::new();
+        for (user, outcome) in &decided.outcomes {
+            let d = desired.remove(user);
+            self.changes_of(decided, *user, outcome, d, &mut out);
+        }
+        out
+    }
+
+    fn changes_of(
+        &self,
+        decided: &Decided,
+        user: ObjectId,
+        outcome: &Outcome,
+        d: Option<Desired>,
+        out: &mut Vec<Change>,
+    ) {
+        match outcome {
+            Outcome::Skipped(_) => {}
+            Outcome::Leaving(records) => {
+                for (kind, id, action) in records {
+                    let (Some(link), Some(rec)) =
+                        (self.link_of(user, *kind), self.record(*kind, *id))
+                    else {
+                        continue;
+                    };
+                    let after = match action {
+                        Action::Deactivate => rec.values.revoked(),
+                        _ => rec.values.clone(),
+                    };
+                    out.push(Change::retire(
+                        *action,
+                        link,
+                        rec,
+                        after,
+                        LinkWrite::Mark(LinkState::Left),
+                    ));
+                }
+            }
+            Outcome::Live {
+                kind,
+                matched,
+                action,
+                archives,
+            } => {
+                let Some(d) = d else { return };
+                let other = kind.other();
+                let own_other_link = self.link_of(user, other);
+                for id in archives {
+                    let Some(rec) = self.record(other, *id) else {
+                        continue;
+                    };
+                    let suffix = decided
+                        .archived_names
+                        .get(id)
+                        .map_or("_Archived", String::as_str);
+                    let linked_here = own_other_link.is_some_and(|l| l.record_id == *id);
+                    out.push(Change {
+                        action: Action::Archive,
+                        kind: other,
+                        record: RecordRef::Existing(*id),
+                        object_id: user,
+                        user: d.user.clone(),
+                        before: Some(rec.values.clone()),
+                        after: rec.values.archived(suffix, "_Archived"),
+                        link: if linked_here || own_other_link.is_none() {
+                            LinkWrite::Mark(LinkState::Archived)
+                        } else {
+                            LinkWrite::Keep
+                        },
+                    });
+                }
+                let Some(action) = action else { return };
+                let (record, before) = match matched {
+                    Matched::New => (RecordRef::New(user), None),
+                    Matched::Linked(id) | Matched::TakenOver(id) => (
+                        RecordRef::Existing(*id),
+                        self.record(*kind, *id).map(|r| r.values.clone()),
+                    ),
+                };
+                out.push(Change {
+                    action: *action,
+                    kind: *kind,
+                    record,
+                    object_id: user,
+                    user: d.user.clone(),
+                    before,
+                    after: d.values,
+                    link: LinkWrite::Synced,
+                });
+            }
+        }
+    }
+}
+
+impl Decided {
+    /// The record a live user lives in after this run.
+    pub(super) fn live_record(&self, user: ObjectId) -> Option<(RecordKind, RecordRef)> {
+        match self.outcomes.get(&user)? {
+            Outcome::Live { kind, matched, .. } => Some((
+                *kind,
+                match matched {
+                    Matched::New => RecordRef::New(user),
+                    Matched::Linked(id) | Matched::TakenOver(id) => RecordRef::Existing(*id),
+                },
+            )),
+            _ => None,
+        }
+    }
+
+    /// What the run decided for `user`, the action aside (a `--user` run rewrites where a full
+    /// run might not): compared to tell whether a one-user run may go ahead.
+    pub(super) fn outcome_of(&self, user: ObjectId) -> Option<Outcome> {
+        self.outcomes.get(&user).map(|o| match o {
+            Outcome::Live {
+                kind,
+                matched,
+                archives,
+                ..
+            } => Outcome::Live {
+                kind: *kind,
+                matched: *matched,
+                action: None,
+                archives: archives.clone(),
+            },
+            other => other.clone(),
+        })
+    }
+}

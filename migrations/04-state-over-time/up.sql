@@ -1,0 +1,67 @@
+-- State that outlives a run (SPEC 4.12, 4.13, 5.3), and links that belong to the directory.
+
+-- Which directory (tenant GUID) each configured tenant name stands for. Links are keyed by
+-- the directory, so renaming a tenant entry keeps every link; the tables keyed by the name
+-- follow a rename when the sync sees it here.
+CREATE TABLE tenant_directories (
+    name TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    directory TEXT NOT NULL
+);
+
+-- Links keyed by directory, with the UPN a record was last synced from (`sync --user` finds
+-- leavers by it) and what the sync last did with the record: 'synced' (written from Entra),
+-- 'left' (deactivated because its user left scope), 'archived' (kind change). A record an
+-- admin deactivated keeps 'synced': a local deactivation is a local edit (SPEC 4.6).
+-- Older links carry the tenant's config name as their directory until that tenant's next run
+-- upgrades them; an inactive record counts as deactivated by the sync, as it did before.
+CREATE TABLE sync_links_new (
+    directory TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    record_kind TEXT NOT NULL CHECK (record_kind IN ('employee', 'contact')),
+    record_id INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    synced_at TEXT NOT NULL,
+    upn TEXT,
+    state TEXT NOT NULL DEFAULT 'synced' CHECK (state IN ('synced', 'left', 'archived')),
+    PRIMARY KEY (directory, object_id, record_kind),
+    UNIQUE (record_kind, record_id)
+);
+INSERT INTO sync_links_new (directory, object_id, record_kind, record_id, source, synced_at, state)
+SELECT l.tenant, l.object_id, l.record_kind, l.record_id, l.source, l.synced_at,
+       CASE
+           WHEN COALESCE(e.email, c.email) LIKE '%\_Archived' ESCAPE '\' THEN 'archived'
+           WHEN COALESCE(e.active, c.active, 1) = 0 THEN 'left'
+           ELSE 'synced'
+       END
+FROM sync_links l
+LEFT JOIN employees e ON l.record_kind = 'employee' AND e.id = l.record_id
+LEFT JOIN contacts c ON l.record_kind = 'contact' AND c.id = l.record_id;
+DROP TABLE sync_links;
+ALTER TABLE sync_links_new RENAME TO sync_links;
+
+-- Each tenant's open reports: what is wrong now, shown by every run, `status` and `/status`,
+-- closed when its cause is gone (SPEC 4.12).
+CREATE TABLE open_reports (
+    tenant TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    user TEXT NOT NULL,
+    message TEXT NOT NULL,
+    since TEXT NOT NULL,
+    PRIMARY KEY (tenant, object_id, kind)
+);
+
+-- Each tenant's held deactivations and archives: pending until applied with
+-- --allow-mass-deactivation or their users come back (SPEC 5.3).
+CREATE TABLE held_changes (
+    tenant TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    record_kind TEXT NOT NULL,
+    record_id INTEGER,
+    action TEXT NOT NULL,
+    user TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    since TEXT NOT NULL
+);
+CREATE INDEX held_changes_tenant ON held_changes (tenant);

@@ -1,0 +1,370 @@
+//! What outlives a run: which directory each tenant name stands for (and what follows a
+//! rename), each tenant's open reports and held deactivations (SPEC 4.12, 5.3), and the small
+//! reads that tell a run whether it must plan again although Entra brought nothing.
+//!
+//! Reads and writes only; what the state means is decided in the core.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use entra_sync_core::ObjectId;
+use entra_sync_core::plan::{Change, Plan, RecordRef, Scope};
+use entra_sync_core::resolve::{Report, ReportKind};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+use super::{IdText, Store, StoreError};
+
+/// Tables keyed by a tenant's config name: they follow a rename of the tenant entry.
+const BY_TENANT_NAME: &[&str] = &[
+    "groups",
+    "entra_users",
+    "entra_groups",
+    "entra_members",
+    "delta_cursors",
+    "open_reports",
+    "held_changes",
+    "sync_runs",
+    "sync_reports",
+    "change_log",
+];
+
+/// A deactivation or kind change held by the safety limits, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldChange {
+    pub object_id: String,
+    pub user: String,
+    pub action: String,
+    pub record_kind: String,
+    pub record_id: Option<i64>,
+    pub reason: String,
+    pub since: String,
+}
+
+impl HeldChange {
+    /// A held change of a plan, as it is kept.
+    pub fn of(change: &Change, reason: Option<&str>) -> HeldChange {
+        HeldChange {
+            object_id: change.object_id.to_string(),
+            user: change.user.to_string(),
+            action: change.action.as_str().to_string(),
+            record_kind: change.kind.as_str().to_string(),
+            record_id: match change.record {
+                RecordRef::Existing(id) => Some(id),
+                RecordRef::New(_) => None,
+            },
+            reason: reason.unwrap_or_default().to_string(),
+            since: String::new(),
+        }
+    }
+
+    /// Whether it takes a record out of service (what the limits count).
+    pub fn removes(&self) -> bool {
+        matches!(self.action.as_str(), "deactivate" | "archive")
+    }
+}
+
+/// A tenant's open reports and held changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OpenState {
+    pub reports: Vec<Report>,
+    pub held: Vec<HeldChange>,
+}
+
+impl OpenState {
+    /// Held deactivations and archives (what the summary's `held` counts).
+    pub fn held_removals(&self) -> i64 {
+        self.held.iter().filter(|h| h.removes()).count() as i64
+    }
+
+    /// Why they are held (the reason of the latest hold).
+    pub fn hold_reason(&self) -> Option<String> {
+        self.held.iter().map(|h| h.reason.clone()).max()
+    }
+
+    /// How `status --json` and `/status` show it.
+    pub fn as_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "held": self.held_removals(),
+            "hold_reason": self.hold_reason(),
+            "held_changes": self.held,
+            "reports": self.reports,
+        })
+    }
+}
+
+impl Store {
+    /// The directory the tenant `name` with `tenant_id` was last found to be, if the config
+    /// still says the same.
+    pub fn known_directory(
+        &self,
+        name: &str,
+        tenant_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT directory FROM tenant_directories WHERE name = ?1 AND tenant_id = ?2",
+                [name, tenant_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records that the tenant entry `name` (`tenant_id` in the config) is `directory`. When
+    /// another name stood for that directory, the tenant was renamed: every table keyed by the
+    /// name follows. Links written before links were keyed by directory are upgraded.
+    pub fn register_directory(
+        &mut self,
+        name: &str,
+        tenant_id: &str,
+        directory: &str,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let previous: Option<(String, String)> = tx
+            .query_row(
+                "SELECT tenant_id, directory FROM tenant_directories WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if previous.as_ref().is_some_and(|(_, d)| d != directory) {
+            // The name now stands for another directory: what was read of the old one goes.
+            for table in [
+                "entra_users",
+                "entra_groups",
+                "entra_members",
+                "delta_cursors",
+            ] {
+                tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1"), [name])?;
+            }
+        }
+        let old_names: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT name FROM tenant_directories WHERE directory = ?1 AND name <> ?2",
+            )?;
+            let rows = stmt.query_map([directory, name], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for old in &old_names {
+            tracing::info!(tenant = name, was = %old, "tenant renamed in the config; its records, links and state follow");
+            for table in BY_TENANT_NAME {
+                tx.execute(
+                    &format!("UPDATE {table} SET tenant = ?1 WHERE tenant = ?2"),
+                    [name, old.as_str()],
+                )?;
+            }
+            tx.execute(
+                "UPDATE sync_links SET directory = ?1 WHERE directory = ?2",
+                [directory, old.as_str()],
+            )?;
+            tx.execute("DELETE FROM tenant_directories WHERE name = ?1", [old])?;
+        }
+        tx.execute(
+            "UPDATE sync_links SET directory = ?1 WHERE directory = ?2",
+            [directory, name],
+        )?;
+        tx.execute(
+            "INSERT INTO tenant_directories (name, tenant_id, directory) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET tenant_id = excluded.tenant_id, directory = excluded.directory",
+            [name, tenant_id, directory],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The tenant's open reports and held changes.
+    pub fn open_state(&self, tenant: &str) -> Result<OpenState, StoreError> {
+        read_state(&self.conn, tenant)
+    }
+
+    /// Whether one of `directory`'s records is due for the retention purge: inactive since
+    /// before `cutoff`, not the root, no ticket. The same criteria as the core's
+    /// `Plan::purge_4_14`, which decides; this only tells a run with nothing new from Entra
+    /// that it must plan (a run that plans anyway never asks).
+    pub fn purge_due(&self, directory: &str, cutoff: &str) -> Result<bool, StoreError> {
+        let due: i64 = self.conn.query_row(
+            "SELECT EXISTS (
+                 SELECT 1 FROM sync_links l
+                 LEFT JOIN employees e ON l.record_kind = 'employee' AND e.id = l.record_id
+                 LEFT JOIN contacts c ON l.record_kind = 'contact' AND c.id = l.record_id
+                 WHERE l.directory = ?1
+                   AND COALESCE(e.active, c.active) = 0
+                   AND COALESCE(e.deactivated_at, c.deactivated_at) < ?2
+                   AND COALESCE(e.is_root, 0) = 0
+                   AND NOT EXISTS (SELECT 1 FROM tickets t
+                                   WHERE (l.record_kind = 'employee' AND t.employee_id = l.record_id)
+                                      OR (l.record_kind = 'contact' AND t.contact_id = l.record_id)))",
+            [directory, cutoff],
+            |r| r.get(0),
+        )?;
+        Ok(due != 0)
+    }
+
+    /// Of `users`, those with a record linked in `directory`.
+    pub fn linked_users(
+        &self,
+        directory: &str,
+        users: &[ObjectId],
+    ) -> Result<BTreeSet<ObjectId>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT 1 FROM sync_links WHERE directory = ?1 AND object_id = ?2 LIMIT 1",
+        )?;
+        let mut out = BTreeSet::new();
+        for user in users {
+            if stmt.exists(params![directory, IdText::of(*user)])? {
+                out.insert(*user);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The directory names known to the store: directory → tenant name.
+    pub fn directory_names(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT directory, name FROM tenant_directories")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn read_state(conn: &Connection, tenant: &str) -> Result<OpenState, StoreError> {
+    let mut state = OpenState::default();
+    let mut stmt = conn.prepare(
+        "SELECT object_id, kind, user, message FROM open_reports WHERE tenant = ?1
+         ORDER BY kind, object_id",
+    )?;
+    let rows = stmt.query_map([tenant], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (object_id, kind, user, message) = row?;
+        let (Ok(object_id), Ok(kind)) = (
+            ObjectId::parse(&object_id),
+            serde_json::from_value::<ReportKind>(serde_json::Value::String(kind)),
+        ) else {
+            continue;
+        };
+        state.reports.push(Report {
+            kind,
+            object_id,
+            user,
+            message,
+        });
+    }
+    let mut stmt = conn.prepare(
+        "SELECT object_id, user, action, record_kind, record_id, reason, since FROM held_changes
+         WHERE tenant = ?1 ORDER BY object_id, record_kind, action",
+    )?;
+    let rows = stmt.query_map([tenant], |r| {
+        Ok(HeldChange {
+            object_id: r.get(0)?,
+            user: r.get(1)?,
+            action: r.get(2)?,
+            record_kind: r.get(3)?,
+            record_id: r.get(4)?,
+            reason: r.get(5)?,
+            since: r.get(6)?,
+        })
+    })?;
+    state.held = rows.collect::<Result<_, _>>()?;
+    Ok(state)
+}
+
+fn kind_text(kind: ReportKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Writes what `plan` leaves open: for a run of every user, the tenant's reports and held
+/// changes are replaced; for a `--user` run, only that person's. A report or hold that stays
+/// keeps the time it was first seen.
+pub(crate) fn write_state(
+    tx: &Transaction<'_>,
+    plan: &Plan,
+    scope: Scope,
+    now: &str,
+) -> Result<(), StoreError> {
+    let tenant = plan.tenant.as_str();
+    let before = read_state(tx, tenant)?;
+    let report_since: BTreeMap<(String, String), String> = {
+        let mut stmt =
+            tx.prepare("SELECT object_id, kind, since FROM open_reports WHERE tenant = ?1")?;
+        let rows = stmt.query_map([tenant], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let held_since: BTreeMap<(String, String, String), String> = before
+        .held
+        .iter()
+        .map(|h| {
+            (
+                (h.object_id.clone(), h.record_kind.clone(), h.action.clone()),
+                h.since.clone(),
+            )
+        })
+        .collect();
+    match scope {
+        Scope::All => {
+            tx.execute("DELETE FROM open_reports WHERE tenant = ?1", [tenant])?;
+            tx.execute("DELETE FROM held_changes WHERE tenant = ?1", [tenant])?;
+        }
+        Scope::User(user) => {
+            let id = IdText::of(user);
+            tx.execute(
+                "DELETE FROM open_reports WHERE tenant = ?1 AND object_id = ?2",
+                params![tenant, id],
+            )?;
+            tx.execute(
+                "DELETE FROM held_changes WHERE tenant = ?1 AND object_id = ?2",
+                params![tenant, id],
+            )?;
+        }
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO open_reports (tenant, object_id, kind, user, message, since)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for report in &plan.reports {
+        let object_id = report.object_id.to_string();
+        let kind = kind_text(report.kind);
+        let since = report_since
+            .get(&(object_id.clone(), kind.clone()))
+            .map_or(now, String::as_str);
+        insert.execute(params![
+            tenant,
+            object_id,
+            kind,
+            report.user,
+            report.message,
+            since
+        ])?;
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO held_changes (tenant, object_id, record_kind, record_id, action, user, reason, since)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for change in &plan.held {
+        let h = HeldChange::of(change, plan.hold_reason.as_deref());
+        let since = held_since
+            .get(&(h.object_id.clone(), h.record_kind.clone(), h.action.clone()))
+            .map_or(now, String::as_str);
+        insert.execute(params![
+            tenant,
+            h.object_id,
+            h.record_kind,
+            h.record_id,
+            h.action,
+            h.user,
+            h.reason,
+            since
+        ])?;
+    }
+    Ok(())
+}
