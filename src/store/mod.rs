@@ -502,6 +502,93 @@ mod tests {
     }
 
     #[test]
+    fn links_of_an_older_store_keep_their_state_and_follow_the_directory_and_a_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrations().unwrap().to_version(&mut conn, 3).unwrap();
+            conn.execute_batch(
+                "INSERT INTO employees (id, username, email, active, is_root) VALUES
+                     (1, 'ada', 'ada@c.com', 1, 0),
+                     (2, 'bob', 'bob@c.com', 0, 0),
+                     (3, 'eve_Archived', 'eve@c.com_Archived', 0, 0);
+                 INSERT INTO sync_links (tenant, object_id, record_kind, record_id, source, synced_at) VALUES
+                     ('msp', '00000000-0000-0000-0000-000000000001', 'employee', 1, '{}', 'x'),
+                     ('msp', '00000000-0000-0000-0000-000000000002', 'employee', 2, '{}', 'x'),
+                     ('msp', '00000000-0000-0000-0000-000000000003', 'employee', 3, '{}', 'x');
+                 INSERT INTO groups (tenant, object_id, display_name, read_only) VALUES
+                     ('msp', '00000000-0000-0000-0000-0000000000aa', 'Staff', 1);",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        let states = |store: &Store| -> Vec<(String, String)> {
+            let mut stmt = store
+                .conn
+                .prepare("SELECT directory, state FROM sync_links ORDER BY record_id")
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let pair = |d: &str, s: &str| (d.to_string(), s.to_string());
+        assert_eq!(
+            states(&store),
+            [
+                pair("msp", "synced"),
+                pair("msp", "left"),
+                pair("msp", "archived")
+            ],
+            "an inactive record counts as deactivated by the sync, an `_Archived` one as archived"
+        );
+        let guid = "11111111-2222-3333-4444-555555555555";
+        store
+            .register_directory("msp", "contoso.onmicrosoft.com", guid)
+            .unwrap();
+        assert_eq!(
+            states(&store)[0],
+            pair(guid, "synced"),
+            "upgraded on its tenant's first run"
+        );
+        assert_eq!(
+            store
+                .known_directory("msp", "contoso.onmicrosoft.com")
+                .unwrap()
+                .as_deref(),
+            Some(guid)
+        );
+        assert_eq!(
+            store
+                .known_directory("msp", "other.onmicrosoft.com")
+                .unwrap(),
+            None
+        );
+
+        // The tenant entry renamed: its links stay, the tables keyed by the name follow.
+        store
+            .register_directory("contoso", "contoso.onmicrosoft.com", guid)
+            .unwrap();
+        assert_eq!(states(&store)[0], pair(guid, "synced"));
+        let tenant: String = store
+            .conn
+            .query_row("SELECT tenant FROM groups", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tenant, "contoso");
+        assert_eq!(
+            store
+                .known_directory("msp", "contoso.onmicrosoft.com")
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store.directory_names().unwrap(),
+            BTreeMap::from([(guid.to_string(), "contoso".to_string())])
+        );
+    }
+
+    #[test]
     fn store_file_is_private_and_a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/psa.db");

@@ -259,3 +259,43 @@ async fn the_secret_never_appears_in_answers_config_or_debug_output() {
     .await;
     assert!(!info.text.contains(DEFAULT_CLIENT_SECRET));
 }
+
+#[tokio::test]
+async fn the_openid_configuration_names_the_tenant_by_guid_and_refuses_unknown_tenants() {
+    let sim = Sim::start(SimOptions::default()).await.unwrap();
+    let http = client();
+    let guid = sim.control().tenant_guid();
+    for tenant in [sim.control().tenant(), guid.clone()] {
+        let r = into_resp(
+            http.get(format!(
+                "{}/{tenant}/v2.0/.well-known/openid-configuration",
+                sim.base_url()
+            ))
+            .send()
+            .await
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let issuer = r.body["issuer"].as_str().unwrap();
+        assert!(issuer.ends_with(&format!("/{guid}/v2.0")), "{issuer}");
+        assert_eq!(
+            r.body["token_endpoint"],
+            format!("{}/{guid}/oauth2/v2.0/token", sim.base_url())
+        );
+        assert!(r.body["token_endpoint_auth_methods_supported"].is_array());
+    }
+    let r = into_resp(
+        http.get(format!(
+            "{}/nowhere.onmicrosoft.com/v2.0/.well-known/openid-configuration",
+            sim.base_url()
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["error"], "invalid_tenant");
+    assert_eq!(r.body["error_codes"][0], 90002);
+}
