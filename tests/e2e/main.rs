@@ -5,6 +5,7 @@
 
 mod cli;
 mod daemon;
+mod histories;
 mod hostile;
 mod incremental;
 mod over_time;

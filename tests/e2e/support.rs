@@ -232,23 +232,7 @@ impl TestEnv {
 
     /// `rows`, or the error while the store is still being created by another process.
     pub fn try_rows(&self, sql: &str) -> rusqlite::Result<Vec<Vec<String>>> {
-        let conn = rusqlite::Connection::open(self.store_path())?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let mut stmt = conn.prepare(sql)?;
-        let n = stmt.column_count();
-        stmt.query_map([], |r| {
-            (0..n)
-                .map(|i| {
-                    r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
-                        rusqlite::types::Value::Null => "NULL".to_string(),
-                        rusqlite::types::Value::Integer(i) => i.to_string(),
-                        rusqlite::types::Value::Text(t) => t,
-                        other => format!("{other:?}"),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })?
-        .collect()
+        rows_at(&self.store_path(), sql)
     }
 
     /// Creates the (migrated) store before any sync, for pre-existing PSA data.
@@ -287,4 +271,25 @@ pub fn tenant<'a>(summary: &'a Value, name: &str) -> &'a Value {
         .as_array()
         .and_then(|a| a.iter().find(|t| t["tenant"] == name))
         .unwrap_or_else(|| panic!("no tenant {name} in {summary}"))
+}
+
+/// The rows of a query on the store at `path`, every value as text (`NULL` for null).
+pub fn rows_at(path: &std::path::Path, sql: &str) -> rusqlite::Result<Vec<Vec<String>>> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let mut stmt = conn.prepare(sql)?;
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        (0..n)
+            .map(|i| {
+                r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
+                    rusqlite::types::Value::Null => "NULL".to_string(),
+                    rusqlite::types::Value::Integer(i) => i.to_string(),
+                    rusqlite::types::Value::Text(t) => t,
+                    other => format!("{other:?}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?
+    .collect()
 }

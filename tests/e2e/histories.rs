@@ -1,0 +1,683 @@
+//! Random histories over graph-sim, the backbone of SPEC 4.13: people join and leave employee,
+//! contact and nested groups, change, are disabled, deleted, restored, deleted for good and
+//! re-created with the same UPN and mail; rules change; admins edit and deactivate records;
+//! runs fail, are held and released, resync one person, and time passes past retention.
+//!
+//! Three stores follow each history against the same simulated tenant, in-process:
+//! - `plain`: the runs as given (incremental where cursors allow);
+//! - `full`: the same runs, every one of them `--full`;
+//! - `seldom`: only some of the runs (full syncs, releases and the end), with the
+//!   mass-deactivation guard off.
+//!
+//! An admin's local edit is made where every store has just synced; support's `--user` resync
+//! (which overwrites local edits) runs on every store.
+//!
+//! After every step: `plain` and `full` hold the same public tables and open state
+//! (incremental ≡ full); every store keeps the invariants (at most one live record per person,
+//! no member or link pointing at nothing, the root untouched, nothing deleted but by retention,
+//! every held deactivation visible in the open state). At the end, once `plain` has released
+//! its holds, `seldom` holds the same live records and memberships (path independence; ids,
+//! timestamps and records out of service aside). 200 histories run in `cargo test`;
+//! `ENTRA_SYNC_HISTORY_CASES=5000` runs more. A failing history shrinks to a short list of steps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use chrono::TimeZone;
+use entra_sync::clock::ManualClock;
+use entra_sync::config::Config;
+use entra_sync::sync::{SyncOptions, SyncSummary, Syncer};
+use entra_sync_core::run::RunStatus;
+use graph_sim::{Fault, NewUser, UserPatch};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+
+use crate::support::{TestEnv, rows_at};
+
+const PEOPLE: usize = 5;
+
+/// Who a person is in Entra; person 4's UPN collides with the root employee's email.
+fn upn(person: usize) -> String {
+    match person {
+        4 => "root@contoso.com".into(),
+        p => format!("p{p}@contoso.com"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    Staff,
+    Customers,
+    /// Inside Staff.
+    Nested,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Join(usize, Group),
+    Leave(usize, Group),
+    Retitle(usize),
+    Disable(usize),
+    Enable(usize),
+    SoftDelete(usize),
+    Restore(usize),
+    /// Deleted for good; the next `Recreate` makes a new account with the same UPN and mail.
+    HardDelete(usize),
+    Recreate(usize),
+    /// Out of every group and into one: a kind change when the kind differs.
+    Move(usize, Group),
+    /// The contact rule wins over the employee rule, or back.
+    SwapRuleOrder,
+    LocalEdit(usize),
+    LocalDeactivate(usize),
+    /// A run that fails at Graph.
+    Fail,
+    Sync,
+    /// A full sync, whatever the cursors say.
+    FullSync,
+    UserRun(usize),
+    Release,
+    /// 40 days pass: records deactivated before are due for the 30-day retention purge.
+    Age,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let p = 0..PEOPLE;
+    let g = prop_oneof![
+        Just(Group::Staff),
+        Just(Group::Customers),
+        Just(Group::Nested)
+    ];
+    prop_oneof![
+        4 => (p.clone(), g.clone()).prop_map(|(p, g)| Step::Join(p, g)),
+        3 => (p.clone(), g.clone()).prop_map(|(p, g)| Step::Leave(p, g)),
+        3 => (p.clone(), g).prop_map(|(p, g)| Step::Move(p, g)),
+        1 => p.clone().prop_map(Step::Retitle),
+        1 => p.clone().prop_map(Step::Disable),
+        1 => p.clone().prop_map(Step::Enable),
+        1 => p.clone().prop_map(Step::SoftDelete),
+        1 => p.clone().prop_map(Step::Restore),
+        1 => p.clone().prop_map(Step::HardDelete),
+        1 => p.clone().prop_map(Step::Recreate),
+        1 => Just(Step::SwapRuleOrder),
+        1 => p.clone().prop_map(Step::LocalEdit),
+        1 => p.clone().prop_map(Step::LocalDeactivate),
+        1 => Just(Step::Fail),
+        4 => Just(Step::Sync),
+        1 => Just(Step::FullSync),
+        1 => p.prop_map(Step::UserRun),
+        1 => Just(Step::Release),
+        1 => Just(Step::Age),
+    ]
+}
+
+/// One store following the history, with its own config, syncer and delta cursors.
+struct Store {
+    name: &'static str,
+    path: PathBuf,
+    config_path: PathBuf,
+    syncer: Syncer,
+    /// Every record id ever seen, to tell deletions from purges.
+    seen: BTreeSet<(String, String)>,
+}
+
+impl Store {
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        rows_at(&self.path, sql).unwrap_or_else(|e| panic!("{}: {sql}: {e}", self.name))
+    }
+
+    fn exec(&self, sql: &str) {
+        let conn = rusqlite::Connection::open(&self.path).unwrap();
+        conn.execute_batch(sql).unwrap();
+    }
+
+    async fn sync(&self, opts: SyncOptions) -> SyncSummary {
+        let config = Config::load(&self.config_path).unwrap();
+        self.syncer
+            .run(&config, &opts)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", self.name))
+    }
+}
+
+/// One history being played: the simulated tenant, the people's current accounts, the stores.
+struct World {
+    env: TestEnv,
+    clock: Arc<ManualClock>,
+    groups: BTreeMap<&'static str, String>,
+    /// Each person's current object id; `None` after a hard delete.
+    accounts: Vec<Option<String>>,
+    contact_first: bool,
+    plain: Store,
+    full: Store,
+    seldom: Store,
+    /// The root employee's row, which no run may change.
+    root: Vec<Vec<String>>,
+}
+
+fn account(env: &TestEnv, person: usize) -> String {
+    let local = upn(person)
+        .split('@')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    env.sim()
+        .add_user(NewUser {
+            user_principal_name: upn(person),
+            display_name: local.clone(),
+            given_name: Some(local),
+            surname: Some("Test".into()),
+            mail: Some(upn(person)),
+            job_title: Some("Engineer".into()),
+            ..NewUser::default()
+        })
+        .id
+}
+
+const ROOT: &str = "INSERT INTO employees (id, username, email, first_name, active, is_root)
+                    VALUES (1000, 'root', 'root@contoso.com', 'Root', 1, 1)";
+
+impl World {
+    async fn new() -> World {
+        let env = TestEnv::new().await;
+        let clock = Arc::new(ManualClock::new(
+            chrono::Utc
+                .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+                .single()
+                .unwrap_or_default(),
+        ));
+        let mut groups = BTreeMap::new();
+        groups.insert("staff", env.group("Staff", 1));
+        groups.insert("customers", env.group("Customers", 2));
+        groups.insert("nested", env.group("Nested", 3));
+        env.add(&groups["staff"], &groups["nested"]);
+        let accounts = (0..PEOPLE).map(|p| Some(account(&env, p))).collect();
+        let store = |name: &'static str| {
+            let path = env.dir.path().join(format!("{name}.db"));
+            let config_path = env.dir.path().join(format!("{name}.toml"));
+            Store {
+                name,
+                path,
+                config_path,
+                syncer: Syncer::new(Arc::clone(&clock) as Arc<dyn entra_sync::clock::Clock>),
+                seen: BTreeSet::new(),
+            }
+        };
+        let mut world = World {
+            plain: store("plain"),
+            full: store("full"),
+            seldom: store("seldom"),
+            env,
+            clock,
+            groups,
+            accounts,
+            contact_first: false,
+            root: Vec::new(),
+        };
+        world.write_configs();
+        for s in [&world.plain, &world.full, &world.seldom] {
+            entra_sync::store::Store::open(&s.path).unwrap();
+            s.exec(ROOT);
+        }
+        world.root = world.plain.rows("SELECT * FROM employees WHERE id = 1000");
+        world
+    }
+
+    fn write_configs(&mut self) {
+        let (employee, contact) = if self.contact_first {
+            (20, 10)
+        } else {
+            (10, 20)
+        };
+        self.env.rules.clear();
+        let staff = self.groups["staff"].clone();
+        let customers = self.groups["customers"].clone();
+        self.env.employee_rule(&staff, employee, Some("Tech"));
+        self.env.contact_rule(&customers, contact, true);
+        self.env.extra_config = "[retention]\npurge_deactivated_after_days = 30\n".into();
+        self.env.write_config();
+        let text = std::fs::read_to_string(self.env.config_path()).unwrap();
+        let default_store = self.env.store_path().display().to_string();
+        for (store, guard) in [
+            (
+                &self.plain,
+                "max_deactivations = 2\nmax_deactivation_percent = 0",
+            ),
+            (
+                &self.full,
+                "max_deactivations = 2\nmax_deactivation_percent = 0",
+            ),
+            (
+                &self.seldom,
+                "max_deactivations = 0\nmax_deactivation_percent = 0",
+            ),
+        ] {
+            let own = text.replace(&default_store, &store.path.display().to_string());
+            std::fs::write(&store.config_path, format!("{own}\n[safety]\n{guard}\n")).unwrap();
+        }
+    }
+
+    fn group_id(&self, group: Group) -> String {
+        match group {
+            Group::Staff => self.groups["staff"].clone(),
+            Group::Customers => self.groups["customers"].clone(),
+            Group::Nested => self.groups["nested"].clone(),
+        }
+    }
+
+    /// Applies an Entra change; one that does not apply now (restoring someone not deleted)
+    /// is nothing, the same for every store.
+    fn entra(&mut self, step: Step) {
+        let sim = self.env.sim();
+        let id = |p: usize| self.accounts[p].clone();
+        match step {
+            Step::Join(p, g) => {
+                if let Some(id) = id(p) {
+                    let _ = sim.add_member(&self.group_id(g), &id);
+                }
+            }
+            Step::Leave(p, g) => {
+                if let Some(id) = id(p) {
+                    let _ = sim.remove_member(&self.group_id(g), &id);
+                }
+            }
+            Step::Move(p, to) => {
+                if let Some(id) = id(p) {
+                    for g in [Group::Staff, Group::Customers, Group::Nested] {
+                        let _ = sim.remove_member(&self.group_id(g), &id);
+                    }
+                    let _ = sim.add_member(&self.group_id(to), &id);
+                }
+            }
+            Step::Retitle(p) => {
+                if let Some(id) = id(p) {
+                    let title = sim.user(&id).and_then(|u| u.job_title).unwrap_or_default();
+                    let _ = sim.update_user(
+                        &id,
+                        UserPatch {
+                            job_title: Some(Some(format!("{title}+"))),
+                            ..UserPatch::default()
+                        },
+                    );
+                }
+            }
+            Step::Disable(p) | Step::Enable(p) => {
+                if let Some(id) = id(p) {
+                    let _ = sim.update_user(
+                        &id,
+                        UserPatch {
+                            account_enabled: Some(matches!(step, Step::Enable(_))),
+                            ..UserPatch::default()
+                        },
+                    );
+                }
+            }
+            Step::SoftDelete(p) => {
+                if let Some(id) = id(p) {
+                    let _ = sim.delete_user(&id);
+                }
+            }
+            Step::Restore(p) => {
+                if let Some(id) = id(p) {
+                    let _ = sim.restore_user(&id);
+                }
+            }
+            Step::HardDelete(p) => {
+                if let Some(id) = id(p) {
+                    let _ = sim.hard_delete_user(&id);
+                    self.accounts[p] = None;
+                }
+            }
+            Step::Recreate(p) if self.accounts[p].is_none() => {
+                self.accounts[p] = Some(account(&self.env, p));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What two stores must agree on after the same runs: every public table and the open state,
+/// ids aside (records by their values, memberships by the member's email).
+fn tables(store: &Store) -> Vec<Vec<String>> {
+    let mut all = Vec::new();
+    for (name, sql) in [
+        (
+            "employee",
+            "SELECT username, email, first_name, last_name, job_title, phone, department,
+                    security_role, active, is_root FROM employees",
+        ),
+        (
+            "contact",
+            "SELECT account, email, first_name, last_name, job_title, phone, phone_type,
+                    portal_access, active FROM contacts",
+        ),
+        (
+            "group",
+            "SELECT tenant, object_id, display_name, read_only FROM groups",
+        ),
+        (
+            "member",
+            "SELECT g.object_id, m.member_kind, COALESCE(e.email, c.email) FROM group_members m
+             JOIN groups g ON g.id = m.group_id
+             LEFT JOIN employees e ON m.member_kind = 'employee' AND e.id = m.member_id
+             LEFT JOIN contacts c ON m.member_kind = 'contact' AND c.id = m.member_id",
+        ),
+        (
+            "report",
+            "SELECT tenant, object_id, kind, message FROM open_reports",
+        ),
+        (
+            "held",
+            "SELECT tenant, object_id, record_kind, action FROM held_changes",
+        ),
+    ] {
+        for row in store.rows(sql) {
+            let mut r = vec![name.to_string()];
+            r.extend(row);
+            all.push(r);
+        }
+    }
+    all.sort();
+    all
+}
+
+/// What a PSA user sees of the synced people: each person's live record and its groups.
+fn live(store: &Store) -> Vec<Vec<String>> {
+    let mut rows = store.rows(
+        "SELECT l.object_id, l.record_kind,
+                COALESCE(e.username, ''), COALESCE(e.email, c.email), COALESCE(e.job_title, c.job_title),
+                COALESCE(e.security_role, ''), COALESCE(c.portal_access, ''),
+                (SELECT group_concat(g.object_id) FROM group_members m JOIN groups g ON g.id = m.group_id
+                 WHERE m.member_kind = l.record_kind AND m.member_id = l.record_id)
+         FROM sync_links l
+         LEFT JOIN employees e ON l.record_kind = 'employee' AND e.id = l.record_id
+         LEFT JOIN contacts c ON l.record_kind = 'contact' AND c.id = l.record_id
+         WHERE COALESCE(e.active, c.active) = 1",
+    );
+    rows.sort();
+    rows
+}
+
+fn check(root: &[Vec<String>], store: &mut Store, step: &Step) -> Result<(), TestCaseError> {
+    let at = format!("{} after {step:?}", store.name);
+    let live_per_person = store.rows(
+        "SELECT l.object_id, COUNT(*) FROM sync_links l
+         LEFT JOIN employees e ON l.record_kind = 'employee' AND e.id = l.record_id
+         LEFT JOIN contacts c ON l.record_kind = 'contact' AND c.id = l.record_id
+         WHERE COALESCE(e.active, c.active) = 1 GROUP BY l.object_id HAVING COUNT(*) > 1",
+    );
+    prop_assert!(
+        live_per_person.is_empty(),
+        "{at}: two live records: {live_per_person:?}"
+    );
+    let dangling = store.rows(
+        "SELECT m.member_kind, m.member_id FROM group_members m
+         LEFT JOIN employees e ON m.member_kind = 'employee' AND e.id = m.member_id
+         LEFT JOIN contacts c ON m.member_kind = 'contact' AND c.id = m.member_id
+         WHERE e.id IS NULL AND c.id IS NULL
+         UNION ALL
+         SELECT l.record_kind, l.record_id FROM sync_links l
+         LEFT JOIN employees e ON l.record_kind = 'employee' AND e.id = l.record_id
+         LEFT JOIN contacts c ON l.record_kind = 'contact' AND c.id = l.record_id
+         WHERE e.id IS NULL AND c.id IS NULL",
+    );
+    prop_assert!(dangling.is_empty(), "{at}: dangling: {dangling:?}");
+    let root_now = store.rows("SELECT * FROM employees WHERE id = 1000");
+    prop_assert_eq!(root_now.as_slice(), root, "{}: the root changed", at);
+    let now: BTreeSet<(String, String)> = store
+        .rows("SELECT 'employee', id FROM employees UNION SELECT 'contact', id FROM contacts")
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+    let purged: BTreeSet<(String, String)> = store
+        .rows("SELECT record_kind, record_id FROM change_log WHERE action = 'purge'")
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+    for gone in store.seen.difference(&now) {
+        prop_assert!(purged.contains(gone), "{at}: {gone:?} deleted, not purged");
+    }
+    store.seen.extend(now);
+    Ok(())
+}
+
+/// What the histories exercised, summed over every run of every store (printed at the end,
+/// so a generator that stopped reaching a case shows).
+#[derive(Default)]
+struct Seen {
+    runs: AtomicU64,
+    held: AtomicU64,
+    created: AtomicU64,
+    reactivated: AtomicU64,
+    deactivated: AtomicU64,
+    archived: AtomicU64,
+    purged: AtomicU64,
+    reports: AtomicU64,
+}
+
+static SEEN: Seen = Seen {
+    runs: AtomicU64::new(0),
+    held: AtomicU64::new(0),
+    created: AtomicU64::new(0),
+    reactivated: AtomicU64::new(0),
+    deactivated: AtomicU64::new(0),
+    archived: AtomicU64::new(0),
+    purged: AtomicU64::new(0),
+    reports: AtomicU64::new(0),
+};
+
+impl Seen {
+    fn count(&self, summary: &SyncSummary) {
+        for t in &summary.tenants {
+            let add = |n: &AtomicU64, v: i64| n.fetch_add(v.max(0) as u64, Ordering::Relaxed);
+            add(&self.runs, 1);
+            add(&self.held, i64::from(t.status == RunStatus::Held));
+            add(&self.created, t.counts.created);
+            add(&self.reactivated, t.counts.reactivated);
+            add(&self.deactivated, t.counts.deactivated);
+            add(&self.archived, t.counts.archived);
+            add(&self.purged, t.counts.purged);
+            add(&self.reports, i64::from(!t.reports.is_empty()));
+        }
+    }
+
+    fn line(&self) -> String {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "{} runs: {} held, {} with reports; records created {}, reactivated {}, deactivated {}, archived {}, purged {}",
+            n(&self.runs),
+            n(&self.held),
+            n(&self.reports),
+            n(&self.created),
+            n(&self.reactivated),
+            n(&self.deactivated),
+            n(&self.archived),
+            n(&self.purged)
+        )
+    }
+}
+
+/// The summary of a run the history expects to succeed (or be held), with its open state.
+fn expect_ran(summary: &SyncSummary, store: &Store, step: &Step) -> Result<(), TestCaseError> {
+    SEEN.count(summary);
+    for t in &summary.tenants {
+        prop_assert!(
+            matches!(t.status, RunStatus::Success | RunStatus::Held),
+            "{} {step:?}: {:?} {:?}",
+            store.name,
+            t.status,
+            t.error
+        );
+        let held = store
+            .rows("SELECT COUNT(*) FROM held_changes WHERE action IN ('deactivate', 'archive')");
+        prop_assert_eq!(
+            held[0][0].parse::<i64>().unwrap_or(-1),
+            t.counts.held,
+            "{} {:?}: the summary's held is the open state's",
+            store.name,
+            step
+        );
+        prop_assert_eq!(t.status == RunStatus::Held, t.counts.held > 0);
+    }
+    Ok(())
+}
+
+async fn play(start: Vec<Option<Group>>, steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let mut world = World::new().await;
+    // Where everybody starts, synced by every store.
+    let mut last: Vec<Step> = start
+        .iter()
+        .enumerate()
+        .filter_map(|(p, g)| g.map(|g| Step::Join(p, g)))
+        .collect();
+    last.push(Step::FullSync);
+    last.extend(steps);
+    last.push(Step::Release);
+    for step in last {
+        world.entra(step);
+        let opts = |full: bool| SyncOptions {
+            full,
+            ..SyncOptions::default()
+        };
+        match step {
+            Step::SwapRuleOrder => {
+                world.contact_first = !world.contact_first;
+                world.write_configs();
+            }
+            Step::LocalEdit(p) | Step::LocalDeactivate(p) => {
+                // An admin edits what every store holds at this point: each syncs first.
+                let a = world.plain.sync(opts(false)).await;
+                expect_ran(&a, &world.plain, &step)?;
+                let b = world.full.sync(opts(true)).await;
+                expect_ran(&b, &world.full, &step)?;
+                let seldom = world.seldom.sync(opts(false)).await;
+                expect_ran(&seldom, &world.seldom, &step)?;
+                let sql = match step {
+                    Step::LocalEdit(_) => format!(
+                        "UPDATE employees SET job_title = 'Local' WHERE email = '{0}' AND is_root = 0;
+                         UPDATE contacts SET job_title = 'Local' WHERE email = '{0}';",
+                        upn(p)
+                    ),
+                    _ => format!(
+                        "UPDATE employees SET active = 0 WHERE email = '{0}' AND is_root = 0;
+                         UPDATE contacts SET active = 0 WHERE email = '{0}';",
+                        upn(p)
+                    ),
+                };
+                for s in [&world.plain, &world.full, &world.seldom] {
+                    s.exec(&sql);
+                }
+            }
+            Step::Fail => {
+                for s in [&world.plain, &world.full] {
+                    world
+                        .env
+                        .sim()
+                        .inject_fault(Fault::status("/users/delta", 403, None, 1));
+                    let summary = s.sync(opts(false)).await;
+                    prop_assert_eq!(summary.tenants[0].status, RunStatus::Failed);
+                }
+                world.env.sim().clear_faults();
+            }
+            Step::Sync | Step::FullSync | Step::Release => {
+                let release = step == Step::Release;
+                let plain = SyncOptions {
+                    full: step == Step::FullSync,
+                    allow_mass_deactivation: release,
+                    ..SyncOptions::default()
+                };
+                let full = SyncOptions {
+                    full: true,
+                    ..plain.clone()
+                };
+                let a = world.plain.sync(plain.clone()).await;
+                expect_ran(&a, &world.plain, &step)?;
+                let b = world.full.sync(full).await;
+                expect_ran(&b, &world.full, &step)?;
+                if release || step == Step::FullSync {
+                    let c = world.seldom.sync(plain).await;
+                    expect_ran(&c, &world.seldom, &step)?;
+                }
+            }
+            Step::UserRun(p) => {
+                let user = SyncOptions {
+                    user: Some(upn(p)),
+                    ..SyncOptions::default()
+                };
+                // Support's resync overwrites local edits: an operator's act every store sees.
+                for s in [&world.plain, &world.full, &world.seldom] {
+                    let config = Config::load(&s.config_path).unwrap();
+                    // Nobody by that name (never synced, deleted for good) is an error, not a run.
+                    if let Ok(summary) = s.syncer.run(&config, &user).await {
+                        expect_ran(&summary, s, &step)?;
+                    }
+                }
+            }
+            Step::Age => world.clock.advance(chrono::Duration::days(40)),
+            _ => {}
+        }
+        check(&world.root, &mut world.plain, &step)?;
+        check(&world.root, &mut world.full, &step)?;
+        check(&world.root, &mut world.seldom, &step)?;
+        prop_assert_eq!(
+            tables(&world.plain),
+            tables(&world.full),
+            "incremental ≠ full after {:?}",
+            step
+        );
+    }
+    let seldom = world.seldom.sync(SyncOptions::default()).await;
+    expect_ran(&seldom, &world.seldom, &Step::Sync)?;
+    prop_assert_eq!(
+        live(&world.plain),
+        live(&world.seldom),
+        "the same history split into other runs left another store"
+    );
+    Ok(())
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+fn cases() -> u32 {
+    std::env::var("ENTRA_SYNC_HISTORY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
+
+#[test]
+fn random_histories_keep_every_store_consistent_and_independent_of_how_runs_were_split() {
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: cases(),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let group = prop_oneof![
+        Just(None),
+        Just(Some(Group::Staff)),
+        Just(Some(Group::Customers)),
+        Just(Some(Group::Nested))
+    ];
+    let histories = (
+        proptest::collection::vec(group, PEOPLE),
+        proptest::collection::vec(step(), 1..20),
+    );
+    let result = runner.run(&histories, |(start, steps)| {
+        runtime().block_on(play(start, steps))
+    });
+    eprintln!("histories: {}", SEEN.line());
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
