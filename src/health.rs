@@ -98,7 +98,10 @@ impl Health {
             let h = map.entry(t.tenant.clone()).or_default();
             h.last_status = Some(t.status);
             h.last_finished = Some(wall.to_string());
-            h.held = t.counts.held;
+            // A failed run knows nothing new of what is held: the holds stay as they were.
+            if t.status != RunStatus::Failed {
+                h.held = t.counts.held;
+            }
             if t.status == RunStatus::Failed {
                 h.consecutive_failures += 1;
                 h.last_error = t.error.clone();
@@ -131,12 +134,15 @@ impl Health {
     pub fn verdict(&self, now: Instant, grace: Duration) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         for (name, h) in self.snapshot() {
-            match h.last_status {
-                None | Some(RunStatus::Success) | Some(RunStatus::DryRun) => {}
-                Some(RunStatus::Held) => problems.push(format!(
+            // Held deactivations are state: unhealthy until someone acts, whatever ran since.
+            if h.held > 0 {
+                problems.push(format!(
                     "tenant {name}: {} deactivations held by the safety limits; review and run `entra-sync sync --allow-mass-deactivation`",
                     h.held
-                )),
+                ));
+            }
+            match h.last_status {
+                None | Some(RunStatus::Success | RunStatus::DryRun | RunStatus::Held) => {}
                 Some(RunStatus::Failed) => {
                     let recent = h
                         .last_success_at

@@ -313,6 +313,22 @@ async fn a_held_run_is_unhealthy_until_a_resync_allows_the_deactivations() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn held_deactivations_stay_unhealthy_through_a_failed_run() {
+    let env = TestEnv::new().await;
+    let script = Script::new([RunStatus::Held, RunStatus::Failed]);
+    let daemon = scripted(&env, &script).await;
+    with_daemon(daemon, async |d| {
+        rounds(&d, 1).await;
+        d.tick(false);
+        rounds(&d, 2).await;
+        let (code, body) = call(&d, "GET", "/healthz", None).await;
+        assert_eq!(code, 503);
+        assert!(body.contains("3 deactivations held"), "{body}");
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn post_resync_passes_its_options_and_needs_the_token_when_one_is_set() {
     let mut env = TestEnv::new().await;
     let token_file = env.dir.path().join("admin.token");

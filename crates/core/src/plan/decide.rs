@@ -1,6 +1,6 @@
 //! Each user's decision, one function per SPEC rule: email claims of other tenants (4.11),
 //! matching (4.3), the root (4.5), kind change (4.4), rewriting (4.6), deactivation (4.7) and
-//! usernames and emails shared by several users (4.8, 4.11).
+//! usernames and emails shared by several users (4.8, and 4.11 within the tenant).
 //!
 //! A decision is made in two steps. First each user on their own: which record they live in,
 //! which records they archive, what is written. Then the names: a username or email two users
@@ -183,7 +183,7 @@ impl<'a> Decisions<'a> {
             }
             outcomes.insert(*user, self.decide_alone(d, kept));
         }
-        self.settle_names(&mut outcomes, kept);
+        self.names_4_8(&mut outcomes, kept);
         let mut reports = Vec::new();
         let taken: HashSet<(RecordKind, i64)> =
             outcomes.values().flat_map(Self::records_of).collect();
@@ -436,7 +436,7 @@ impl<'a> Decisions<'a> {
     /// order users are looked at, since a skip only ever blocks more). Then a name several live
     /// users want goes to whoever holds it now, else to the smaller object id; the others are
     /// skipped, and the blocks are settled again.
-    fn settle_names(&self, outcomes: &mut BTreeMap<ObjectId, Outcome>, kept: &BTreeSet<ObjectId>) {
+    fn names_4_8(&self, outcomes: &mut BTreeMap<ObjectId, Outcome>, kept: &BTreeSet<ObjectId>) {
         let mut claims: BTreeMap<ObjectId, Claim> = BTreeMap::new();
         for (user, outcome) in outcomes.iter() {
             if matches!(outcome, Outcome::Live { .. }) {
