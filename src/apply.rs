@@ -211,15 +211,15 @@ impl RunWrite<'_> {
             if let RecordRef::New(object_id) = change.record {
                 created.insert((change.kind, object_id), id);
             }
-            match change.link {
+            match &change.link {
                 LinkWrite::Keep => {}
-                LinkWrite::Synced => {
+                LinkWrite::Synced | LinkWrite::SyncedFrom(_) => {
                     rows.link.execute(params![
                         directory,
                         IdText::of(change.object_id),
                         change.kind.as_str(),
                         id,
-                        serde_json::to_string(&change.after).unwrap_or_default(),
+                        serde_json::to_string(&change.source()).unwrap_or_default(),
                         now,
                         &*change.user,
                     ])?;

@@ -159,9 +159,6 @@ pub enum Action {
     Deactivate,
     /// Kind change: the record of the other kind is renamed `…_Archived` and deactivated.
     Archive,
-    /// Bookkeeping only: a record an admin had deactivated lost its user from scope; from now
-    /// on the sync counts it as deactivated by the sync (the user's return reactivates it).
-    Leave,
     /// Retention: a record deactivated longer than the configured days is deleted.
     Purge,
 }
@@ -176,7 +173,6 @@ impl Action {
             Action::Resnapshot => "resnapshot",
             Action::Deactivate => "deactivate",
             Action::Archive => "archive",
-            Action::Leave => "leave",
             Action::Purge => "purge",
         }
     }
@@ -188,19 +184,32 @@ impl Action {
 
     /// Whether it only touches the sync's bookkeeping, never a record's columns.
     pub fn bookkeeping(self) -> bool {
-        matches!(self, Action::Resnapshot | Action::Leave)
+        matches!(self, Action::Resnapshot)
     }
 }
 
 /// What a change does to the link between its user and its record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkWrite {
     /// Nothing.
     Keep,
     /// The link is (re)written: source `after`, the user's UPN, state synced.
     Synced,
+    /// The same, with this source: what Entra wants, where the record keeps local edits.
+    SyncedFrom(Box<Values>),
     /// The link's state becomes this; a record without a link of the user's gets one.
     Mark(LinkState),
+}
+
+impl Change {
+    /// The source a synced link records: what Entra wanted when the record was written.
+    pub fn source(&self) -> Option<&Values> {
+        match &self.link {
+            LinkWrite::Synced => Some(&self.after),
+            LinkWrite::SyncedFrom(source) => Some(source),
+            LinkWrite::Keep | LinkWrite::Mark(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

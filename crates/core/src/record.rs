@@ -155,6 +155,22 @@ impl Values {
         }
     }
 
+    /// These values with the access `desired` grants (security role / portal access): what
+    /// a reactivation restores of what a deactivation revoked.
+    pub fn with_access_of(&self, desired: &Values) -> Values {
+        match (self, desired) {
+            (Values::Employee(e), Values::Employee(d)) => Values::Employee(EmployeeValues {
+                security_role: d.security_role.clone(),
+                ..e.clone()
+            }),
+            (Values::Contact(c), Values::Contact(d)) => Values::Contact(ContactValues {
+                portal_access: d.portal_access,
+                ..c.clone()
+            }),
+            _ => desired.clone(),
+        }
+    }
+
     /// Archived form after a kind change: access revoked and `suffix` appended to the
     /// username (employees) and email.
     pub fn archived(&self, username_suffix: &str, email_suffix: &str) -> Values {

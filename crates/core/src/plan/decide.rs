@@ -39,7 +39,7 @@ pub(super) enum Outcome {
         action: Option<Action>,
         archives: Vec<i64>,
     },
-    /// Out of scope: their records leaving service, each with `Deactivate` or `Leave`.
+    /// Out of scope: their active records, deactivated.
     Leaving(Vec<(RecordKind, i64, Action)>),
     /// Skipped with a report: their records stay as they are.
     Skipped(Report),
@@ -370,9 +370,22 @@ impl<'a> Decisions<'a> {
         }
     }
 
+    /// Whether a user comes back to the record the sync took out of service when they left,
+    /// with nothing else changed since it was written: the return undoes what the deactivation
+    /// did (service and access) and nothing more, so local edits made before stay (SPEC 4.6) —
+    /// as they do when no run saw the user leave (4.13).
+    fn only_returning(&self, d: &Desired) -> bool {
+        self.run.scope != Scope::User(d.object_id)
+            && self
+                .link_of(d.object_id, d.kind())
+                .is_some_and(|l| l.state == LinkState::Left && l.source.as_ref() == Some(&d.values))
+    }
+
     /// SPEC 4.7: the records of a user who left scope (removed from every rule's group,
     /// disabled, deleted, lost their email) leave service — unless a returning account took
-    /// one over this run. Never the root; never deleted.
+    /// one over this run. Never the root; never deleted. A record already out of service (an
+    /// admin deactivated it) is left as it is: whether the user's leaving was seen by a run or
+    /// not must not matter (SPEC 4.13).
     fn deactivate_4_7(
         &self,
         links: &[&Link],
@@ -385,7 +398,7 @@ impl<'a> Decisions<'a> {
             let Some(rec) = self.record(link.kind, link.record_id) else {
                 continue;
             };
-            if taken.contains(&key) || link.state != LinkState::Synced {
+            if taken.contains(&key) || link.state != LinkState::Synced || !rec.active {
                 continue;
             }
             if rec.is_root {
@@ -397,12 +410,7 @@ impl<'a> Decisions<'a> {
                 });
                 continue;
             }
-            let action = if rec.active {
-                Action::Deactivate
-            } else {
-                Action::Leave
-            };
-            out.push((link.kind, link.record_id, action));
+            out.push((link.kind, link.record_id, Action::Deactivate));
         }
         out
     }
@@ -864,6 +872,13 @@ impl Decisions<'_> {
                         self.record(*kind, *id).map(|r| r.values.clone()),
                     ),
                 };
+                let (after, link) = match (matched, &before) {
+                    (Matched::Linked(_), Some(current)) if self.only_returning(&d) => (
+                        current.with_access_of(&d.values),
+                        LinkWrite::SyncedFrom(Box::new(d.values)),
+                    ),
+                    _ => (d.values, LinkWrite::Synced),
+                };
                 out.push(Change {
                     action: *action,
                     kind: *kind,
@@ -871,8 +886,8 @@ impl Decisions<'_> {
                     object_id: user,
                     user: d.user.clone(),
                     before,
-                    after: d.values,
-                    link: LinkWrite::Synced,
+                    after,
+                    link,
                 });
             }
         }

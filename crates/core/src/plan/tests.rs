@@ -150,9 +150,7 @@ impl World {
                 }
                 (RecordRef::Existing(id), action) => {
                     let rec = self.records.get_mut(&(change.kind, *id)).unwrap();
-                    if action != Action::Leave {
-                        rec.values = change.after.clone();
-                    }
+                    rec.values = change.after.clone();
                     match action {
                         Action::Reactivate => {
                             rec.active = true;
@@ -171,9 +169,9 @@ impl World {
                 (l.directory.as_str(), l.object_id, l.kind)
                     == (plan.tenant.as_str(), change.object_id, change.kind)
             };
-            match change.link {
+            match &change.link {
                 LinkWrite::Keep => {}
-                LinkWrite::Synced => {
+                LinkWrite::Synced | LinkWrite::SyncedFrom(_) => {
                     // sync_links: one per (directory, user, kind) and one per record.
                     self.links
                         .retain(|l| !same_user(l) && (l.kind, l.record_id) != (change.kind, id));
@@ -182,13 +180,13 @@ impl World {
                         object_id: change.object_id,
                         kind: change.kind,
                         record_id: id,
-                        source: Some(change.after.clone()),
+                        source: change.source().cloned(),
                         upn: Some(change.user.to_string()),
                         state: LinkState::Synced,
                     });
                 }
                 LinkWrite::Mark(state) => match self.links.iter_mut().find(|l| same_user(l)) {
-                    Some(link) => link.state = state,
+                    Some(link) => link.state = *state,
                     None => self.links.push(Link {
                         directory: plan.tenant.clone(),
                         object_id: change.object_id,
@@ -196,7 +194,7 @@ impl World {
                         record_id: id,
                         source: Some(change.after.clone()),
                         upn: None,
-                        state,
+                        state: *state,
                     }),
                 },
             }
@@ -424,6 +422,69 @@ fn user_moved_from_employee_to_contact_group_is_archived_and_gets_a_contact() {
         w.table(C),
         vec![(1, "-".into(), "User1@Contoso.com_Archived".into(), false)]
     );
+}
+
+#[test]
+fn a_local_edit_survives_its_user_leaving_and_coming_back_as_if_no_run_had_seen_it() {
+    // Found by the random histories: a return undid local edits only when a run had seen the
+    // user leave, so the store depended on when runs happened (SPEC 4.13).
+    for seen_leaving in [false, true] {
+        let mut w = World::new();
+        w.add(user(1), EMP);
+        w.sync();
+        if let Values::Employee(e) = &mut w.records.get_mut(&(E, 1)).unwrap().values {
+            e.job_title = Some("Local title".into());
+        }
+        w.leave(1, EMP);
+        if seen_leaving {
+            let p = w.sync();
+            assert_eq!(p.count(Action::Deactivate), 1);
+            assert_eq!(employee_values(w.record(E, 1)).security_role, None);
+        }
+        w.join(1, EMP);
+        w.sync();
+        let rec = w.record(E, 1);
+        assert!(rec.active, "seen leaving: {seen_leaving}");
+        let e = employee_values(rec);
+        assert_eq!(
+            e.job_title.as_deref(),
+            Some("Local title"),
+            "seen leaving: {seen_leaving}"
+        );
+        assert_eq!(e.security_role.as_deref(), Some("Technician"));
+        assert!(!w.plan_for("t").writes_records(), "and it stays so");
+    }
+}
+
+#[test]
+fn a_record_an_admin_deactivated_stays_so_when_its_user_leaves_and_comes_back() {
+    for seen_leaving in [false, true] {
+        let mut w = World::new();
+        w.add(user(1), EMP);
+        w.sync();
+        w.records.get_mut(&(E, 1)).unwrap().active = false;
+        w.leave(1, EMP);
+        if seen_leaving {
+            let p = w.sync();
+            assert!(
+                p.changes.is_empty(),
+                "already out of service: {:?}",
+                p.changes
+            );
+        }
+        w.join(1, EMP);
+        let p = w.sync();
+        assert!(
+            p.changes.is_empty(),
+            "seen leaving: {seen_leaving}: {:?}",
+            p.changes
+        );
+        assert!(!w.record(E, 1).active);
+        // Her own change in Entra is what brings it back (Entra wins).
+        w.entra_user(1).surname = Some("Changed".into());
+        assert_eq!(w.sync().count(Action::Reactivate), 1);
+        assert!(w.record(E, 1).active);
+    }
 }
 
 #[test]
