@@ -204,6 +204,7 @@ impl RunWrite<'_> {
         tx.pragma_update(None, "cache_size", -crate::store::APPLY_CACHE_KIB)?;
         let run_id = insert_run(&tx, run)?;
         let mut rows = RowStatements::prepare(&tx)?;
+        park_renamed_usernames(&tx, plan)?;
         let mut created: HashMap<(RecordKind, ObjectId), i64> = HashMap::new();
         let mut phase = crate::phase::Phase::start();
         for change in &plan.changes {
@@ -279,6 +280,27 @@ impl RunWrite<'_> {
         phase.done(&plan.tenant, "apply commit");
         Ok(run_id)
     }
+}
+
+/// Usernames can move between records in one run (a rename frees a name another user takes,
+/// two users swap theirs), and the unique index on `employees.username` is checked statement
+/// by statement: every employee whose username this plan changes first takes a placeholder no
+/// other record has, so the writes that follow succeed in any order. The plan guarantees the
+/// final names are unique.
+fn park_renamed_usernames(tx: &Transaction<'_>, plan: &Plan) -> Result<(), StoreError> {
+    let mut park = tx.prepare_cached("UPDATE employees SET username = ?1 WHERE id = ?2")?;
+    for change in &plan.changes {
+        let (RecordRef::Existing(id), Some(before)) = (&change.record, &change.before) else {
+            continue;
+        };
+        if change.kind == RecordKind::Employee
+            && change.action != Action::Purge
+            && before.username_key() != change.after.username_key()
+        {
+            park.execute(params![format!("\u{1}renaming #{id}"), id])?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes one record change; returns the record id.

@@ -314,8 +314,13 @@ async fn tenant_run(
             && let Some(cursors) = &stored_cursors
         {
             attempting = RunMode::Incremental;
+            // Entra keeps a deleted user 30 days: one who departed longer ago cannot be restored.
+            let departed_after =
+                crate::clock::rfc3339(syncer.clock.now() - chrono::Duration::days(31));
             let linked = |users: &[entra_sync_core::ObjectId]| match &store {
-                Some(s) => s.linked_users(&directory, users).map_err(|e| e.to_string()),
+                Some(s) => s
+                    .returning_users(&tenant.name, &directory, users, &departed_after)
+                    .map_err(|e| e.to_string()),
                 None => Ok(Default::default()),
             };
             match refresh::incremental(&client, &rules, cursors, load_mirror, linked).await {
@@ -368,16 +373,18 @@ async fn tenant_run(
         None => OpenState::default(),
     };
     let retention = config.retention.purge_deactivated_after_days;
-    let cutoff = (retention > 0).then(|| plan::retention_cutoff(syncer.clock.now(), retention));
+    let now = syncer.clock.now();
+    let cutoff = (retention > 0).then(|| plan::retention_cutoff(now, retention));
     let fresh = refreshed.snapshot.is_some();
+    let purge_watch = match &store {
+        Some(s) if !fresh && cutoff.is_some() => s.purge_watch(&tenant.name)?,
+        _ => None,
+    };
     let pending = Pending {
         rules_changed,
         held: !open_before.held.is_empty(),
         releasing: opts.allow_mass_deactivation,
-        purge_due: match (&store, &cutoff) {
-            (Some(s), Some(cutoff)) if !fresh => s.purge_due(&directory, cutoff)?,
-            _ => false,
-        },
+        purge_due: matches!((&purge_watch, &cutoff), (Some(watch), Some(cutoff)) if watch < cutoff),
     };
     let snapshot = match (
         run::basis(fresh, pending),
@@ -420,6 +427,7 @@ async fn tenant_run(
         },
         None => Scope::All,
     };
+    let now_text = crate::clock::rfc3339(now);
     let plan_run = plan::Run {
         tenant: &tenant.name,
         directory: &directory,
@@ -429,13 +437,15 @@ async fn tenant_run(
             allow_mass_deactivation: opts.allow_mass_deactivation,
         },
         scope,
+        purge_before: cutoff.as_deref(),
+        now: &now_text,
     };
     let group_names = plan::group_names(&rules, &snapshot);
     phase.done(&tenant.name, "view");
     // Resolving and planning (pure CPU) and writing the new mirror and cursors (SQLite) only
     // read the snapshot, so they run side by side; then the snapshot is freed. A one-user run
     // resolves from fresh data but must not move the tenant's cursors.
-    let (mut plan, mirror_written) = std::thread::scope(|s| {
+    let (plan, mirror_written) = std::thread::scope(|s| {
         let planning = s.spawn(|| {
             let mut phase = crate::phase::Phase::start();
             let resolution = resolve::resolve(&rules, &snapshot);
@@ -458,9 +468,6 @@ async fn tenant_run(
     mirror_written?;
     drop(snapshot);
     phase.done(&tenant.name, "wait for the plan, free snapshot");
-    if let (Scope::All, Some(cutoff)) = (scope, &cutoff) {
-        plan.purge_4_14(&directory, &view, cutoff);
-    }
     // The plan owns what it writes: free the rest before the write's own buffers.
     drop((view, group_names));
     apply_recorded(access, &run, outcome, &plan, Some(scope), open_before)?;

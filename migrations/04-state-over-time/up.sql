@@ -65,3 +65,22 @@ CREATE TABLE held_changes (
     since TEXT NOT NULL
 );
 CREATE INDEX held_changes_tenant ON held_changes (tenant);
+
+-- Per tenant: when the oldest record that will fall due for the retention purge was
+-- deactivated ('' = plan again on the next run), so a run with nothing new from Entra plans
+-- only when a purge is due.
+CREATE TABLE tenant_state (
+    tenant TEXT PRIMARY KEY,
+    purge_watch TEXT
+);
+
+-- Users whose last membership in a tracked group the mirror lost, and since when. A user
+-- soft-deleted when a full read ran is missing from its listings although still a member, and
+-- their restore changes no membership that groups delta would report: an incremental run reads
+-- the groups of a changed user found here (Entra keeps deleted users 30 days).
+CREATE TABLE entra_departed (
+    tenant TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    since TEXT NOT NULL,
+    PRIMARY KEY (tenant, object_id)
+) WITHOUT ROWID;

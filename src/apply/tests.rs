@@ -71,6 +71,8 @@ impl World {
             directory: tenant,
             safety,
             scope: Scope::All,
+            purge_before: None,
+            now: "2026-01-01T00:00:00Z",
         };
         plan(
             &run,

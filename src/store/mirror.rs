@@ -186,7 +186,8 @@ enum Op<'a> {
     UpsertGroup(&'a EntraGroup),
     DeleteGroup(String),
     AddMember(ObjectId, ObjectId, MemberType),
-    RemoveMember(String, String),
+    /// group, member, member type as stored.
+    RemoveMember(String, String, String),
 }
 
 /// A stored mirror key and its id; `None` when it is not a GUID (then it is only ever deleted).
@@ -282,7 +283,7 @@ fn mirror_diff<'a>(
         wanted,
         |((g1, _), (m1, _), _), (g2, m2, _)| (*g1, *m1).cmp(&(Some(*g2), Some(*m2))),
         |old, new| match (old, new) {
-            (Some(((_, g), (_, m), _)), None) => ops.push(Op::RemoveMember(g, m)),
+            (Some(((_, g), (_, m), kind)), None) => ops.push(Op::RemoveMember(g, m, kind)),
             (old, Some((g, m, kind))) => {
                 if old.is_none_or(|(_, _, stored)| stored != kind.as_str()) {
                     ops.push(Op::AddMember(g, m, kind));
@@ -297,7 +298,9 @@ fn mirror_diff<'a>(
     Ok(ops)
 }
 
-/// Writes the mirror diff and the cursors; returns the number of mirror rows written.
+/// Writes the mirror diff and the cursors; returns the number of mirror rows written. A user
+/// who loses their last membership is noted as departed (`entra_departed`), one who gains one
+/// is no longer.
 pub(crate) fn write_mirror(
     tx: &Transaction<'_>,
     tenant: &str,
@@ -320,6 +323,10 @@ pub(crate) fn write_mirror(
         let mut remove_member = tx.prepare_cached(
             "DELETE FROM entra_members WHERE tenant = ?1 AND group_id = ?2 AND member_id = ?3",
         )?;
+        let mut arrived =
+            tx.prepare_cached("DELETE FROM entra_departed WHERE tenant = ?1 AND object_id = ?2")?;
+        // Users who lost a membership: departed if it was their last.
+        let mut losing: Vec<String> = Vec::new();
         for op in ops {
             match op {
                 Op::UpsertUser(user) => {
@@ -336,6 +343,14 @@ pub(crate) fn write_mirror(
                     )?;
                 }
                 Op::DeleteGroup(id) => {
+                    let mut members = tx.prepare_cached(
+                        "SELECT member_id FROM entra_members
+                         WHERE tenant = ?1 AND group_id = ?2 AND member_type = 'user'",
+                    )?;
+                    let rows = members.query_map(params![tenant, id], |r| r.get(0))?;
+                    for member in rows {
+                        losing.push(member?);
+                    }
                     tx.execute(
                         "DELETE FROM entra_members WHERE tenant = ?1 AND group_id = ?2",
                         params![tenant, id],
@@ -352,11 +367,25 @@ pub(crate) fn write_mirror(
                         IdText::of(member),
                         kind.as_str()
                     ])?;
+                    if kind == MemberType::User {
+                        arrived.execute(params![tenant, IdText::of(member)])?;
+                    }
                 }
-                Op::RemoveMember(group, member) => {
+                Op::RemoveMember(group, member, kind) => {
                     remove_member.execute(params![tenant, group, member])?;
+                    if kind == MemberType::User.as_str() {
+                        losing.push(member);
+                    }
                 }
             }
+        }
+        let mut departed = tx.prepare_cached(
+            "INSERT OR IGNORE INTO entra_departed (tenant, object_id, since)
+             SELECT ?1, ?2, ?3 WHERE NOT EXISTS
+                 (SELECT 1 FROM entra_members WHERE tenant = ?1 AND member_id = ?2)",
+        )?;
+        for user in losing {
+            departed.execute(params![tenant, user, now])?;
         }
     }
     tx.execute("DELETE FROM delta_cursors WHERE tenant = ?1", [tenant])?;

@@ -23,6 +23,8 @@ const BY_TENANT_NAME: &[&str] = &[
     "delta_cursors",
     "open_reports",
     "held_changes",
+    "tenant_state",
+    "entra_departed",
     "sync_runs",
     "sync_reports",
     "change_log",
@@ -177,41 +179,41 @@ impl Store {
         read_state(&self.conn, tenant)
     }
 
-    /// Whether one of `directory`'s records is due for the retention purge: inactive since
-    /// before `cutoff`, not the root, no ticket. The same criteria as the core's
-    /// `Plan::purge_4_14`, which decides; this only tells a run with nothing new from Entra
-    /// that it must plan (a run that plans anyway never asks).
-    pub fn purge_due(&self, directory: &str, cutoff: &str) -> Result<bool, StoreError> {
-        let due: i64 = self.conn.query_row(
-            "SELECT EXISTS (
-                 SELECT 1 FROM sync_links l
-                 LEFT JOIN employees e ON l.record_kind = 'employee' AND e.id = l.record_id
-                 LEFT JOIN contacts c ON l.record_kind = 'contact' AND c.id = l.record_id
-                 WHERE l.directory = ?1
-                   AND COALESCE(e.active, c.active) = 0
-                   AND COALESCE(e.deactivated_at, c.deactivated_at) < ?2
-                   AND COALESCE(e.is_root, 0) = 0
-                   AND NOT EXISTS (SELECT 1 FROM tickets t
-                                   WHERE (l.record_kind = 'employee' AND t.employee_id = l.record_id)
-                                      OR (l.record_kind = 'contact' AND t.contact_id = l.record_id)))",
-            [directory, cutoff],
-            |r| r.get(0),
-        )?;
-        Ok(due != 0)
+    /// When the tenant's next retention purge falls due (see `Plan::purge_watch`).
+    pub fn purge_watch(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT purge_watch FROM tenant_state WHERE tenant = ?1",
+                [tenant],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
     }
 
-    /// Of `users`, those with a record linked in `directory`.
-    pub fn linked_users(
+    /// Of `users`, those who may be coming back without a membership change (a restore): the
+    /// mirror lost their last membership since `departed_after`, or a record of theirs is
+    /// linked in `directory`.
+    pub fn returning_users(
         &self,
+        tenant: &str,
         directory: &str,
         users: &[ObjectId],
+        departed_after: &str,
     ) -> Result<BTreeSet<ObjectId>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT 1 FROM sync_links WHERE directory = ?1 AND object_id = ?2 LIMIT 1",
+            "SELECT EXISTS (SELECT 1 FROM entra_departed
+                            WHERE tenant = ?1 AND object_id = ?3 AND since > ?4)
+                 OR EXISTS (SELECT 1 FROM sync_links WHERE directory = ?2 AND object_id = ?3)",
         )?;
         let mut out = BTreeSet::new();
         for user in users {
-            if stmt.exists(params![directory, IdText::of(*user)])? {
+            let known: bool = stmt.query_row(
+                params![tenant, directory, IdText::of(*user), departed_after],
+                |r| r.get(0),
+            )?;
+            if known {
                 out.insert(*user);
             }
         }
@@ -314,6 +316,11 @@ pub(crate) fn write_state(
         Scope::All => {
             tx.execute("DELETE FROM open_reports WHERE tenant = ?1", [tenant])?;
             tx.execute("DELETE FROM held_changes WHERE tenant = ?1", [tenant])?;
+            tx.execute(
+                "INSERT INTO tenant_state (tenant, purge_watch) VALUES (?1, ?2)
+                 ON CONFLICT (tenant) DO UPDATE SET purge_watch = excluded.purge_watch",
+                params![tenant, plan.purge_watch],
+            )?;
         }
         Scope::User(user) => {
             let id = IdText::of(user);

@@ -452,3 +452,38 @@ async fn renaming_a_tenant_in_the_config_keeps_every_link_and_claim() {
         vec![vec!["msp-renamed"]]
     );
 }
+
+#[tokio::test]
+async fn two_users_who_swap_their_usernames_in_one_round_swap_their_records_usernames() {
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    let a = person(&env, "amy@contoso.com", "amy.mail@contoso.com");
+    let b = person(&env, "ben@contoso.com", "ben.mail@contoso.com");
+    env.add(&staff, &a);
+    env.add(&staff, &b);
+    env.employee_rule(&staff, 10, None);
+    env.sync_ok(&[]).await;
+    let rename = |id: &str, upn: &str| {
+        env.sim()
+            .update_user(
+                id,
+                UserPatch {
+                    user_principal_name: Some(upn.into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    };
+    rename(&a, "swap@contoso.com");
+    rename(&b, "amy@contoso.com");
+    rename(&a, "ben@contoso.com");
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["updated"], 2, "{s}");
+    assert_eq!(
+        env.rows("SELECT username, email FROM employees ORDER BY email"),
+        vec![
+            vec!["ben", "amy.mail@contoso.com"],
+            vec!["amy", "ben.mail@contoso.com"]
+        ]
+    );
+}

@@ -361,8 +361,11 @@ async fn retention_purges_old_deactivated_records_but_never_one_with_a_ticket() 
         env.remove(&staff, u);
     }
     env.sync_ok(&[]).await;
+    // Years pass: the records were deactivated long ago, and so was the purge the store
+    // watches for (what the sync noted when it deactivated them).
     env.exec(
         "UPDATE employees SET deactivated_at = '2020-01-01T00:00:00Z' WHERE username IN ('old', 'ticketed');
+         UPDATE tenant_state SET purge_watch = '2020-01-01T00:00:00Z';
          INSERT INTO tickets (subject, employee_id) SELECT 'Keep me', id FROM employees WHERE username = 'ticketed';",
     );
     // Any run purges what is due, incremental ones too (SPEC 4.13: an incremental run leaves

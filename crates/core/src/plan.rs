@@ -133,6 +133,11 @@ pub struct Run<'a> {
     pub directory: &'a str,
     pub safety: Safety,
     pub scope: Scope,
+    /// Retention (SPEC 4.14): records deactivated before this time (RFC 3339) are purged;
+    /// `None` when retention is off.
+    pub purge_before: Option<&'a str>,
+    /// The run's time (RFC 3339): records it takes out of service are deactivated at it.
+    pub now: &'a str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -330,6 +335,11 @@ pub struct Plan {
     /// Deactivations and kind changes held by the mass-deactivation guard: each held user's
     /// changes, whole.
     pub held: Vec<Change>,
+    /// With retention on: when the oldest record that will be due for a purge was deactivated
+    /// (it falls due once the cutoff passes it); `Some("")` asks the next run to plan again
+    /// (this one purged, which can free a name someone waits for). A run with nothing new from
+    /// Entra plans only when it is due.
+    pub purge_watch: Option<String>,
     pub hold_reason: Option<String>,
     pub groups: Vec<GroupChange>,
     pub reports: Vec<Report>,
@@ -406,10 +416,19 @@ pub fn plan(
     all_reports.sort();
     all_reports.dedup();
     plan.reports = all_reports;
-    plan.changes = decisions.into_changes(&decided);
     plan.held = held;
-    if let Scope::User(target) = run.scope {
-        plan.keep_groups_of(target, store);
+    let purgeable = match run.scope {
+        Scope::All => decisions.purgeable(&decided),
+        Scope::User(_) => Vec::new(),
+    };
+    plan.changes = decisions.into_changes(&decided);
+    match run.scope {
+        Scope::User(target) => plan.keep_groups_of(target, store),
+        Scope::All => {
+            if let Some(cutoff) = run.purge_before {
+                plan.purge_4_14(run, store, &purgeable, cutoff);
+            }
+        }
     }
     plan
 }
@@ -601,11 +620,13 @@ impl Plan {
         });
     }
 
-    /// SPEC 4.14, retention: adds the purges of `directory`'s records deactivated before
-    /// `cutoff` (RFC 3339), decided on the store as this plan leaves it: never the root, a
-    /// record a ticket points at, or one this plan reactivates, links, rewrites or makes a
-    /// group member. Purges are never counted by the mass-deactivation guard.
-    pub fn purge_4_14(&mut self, directory: &str, store: &StoreView, cutoff: &str) {
+    /// SPEC 4.14, retention: purges the records deactivated before `cutoff` among
+    /// `purgeable` (records of users out of scope, and archived records: never a record its
+    /// user is in scope for, which they may come back to). Decided on the store as this plan
+    /// leaves it: never the root, a record a ticket points at, one this plan reactivates,
+    /// links, rewrites or makes a group member, or one a hold keeps. Purges are never counted by
+    /// the mass-deactivation guard. Sets when the next purge will be due.
+    fn purge_4_14(&mut self, run: &Run<'_>, store: &StoreView, purgeable: &[&Link], cutoff: &str) {
         let touched = self.touched();
         let held: HashSet<(RecordKind, i64)> = self
             .held
@@ -615,21 +636,35 @@ impl Plan {
                 RecordRef::New(_) => None,
             })
             .collect();
-        for link in store.links.iter().filter(|l| l.directory == directory) {
+        let mut watch: Option<String> = self
+            .changes
+            .iter()
+            .any(|c| c.action.removes())
+            .then(|| run.now.to_string());
+        let mut purged = false;
+        for link in purgeable {
             let key = (link.kind, link.record_id);
             let Some(rec) = store.records.get(&key) else {
                 continue;
             };
-            let old_enough = rec.deactivated_at.as_deref().is_some_and(|d| d < cutoff);
             if rec.active
                 || rec.is_root
-                || !old_enough
                 || store.ticketed.contains(&key)
                 || touched.contains(&key)
                 || held.contains(&key)
             {
                 continue;
             }
+            let Some(since) = rec.deactivated_at.as_deref() else {
+                continue;
+            };
+            if since >= cutoff {
+                if watch.as_deref().is_none_or(|w| since < w) {
+                    watch = Some(since.to_string());
+                }
+                continue;
+            }
+            purged = true;
             self.changes.push(Change::retire(
                 Action::Purge,
                 link,
@@ -638,6 +673,7 @@ impl Plan {
                 LinkWrite::Keep,
             ));
         }
+        self.purge_watch = if purged { Some(String::new()) } else { watch };
     }
 }
 

@@ -144,6 +144,25 @@ impl<'a> Decisions<'a> {
             .count()
     }
 
+    /// This directory's links retention may purge once their record is old enough: those of
+    /// users out of scope whose record this run does not take over, and archived ones.
+    pub(super) fn purgeable(&self, decided: &Decided) -> Vec<&'a Link> {
+        let taken: HashSet<(RecordKind, i64)> = decided
+            .outcomes
+            .values()
+            .flat_map(Self::records_of)
+            .collect();
+        let mut out = Vec::new();
+        for (user, links) in &self.mine {
+            let out_of_scope = !self.in_scope(*user);
+            out.extend(links.iter().copied().filter(|l| {
+                (out_of_scope || l.state == LinkState::Archived)
+                    && !taken.contains(&(l.kind, l.record_id))
+            }));
+        }
+        out
+    }
+
     /// The active record a user not decided this run still lives in (for group membership).
     pub(super) fn current_live(&self, user: ObjectId) -> Option<(RecordKind, RecordRef)> {
         self.mine.get(&user)?.iter().find_map(|l| {
