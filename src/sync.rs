@@ -585,14 +585,17 @@ fn open_after(plan: &Plan, scope: Option<Scope>, before: OpenState) -> OpenState
                 .filter(|r| r.object_id != user)
                 .collect();
             reports.extend(plan.reports.iter().cloned());
-            OpenState {
-                reports,
-                held: before
-                    .held
-                    .into_iter()
-                    .filter(|h| h.object_id != text)
-                    .collect(),
-            }
+            let mut held: Vec<HeldChange> = before
+                .held
+                .into_iter()
+                .filter(|h| h.object_id != text)
+                .collect();
+            held.extend(
+                plan.held
+                    .iter()
+                    .map(|c| HeldChange::of(c, plan.hold_reason.as_deref())),
+            );
+            OpenState { reports, held }
         }
     }
 }

@@ -14,7 +14,8 @@ CREATE TABLE tenant_directories (
 -- 'left' (deactivated because its user left scope), 'archived' (kind change). A record an
 -- admin deactivated keeps 'synced': a local deactivation is a local edit (SPEC 4.6).
 -- Older links carry the tenant's config name as their directory until that tenant's next run
--- upgrades them; an inactive record counts as deactivated by the sync, as it did before.
+-- upgrades them, and the UPN the mirror has of their user; an inactive record counts as
+-- deactivated by the sync, as it did before.
 CREATE TABLE sync_links_new (
     directory TEXT NOT NULL,
     object_id TEXT NOT NULL,
@@ -27,8 +28,10 @@ CREATE TABLE sync_links_new (
     PRIMARY KEY (directory, object_id, record_kind),
     UNIQUE (record_kind, record_id)
 );
-INSERT INTO sync_links_new (directory, object_id, record_kind, record_id, source, synced_at, state)
+INSERT INTO sync_links_new (directory, object_id, record_kind, record_id, source, synced_at, upn, state)
 SELECT l.tenant, l.object_id, l.record_kind, l.record_id, l.source, l.synced_at,
+       (SELECT json_extract(u.data, '$.user_principal_name') FROM entra_users u
+        WHERE u.tenant = l.tenant AND u.object_id = l.object_id),
        CASE
            WHEN COALESCE(e.email, c.email) LIKE '%\_Archived' ESCAPE '\' THEN 'archived'
            WHEN COALESCE(e.active, c.active, 1) = 0 THEN 'left'

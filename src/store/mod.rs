@@ -518,7 +518,10 @@ mod tests {
                      ('msp', '00000000-0000-0000-0000-000000000002', 'employee', 2, '{}', 'x'),
                      ('msp', '00000000-0000-0000-0000-000000000003', 'employee', 3, '{}', 'x');
                  INSERT INTO groups (tenant, object_id, display_name, read_only) VALUES
-                     ('msp', '00000000-0000-0000-0000-0000000000aa', 'Staff', 1);",
+                     ('msp', '00000000-0000-0000-0000-0000000000aa', 'Staff', 1);
+                 INSERT INTO entra_users (tenant, object_id, data) VALUES
+                     ('msp', '00000000-0000-0000-0000-000000000001',
+                      '{\"id\":\"00000000-0000-0000-0000-000000000001\",\"user_principal_name\":\"ada@c.onmicrosoft.com\"}');",
             )
             .unwrap();
         }
@@ -542,6 +545,19 @@ mod tests {
                 pair("msp", "archived")
             ],
             "an inactive record counts as deactivated by the sync, an `_Archived` one as archived"
+        );
+        let upns: Vec<Option<String>> = store
+            .conn
+            .prepare("SELECT upn FROM sync_links ORDER BY record_id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            upns,
+            [Some("ada@c.onmicrosoft.com".to_string()), None, None],
+            "the UPN the mirror has"
         );
         let guid = "11111111-2222-3333-4444-555555555555";
         store
@@ -585,6 +601,28 @@ mod tests {
         assert_eq!(
             store.directory_names().unwrap(),
             BTreeMap::from([(guid.to_string(), "contoso".to_string())])
+        );
+
+        // The old name now stands for another directory, listed before the renamed entry: the
+        // first directory's tables wait for their entry, and follow it.
+        let other = "99999999-2222-3333-4444-555555555555";
+        store
+            .register_directory("contoso", "fabrikam.onmicrosoft.com", other)
+            .unwrap();
+        store
+            .register_directory("contoso-old", "contoso.onmicrosoft.com", guid)
+            .unwrap();
+        let tenant: String = store
+            .conn
+            .query_row("SELECT tenant FROM groups", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tenant, "contoso-old");
+        assert_eq!(
+            store.directory_names().unwrap(),
+            BTreeMap::from([
+                (guid.to_string(), "contoso-old".to_string()),
+                (other.to_string(), "contoso".to_string())
+            ])
         );
     }
 

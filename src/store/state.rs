@@ -129,16 +129,20 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        if previous.as_ref().is_some_and(|(_, d)| d != directory) {
-            // The name now stands for another directory: what was read of the old one goes.
-            for table in [
-                "entra_users",
-                "entra_groups",
-                "entra_members",
-                "delta_cursors",
-            ] {
-                tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1"), [name])?;
+        if let Some((_, before)) = previous.as_ref().filter(|(_, d)| d != directory) {
+            // The name now stands for another directory: what it held belongs to the old one,
+            // parked under a name of its own until an entry for that directory claims it.
+            let parked = format!("{name}~{before}");
+            for table in BY_TENANT_NAME {
+                tx.execute(
+                    &format!("UPDATE {table} SET tenant = ?1 WHERE tenant = ?2"),
+                    [parked.as_str(), name],
+                )?;
             }
+            tx.execute(
+                "UPDATE tenant_directories SET name = ?1 WHERE name = ?2",
+                [parked.as_str(), name],
+            )?;
         }
         let old_names: Vec<String> = {
             let mut stmt = tx.prepare(

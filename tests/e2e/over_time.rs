@@ -487,3 +487,39 @@ async fn two_users_who_swap_their_usernames_in_one_round_swap_their_records_user
         ]
     );
 }
+
+#[tokio::test]
+async fn a_user_run_holds_what_a_full_run_would_hold_and_releases_it_only_when_allowed() {
+    // Found in review: `--user` skipped the mass-deactivation guard and cleared the person's
+    // hold even when it wrote nothing.
+    let (env, staff, users) = six_staff().await;
+    for u in &users[..3] {
+        env.remove(&staff, u);
+    }
+    let (code, s) = sync_code(&env, &[]).await;
+    assert_eq!((code, held(&s)), (3, 3), "{s}");
+
+    let (code, s) = sync_code(&env, &["--user", "u0@contoso.com"]).await;
+    assert_eq!(
+        (code, held(&s)),
+        (3, 3),
+        "held like a full run holds it: {s}"
+    );
+    assert_eq!(
+        env.rows("SELECT active FROM employees WHERE username = 'u0'"),
+        vec![vec!["1"]]
+    );
+    let (code, s) = sync_code(&env, &[]).await;
+    assert_eq!((code, held(&s)), (3, 3), "and still held: {s}");
+
+    let (code, s) = sync_code(
+        &env,
+        &["--user", "u0@contoso.com", "--allow-mass-deactivation"],
+    )
+    .await;
+    assert_eq!((code, held(&s)), (3, 2), "released for u0 only: {s}");
+    assert_eq!(
+        env.rows("SELECT active FROM employees WHERE username = 'u0'"),
+        vec![vec!["0"]]
+    );
+}

@@ -392,7 +392,7 @@ pub fn plan(
     let decided = decisions.decide(&scoped);
     let (decided, held, hold_reason) = match run.scope {
         Scope::All => guard_5_3(&decisions, decided, &run.safety),
-        Scope::User(target) => (user_run_1(&decisions, decided, target), Vec::new(), None),
+        Scope::User(target) => user_run_1(&decisions, decided, target, &run.safety),
     };
     let mut plan = Plan {
         tenant: run.tenant.to_string(),
@@ -469,13 +469,24 @@ fn guard_5_3(
 /// SPEC 1, `--user`: the person gets exactly the outcome a full run would give them. Planned
 /// with everybody else as they are; when that differs from what a full run would do for them,
 /// the outcome waits on another user's pending change (a username or email someone else is
-/// about to free): the person is reported, and nothing is written.
-fn user_run_1(decisions: &Decisions<'_>, alone: Decided, target: ObjectId) -> Decided {
-    let full = decisions.decide(&BTreeSet::new());
-    if full.outcome_of(target) == alone.outcome_of(target) {
-        return alone;
+/// about to free): the person is reported, and nothing is written. When a full run would hold
+/// their change (SPEC 5.3), it is held here too, and stays held.
+fn user_run_1(
+    decisions: &Decisions<'_>,
+    alone: Decided,
+    target: ObjectId,
+    safety: &Safety,
+) -> (Decided, Vec<Change>, Option<String>) {
+    let (full, held, reason) = guard_5_3(decisions, decisions.decide(&BTreeSet::new()), safety);
+    let theirs: Vec<Change> = held.into_iter().filter(|c| c.object_id == target).collect();
+    if !theirs.is_empty() {
+        return (decisions.nothing(), theirs, reason);
     }
-    decisions.waiting(target)
+    if full.outcome_of(target) == alone.outcome_of(target) {
+        (alone, Vec::new(), None)
+    } else {
+        (decisions.waiting(target), Vec::new(), None)
+    }
 }
 
 /// `Some(reason)` when `removals` exceeds a configured limit (SPEC 5.3).

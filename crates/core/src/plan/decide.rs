@@ -64,7 +64,11 @@ pub(super) struct Decisions<'a> {
 struct Claim {
     email: Option<Email>,
     username: Option<Username>,
+    /// The records the user's outcome touches (theirs: they never block the user).
     records: Vec<(RecordKind, i64)>,
+    /// Those of them the outcome writes names to; the others keep theirs (a record the run
+    /// leaves as it is, local edits and all, keeps the names it has).
+    written: Vec<(RecordKind, i64)>,
 }
 
 /// The outcomes of a plan's users.
@@ -170,6 +174,15 @@ impl<'a> Decisions<'a> {
             rec.active
                 .then_some((l.kind, RecordRef::Existing(l.record_id)))
         })
+    }
+
+    /// A decision that changes nobody.
+    pub(super) fn nothing(&self) -> Decided {
+        Decided {
+            outcomes: BTreeMap::new(),
+            archived_names: HashMap::new(),
+            reports: Vec::new(),
+        }
     }
 
     /// The plan of a `--user` run whose person waits on somebody else's pending change.
@@ -468,19 +481,32 @@ impl<'a> Decisions<'a> {
         for (user, outcome) in outcomes.iter() {
             if matches!(outcome, Outcome::Live { .. }) {
                 let d = &self.desired[user];
+                let records = Self::records_of(outcome);
+                let written = match outcome {
+                    Outcome::Live {
+                        kind,
+                        action,
+                        archives,
+                        ..
+                    } if action.is_none() || self.only_returning(d) => {
+                        archives.iter().map(|id| (kind.other(), *id)).collect()
+                    }
+                    _ => records.clone(),
+                };
                 claims.insert(
                     *user,
                     Claim {
                         email: d.values.email_key(),
                         username: d.values.username_key(),
-                        records: Self::records_of(outcome),
+                        records,
+                        written,
                     },
                 );
             }
         }
         let mut rewritten: HashSet<(RecordKind, i64)> = claims
             .values()
-            .flat_map(|c| c.records.iter().copied())
+            .flat_map(|c| c.written.iter().copied())
             .collect();
         let mut wanted_emails: HashMap<Email, Vec<ObjectId>> = HashMap::new();
         let mut wanted_names: HashMap<Username, Vec<ObjectId>> = HashMap::new();
@@ -503,7 +529,7 @@ impl<'a> Decisions<'a> {
                 let report = claim
                     .username
                     .as_ref()
-                    .and_then(|n| self.username_blocker(n, &rewritten))
+                    .and_then(|n| self.username_blocker(n, &rewritten, &claim.records))
                     .map(|id| self.username_taken(d, id))
                     .or_else(|| {
                         let email = claim.email.as_ref()?;
@@ -600,7 +626,7 @@ impl<'a> Decisions<'a> {
         let Some(claim) = claims.remove(&user) else {
             return;
         };
-        for r in &claim.records {
+        for r in &claim.written {
             rewritten.remove(r);
             let Some(rec) = self.record(r.0, r.1) else {
                 continue;
@@ -640,12 +666,12 @@ impl<'a> Decisions<'a> {
         &self,
         name: &Username,
         rewritten: &HashSet<(RecordKind, i64)>,
+        own: &[(RecordKind, i64)],
     ) -> Option<i64> {
-        self.by_username
-            .get(name)?
-            .iter()
-            .copied()
-            .find(|id| !rewritten.contains(&(RecordKind::Employee, *id)))
+        self.by_username.get(name)?.iter().copied().find(|id| {
+            let key = (RecordKind::Employee, *id);
+            !rewritten.contains(&key) && !own.contains(&key)
+        })
     }
 
     /// Another user of this tenant whose active record with `email` stays as it is this run

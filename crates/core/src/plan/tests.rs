@@ -492,6 +492,25 @@ fn a_record_an_admin_deactivated_stays_so_when_its_user_leaves_and_comes_back() 
 }
 
 #[test]
+fn a_name_an_admin_gave_a_synced_record_is_taken_as_long_as_the_record_keeps_it() {
+    // Found in review: a record left as it is still counted as taking its user's names from
+    // Entra, so a locally edited username or email could go to a second record.
+    let mut w = World::new();
+    w.add(user(1), EMP);
+    w.sync();
+    if let Values::Employee(e) = &mut w.records.get_mut(&(E, 1)).unwrap().values {
+        e.username = Some("user2".into());
+        e.email = Some("User2@Contoso.com".into());
+    }
+    w.add(user(2), EMP);
+    let p = w.sync();
+    let kinds: Vec<ReportKind> = p.reports.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [ReportKind::UsernameCollision], "{:?}", p.reports);
+    assert_eq!(p.reports[0].object_id, user(2).id);
+    assert_eq!(w.table(E).len(), 1, "no second user2");
+}
+
+#[test]
 fn root_employee_is_never_touched() {
     for group in [CON, EMP] {
         let mut w = World::new();
