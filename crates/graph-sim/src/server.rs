@@ -235,6 +235,17 @@ fn respond(out: Out) -> Response {
     resp
 }
 
+/// What the identity platform checks requests against.
+fn token_config(sh: &Shared) -> TokenConfig<'_> {
+    TokenConfig {
+        tenant: &sh.opts.tenant,
+        tenant_guid: &sh.tenant_guid,
+        client_id: &sh.opts.client_id,
+        client_secret: &sh.opts.client_secret,
+        lifetime: sh.opts.token_lifetime,
+    }
+}
+
 const DISCOVERY_TEMPLATE: &str = "/{tenant}/v2.0/.well-known/openid-configuration";
 
 /// The identity platform's OpenID Connect discovery document for the tenant (what MSAL reads
@@ -252,13 +263,7 @@ fn discovery_answer(
     } else if !method.eq_ignore_ascii_case("GET") {
         Err(AadError::for_status(400))
     } else {
-        let cfg = TokenConfig {
-            tenant: &sh.opts.tenant,
-            tenant_guid: &sh.tenant_guid,
-            client_id: &sh.opts.client_id,
-            client_secret: &sh.opts.client_secret,
-            lifetime: sh.opts.token_lifetime,
-        };
+        let cfg = token_config(sh);
         token::discovery(&cfg, &sh.base_url, tenant)
     };
     let (status, body) = match result {
@@ -306,13 +311,7 @@ fn token_answer(
     } else if !method.eq_ignore_ascii_case("POST") {
         Err(AadError::for_status(400))
     } else {
-        let cfg = TokenConfig {
-            tenant: &sh.opts.tenant,
-            tenant_guid: &sh.tenant_guid,
-            client_id: &sh.opts.client_id,
-            client_secret: &sh.opts.client_secret,
-            lifetime: sh.opts.token_lifetime,
-        };
+        let cfg = token_config(sh);
         token::grant(&cfg, tenant, headers, body)
     };
     let (status, body) = match result {

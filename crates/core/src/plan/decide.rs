@@ -550,43 +550,18 @@ impl<'a> Decisions<'a> {
                 }
             }
             // The contended names.
-            let mut losers: Vec<(ObjectId, Report)> = Vec::new();
-            for (name, wanting) in &wanted_names {
-                let live: Vec<ObjectId> = wanting
-                    .iter()
-                    .copied()
-                    .filter(|u| claims.contains_key(u))
-                    .collect();
-                if live.len() < 2 {
-                    continue;
-                }
-                let winner = self.winner(&live, |u| {
-                    self.carried(&claims[&u].records, |v| {
-                        v.username_key().as_ref() == Some(name)
-                    })
-                });
-                for user in live.into_iter().filter(|u| *u != winner) {
-                    losers.push((user, self.username_taken_by(&self.desired[&user], winner)));
-                }
-            }
-            for (email, wanting) in &wanted_emails {
-                let live: Vec<ObjectId> = wanting
-                    .iter()
-                    .copied()
-                    .filter(|u| claims.contains_key(u))
-                    .collect();
-                if live.len() < 2 {
-                    continue;
-                }
-                let winner = self.winner(&live, |u| {
-                    self.carried(&claims[&u].records, |v| {
-                        v.email_key().as_ref() == Some(email)
-                    })
-                });
-                for user in live.into_iter().filter(|u| *u != winner) {
-                    losers.push((user, duplicate(&self.desired[&user], winner)));
-                }
-            }
+            let mut losers = self.contended(
+                &wanted_names,
+                &claims,
+                |v, n| v.username_key().as_ref() == Some(n),
+                |d, winner| self.username_taken_by(d, winner),
+            );
+            losers.extend(self.contended(
+                &wanted_emails,
+                &claims,
+                |v, e| v.email_key().as_ref() == Some(e),
+                duplicate,
+            ));
             if losers.is_empty() {
                 return;
             }
@@ -639,6 +614,34 @@ impl<'a> Decisions<'a> {
             }
         }
         todo.remove(&user);
+    }
+
+    /// The users who lose a name several live users want, each with their report.
+    fn contended<K: std::hash::Hash + Eq>(
+        &self,
+        wanted: &HashMap<K, Vec<ObjectId>>,
+        claims: &BTreeMap<ObjectId, Claim>,
+        carries: impl Fn(&Values, &K) -> bool,
+        lost: impl Fn(&Desired, ObjectId) -> Report,
+    ) -> Vec<(ObjectId, Report)> {
+        let mut losers = Vec::new();
+        for (name, wanting) in wanted {
+            let live: Vec<ObjectId> = wanting
+                .iter()
+                .copied()
+                .filter(|u| claims.contains_key(u))
+                .collect();
+            if live.len() < 2 {
+                continue;
+            }
+            let winner = self.winner(&live, |u| {
+                self.carried(&claims[&u].records, |v| carries(v, name))
+            });
+            for user in live.into_iter().filter(|u| *u != winner) {
+                losers.push((user, lost(&self.desired[&user], winner)));
+            }
+        }
+        losers
     }
 
     /// Of the users wanting one name: the one holding it now (the smaller id if several),
