@@ -194,7 +194,7 @@ impl RunWrite<'_> {
         self,
         plan: &Plan,
         run: &RunRecord,
-        state: Option<Scope>,
+        state: Option<&Scope>,
     ) -> Result<i64, StoreError> {
         let RunWrite { tx, now } = self;
         let directory = plan.directory.as_str();

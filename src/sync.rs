@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
+use entra_sync_core::ObjectId;
 use entra_sync_core::directory::Snapshot;
 use entra_sync_core::plan::{self, Plan, Safety, Scope, StoreView};
 use entra_sync_core::resolve::{self, Report};
@@ -418,13 +419,13 @@ async fn tenant_run(
         link.directory.clone_from(&directory);
     }
     let scope = match &opts.user {
-        Some(query) => match UserQuery::new(query)
-            .in_entra(&snapshot)
-            .or_else(|| UserQuery::new(query).in_store(&view, &directory))
-        {
-            Some(id) => Scope::User(id),
-            None => return Ok(None),
-        },
+        Some(query) => {
+            let people = UserQuery::new(query).matches(&snapshot, &view, &directory);
+            if people.is_empty() {
+                return Ok(None);
+            }
+            Scope::Users(people)
+        }
         None => Scope::All,
     };
     let now_text = crate::clock::rfc3339(now);
@@ -436,7 +437,7 @@ async fn tenant_run(
             max_deactivation_percent: config.safety.max_deactivation_percent,
             allow_mass_deactivation: opts.allow_mass_deactivation,
         },
-        scope,
+        scope: scope.clone(),
         purge_before: cutoff.as_deref(),
         now: &now_text,
     };
@@ -470,7 +471,7 @@ async fn tenant_run(
     phase.done(&tenant.name, "wait for the plan, free snapshot");
     // The plan owns what it writes: free the rest before the write's own buffers.
     drop((view, group_names));
-    apply_recorded(access, &run, outcome, &plan, Some(scope), open_before)?;
+    apply_recorded(access, &run, outcome, &plan, Some(&scope), open_before)?;
     phase.done(&tenant.name, "apply");
     Ok(Some(plan))
 }
@@ -531,7 +532,7 @@ fn apply_recorded(
     run: &RunContext<'_>,
     outcome: &mut TenantOutcome,
     plan: &Plan,
-    scope: Option<Scope>,
+    scope: Option<&Scope>,
     before: OpenState,
 ) -> Result<(), StoreError> {
     let open = open_after(plan, scope, before);
@@ -566,7 +567,7 @@ fn apply_recorded(
 
 /// The reports and held changes open after a run: the plan's for a run of everybody, the
 /// person's replaced for a `--user` run, unchanged for a run that planned nothing.
-fn open_after(plan: &Plan, scope: Option<Scope>, before: OpenState) -> OpenState {
+fn open_after(plan: &Plan, scope: Option<&Scope>, before: OpenState) -> OpenState {
     match scope {
         None => before,
         Some(Scope::All) => OpenState {
@@ -577,18 +578,17 @@ fn open_after(plan: &Plan, scope: Option<Scope>, before: OpenState) -> OpenState
                 .map(|c| HeldChange::of(c, plan.hold_reason.as_deref()))
                 .collect(),
         },
-        Some(Scope::User(user)) => {
-            let text = user.to_string();
+        Some(scope @ Scope::Users(_)) => {
             let mut reports: Vec<Report> = before
                 .reports
                 .into_iter()
-                .filter(|r| r.object_id != user)
+                .filter(|r| !scope.names(r.object_id))
                 .collect();
             reports.extend(plan.reports.iter().cloned());
             let mut held: Vec<HeldChange> = before
                 .held
                 .into_iter()
-                .filter(|h| h.object_id != text)
+                .filter(|h| !ObjectId::parse(&h.object_id).is_ok_and(|id| scope.names(id)))
                 .collect();
             held.extend(
                 plan.held

@@ -97,7 +97,7 @@ impl World {
         self.store
             .begin_run("2026-01-01T00:00:00Z".into())
             .unwrap()
-            .finish(&p, &run, Some(Scope::All))
+            .finish(&p, &run, Some(&Scope::All))
             .unwrap();
         p
     }

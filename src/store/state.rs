@@ -295,7 +295,7 @@ fn kind_text(kind: ReportKind) -> String {
 pub(crate) fn write_state(
     tx: &Transaction<'_>,
     plan: &Plan,
-    scope: Scope,
+    scope: &Scope,
     now: &str,
 ) -> Result<(), StoreError> {
     let tenant = plan.tenant.as_str();
@@ -326,16 +326,18 @@ pub(crate) fn write_state(
                 params![tenant, plan.purge_watch],
             )?;
         }
-        Scope::User(user) => {
-            let id = IdText::of(user);
-            tx.execute(
-                "DELETE FROM open_reports WHERE tenant = ?1 AND object_id = ?2",
-                params![tenant, id],
-            )?;
-            tx.execute(
-                "DELETE FROM held_changes WHERE tenant = ?1 AND object_id = ?2",
-                params![tenant, id],
-            )?;
+        Scope::Users(users) => {
+            for user in users {
+                let id = IdText::of(*user);
+                tx.execute(
+                    "DELETE FROM open_reports WHERE tenant = ?1 AND object_id = ?2",
+                    params![tenant, id],
+                )?;
+                tx.execute(
+                    "DELETE FROM held_changes WHERE tenant = ?1 AND object_id = ?2",
+                    params![tenant, id],
+                )?;
+            }
         }
     }
     let mut insert = tx.prepare_cached(

@@ -523,3 +523,23 @@ async fn a_user_run_holds_what_a_full_run_would_hold_and_releases_it_only_when_a
         vec![vec!["0"]]
     );
 }
+
+#[tokio::test]
+async fn a_user_run_resyncs_everyone_the_query_matches() {
+    // One's UPN is the other's mail: `--user` names both, and SPEC 1 resyncs every match.
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    let a = person(&env, "shared@contoso.com", "amy@contoso.com");
+    let b = person(&env, "ben@contoso.com", "shared@contoso.com");
+    env.add(&staff, &a);
+    env.add(&staff, &b);
+    env.employee_rule(&staff, 10, None);
+    env.sync_ok(&[]).await;
+    env.exec("UPDATE employees SET job_title = 'Local'");
+    let s = env.sync_ok(&["--user", "shared@contoso.com"]).await;
+    assert_eq!(tenant(&s, "t0")["updated"], 2, "{s}");
+    assert_eq!(
+        env.rows("SELECT job_title FROM employees"),
+        vec![vec!["NULL"], vec!["NULL"]]
+    );
+}

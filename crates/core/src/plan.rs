@@ -115,17 +115,25 @@ pub struct Safety {
 }
 
 /// Whose records a run may change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     /// Everybody's (a full or incremental run).
     All,
-    /// One person's (`sync --user`): rewritten from Entra even if Entra did not change, and
-    /// only when the outcome does not wait on another user's pending change (SPEC 1).
-    User(ObjectId),
+    /// These people's (`sync --user`: everyone the query matches): rewritten from Entra even if
+    /// Entra did not change, and only when the outcome does not wait on another user's pending
+    /// change (SPEC 1).
+    Users(BTreeSet<ObjectId>),
+}
+
+impl Scope {
+    /// Whether `user` is one of a `--user` run's people.
+    pub fn names(&self, user: ObjectId) -> bool {
+        matches!(self, Scope::Users(users) if users.contains(&user))
+    }
 }
 
 /// The run a plan is for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Run<'a> {
     /// The tenant's config name, for messages and the plan.
     pub tenant: &'a str,
@@ -385,14 +393,14 @@ pub fn plan(
         reports,
     } = resolution;
     let decisions = Decisions::new(run, store, desired, &untouchable);
-    let scoped = match run.scope {
+    let scoped = match &run.scope {
         Scope::All => BTreeSet::new(),
-        Scope::User(target) => decisions.everybody_but(target),
+        Scope::Users(targets) => decisions.everybody_but(targets),
     };
     let decided = decisions.decide(&scoped);
-    let (decided, held, hold_reason) = match run.scope {
+    let (decided, held, hold_reason) = match &run.scope {
         Scope::All => guard_5_3(&decisions, decided, &run.safety),
-        Scope::User(target) => user_run_1(&decisions, decided, target, &run.safety),
+        Scope::Users(targets) => user_run_1(&decisions, decided, targets, &run.safety),
     };
     let mut plan = Plan {
         tenant: run.tenant.to_string(),
@@ -409,21 +417,21 @@ pub fn plan(
         &decisions,
     );
     let mut all_reports = reports;
-    all_reports.extend(decided.reports.iter().cloned());
-    if let Scope::User(target) = run.scope {
-        all_reports.retain(|r| r.object_id == target);
+    all_reports.extend(decided.reports());
+    if let Scope::Users(targets) = &run.scope {
+        all_reports.retain(|r| targets.contains(&r.object_id));
     }
     all_reports.sort();
     all_reports.dedup();
     plan.reports = all_reports;
     plan.held = held;
-    let purgeable = match run.scope {
+    let purgeable = match &run.scope {
         Scope::All => decisions.purgeable(&decided),
-        Scope::User(_) => Vec::new(),
+        Scope::Users(_) => Vec::new(),
     };
     plan.changes = decisions.into_changes(&decided);
-    match run.scope {
-        Scope::User(target) => plan.keep_groups_of(target, store),
+    match &run.scope {
+        Scope::Users(targets) => plan.keep_groups_of(targets, store),
         Scope::All => {
             if let Some(cutoff) = run.purge_before {
                 plan.purge_4_14(run, store, &purgeable, cutoff);
@@ -473,20 +481,24 @@ fn guard_5_3(
 /// their change (SPEC 5.3), it is held here too, and stays held.
 fn user_run_1(
     decisions: &Decisions<'_>,
-    alone: Decided,
-    target: ObjectId,
+    mut alone: Decided,
+    targets: &BTreeSet<ObjectId>,
     safety: &Safety,
 ) -> (Decided, Vec<Change>, Option<String>) {
     let (full, held, reason) = guard_5_3(decisions, decisions.decide(&BTreeSet::new()), safety);
-    let theirs: Vec<Change> = held.into_iter().filter(|c| c.object_id == target).collect();
-    if !theirs.is_empty() {
-        return (decisions.nothing(), theirs, reason);
+    let theirs: Vec<Change> = held
+        .into_iter()
+        .filter(|c| targets.contains(&c.object_id))
+        .collect();
+    for target in targets {
+        if theirs.iter().any(|c| c.object_id == *target) {
+            alone.forget(*target);
+        } else if full.outcome_of(*target) != alone.outcome_of(*target) {
+            decisions.wait(&mut alone, *target);
+        }
     }
-    if full.outcome_of(target) == alone.outcome_of(target) {
-        (alone, Vec::new(), None)
-    } else {
-        (decisions.waiting(target), Vec::new(), None)
-    }
+    let reason = if theirs.is_empty() { None } else { reason };
+    (alone, theirs, reason)
 }
 
 /// `Some(reason)` when `removals` exceeds a configured limit (SPEC 5.3).
@@ -611,12 +623,12 @@ pub fn retention_cutoff(now: DateTime<Utc>, days: u64) -> String {
 }
 
 impl Plan {
-    /// A `--user` run changes its person's group memberships only.
-    fn keep_groups_of(&mut self, user: ObjectId, store: &StoreView) {
+    /// A `--user` run changes its people's group memberships only.
+    fn keep_groups_of(&mut self, users: &BTreeSet<ObjectId>, store: &StoreView) {
         let mut theirs: Vec<(RecordKind, RecordRef)> = store
             .links
             .iter()
-            .filter(|l| l.object_id == user)
+            .filter(|l| users.contains(&l.object_id))
             .map(|l| (l.kind, RecordRef::Existing(l.record_id)))
             .collect();
         theirs.extend(self.changes.iter().map(|c| (c.kind, c.record.clone())));

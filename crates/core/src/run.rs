@@ -3,6 +3,7 @@
 //!
 //! Pure decisions on plain data; the product's `sync` module does the reading and writing.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -155,27 +156,46 @@ impl UserQuery {
         }
     }
 
-    /// The Entra user it names in `snapshot`.
-    pub fn in_entra(&self, snapshot: &Snapshot) -> Option<ObjectId> {
+    /// Every Entra user it names in `snapshot`, and every synced user it names among
+    /// `directory`'s records: everyone a `--user` run resyncs.
+    pub fn matches(
+        &self,
+        snapshot: &Snapshot,
+        view: &StoreView,
+        directory: &str,
+    ) -> BTreeSet<ObjectId> {
+        let mut out = self.in_entra(snapshot);
+        out.extend(self.in_store(view, directory));
+        out
+    }
+
+    /// The Entra users it names in `snapshot`.
+    pub fn in_entra(&self, snapshot: &Snapshot) -> BTreeSet<ObjectId> {
         if let Some(id) = self.id {
-            return snapshot.users.contains_key(&id).then_some(id);
+            return snapshot
+                .users
+                .contains_key(&id)
+                .then_some(id)
+                .into_iter()
+                .collect();
         }
         let names = |s: Option<&String>| s.is_some_and(|s| Email::new(s) == self.name);
         snapshot
             .users
             .values()
-            .find(|u| names(u.user_principal_name.as_ref()) || names(u.mail.as_ref()))
+            .filter(|u| names(u.user_principal_name.as_ref()) || names(u.mail.as_ref()))
             .map(|u| u.id)
+            .collect()
     }
 
     /// The user it names among `directory`'s synced records, by object id, the record's email
     /// or the UPN it was last synced from: someone who left every group, or was deleted, is
     /// only known to the store.
-    pub fn in_store(&self, view: &StoreView, directory: &str) -> Option<ObjectId> {
+    pub fn in_store(&self, view: &StoreView, directory: &str) -> BTreeSet<ObjectId> {
         view.links
             .iter()
             .filter(|l| l.directory == directory)
-            .find(|l| {
+            .filter(|l| {
                 self.id == Some(l.object_id)
                     || l.upn.as_deref().is_some_and(|u| Email::new(u) == self.name)
                     || view
@@ -185,6 +205,7 @@ impl UserQuery {
                         .is_some_and(|e| e == self.name)
             })
             .map(|l| l.object_id)
+            .collect()
     }
 }
 
@@ -252,14 +273,19 @@ mod tests {
         ] {
             assert_eq!(
                 UserQuery::new(&query).in_entra(&snapshot),
-                Some(named("ada")),
+                BTreeSet::from([named("ada")]),
                 "{query}"
             );
         }
-        assert_eq!(UserQuery::new("bob@contoso.com").in_entra(&snapshot), None);
-        assert_eq!(
-            UserQuery::new(&named("bob").to_string()).in_entra(&snapshot),
-            None
+        assert!(
+            UserQuery::new("bob@contoso.com")
+                .in_entra(&snapshot)
+                .is_empty()
+        );
+        assert!(
+            UserQuery::new(&named("bob").to_string())
+                .in_entra(&snapshot)
+                .is_empty()
         );
     }
 }

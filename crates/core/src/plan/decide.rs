@@ -15,7 +15,7 @@ use crate::id::{Email, ObjectId, Username};
 use crate::record::{RecordKind, StoredRecord, Values};
 use crate::resolve::{Desired, Report, ReportKind};
 
-use super::{Action, Change, Link, LinkState, LinkWrite, RecordRef, Run, Scope, StoreView};
+use super::{Action, Change, Link, LinkState, LinkWrite, RecordRef, Run, StoreView};
 
 /// How a user reached the record of their kind (SPEC 4.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +76,8 @@ pub(super) struct Decided {
     outcomes: BTreeMap<ObjectId, Outcome>,
     /// The `…_Archived` username each archived employee gets.
     archived_names: HashMap<i64, String>,
-    /// Reports of this step (skips and the root's leavers).
-    pub(super) reports: Vec<Report>,
+    /// Reports besides the skips: the root's leavers.
+    reports: Vec<Report>,
 }
 
 impl<'a> Decisions<'a> {
@@ -128,14 +128,14 @@ impl<'a> Decisions<'a> {
         self.desired.contains_key(&user) || self.untouchable.contains(&user)
     }
 
-    /// Everybody this run knows of (in scope, or linked in this directory) but `user`.
-    pub(super) fn everybody_but(&self, user: ObjectId) -> BTreeSet<ObjectId> {
+    /// Everybody this run knows of (in scope, or linked in this directory) but `users`.
+    pub(super) fn everybody_but(&self, users: &BTreeSet<ObjectId>) -> BTreeSet<ObjectId> {
         self.desired
             .keys()
             .chain(self.untouchable.iter())
             .chain(self.mine.keys())
             .copied()
-            .filter(|u| *u != user)
+            .filter(|u| !users.contains(u))
             .collect()
     }
 
@@ -176,17 +176,9 @@ impl<'a> Decisions<'a> {
         })
     }
 
-    /// A decision that changes nobody.
-    pub(super) fn nothing(&self) -> Decided {
-        Decided {
-            outcomes: BTreeMap::new(),
-            archived_names: HashMap::new(),
-            reports: Vec::new(),
-        }
-    }
-
-    /// The plan of a `--user` run whose person waits on somebody else's pending change.
-    pub(super) fn waiting(&self, user: ObjectId) -> Decided {
+    /// A `--user` person whose outcome waits on somebody else's pending change: reported,
+    /// nothing of theirs written.
+    pub(super) fn wait(&self, decided: &mut Decided, user: ObjectId) {
         let name = self
             .desired
             .get(&user)
@@ -199,11 +191,7 @@ impl<'a> Decisions<'a> {
                       someone else is about to free); nothing was written: run a full sync"
                 .into(),
         };
-        Decided {
-            outcomes: BTreeMap::from([(user, Outcome::Skipped(report.clone()))]),
-            archived_names: HashMap::new(),
-            reports: vec![report],
-        }
+        decided.outcomes.insert(user, Outcome::Skipped(report));
     }
 
     /// Decides every user but the `kept` ones, who keep their records as they are.
@@ -228,10 +216,6 @@ impl<'a> Decisions<'a> {
                 outcomes.insert(*user, Outcome::Leaving(leaving));
             }
         }
-        reports.extend(outcomes.values().filter_map(|o| match o {
-            Outcome::Skipped(r) => Some(r.clone()),
-            _ => None,
-        }));
         let archived_names = self.archived_usernames(&outcomes);
         Decided {
             outcomes,
@@ -376,7 +360,7 @@ impl<'a> Decisions<'a> {
     /// deactivated until then (a local edit too), while one the sync took out of service
     /// comes back. A `--user` run rewrites its person's record even when Entra did not change.
     fn rewrite_4_6(&self, d: &Desired, matched: Matched) -> Option<Action> {
-        let forced = self.run.scope == Scope::User(d.object_id);
+        let forced = self.run.scope.names(d.object_id);
         let (id, linked) = match matched {
             Matched::New => return Some(Action::Create),
             Matched::Linked(id) => (id, true),
@@ -407,7 +391,7 @@ impl<'a> Decisions<'a> {
     /// did (service and access) and nothing more, so local edits made before stay (SPEC 4.6) —
     /// as they do when no run saw the user leave (4.13).
     fn only_returning(&self, d: &Desired) -> bool {
-        self.run.scope != Scope::User(d.object_id)
+        !self.run.scope.names(d.object_id)
             && self
                 .link_of(d.object_id, d.kind())
                 .is_some_and(|l| l.state == LinkState::Left && l.source.as_ref() == Some(&d.values))
@@ -943,6 +927,22 @@ impl Decisions<'_> {
 }
 
 impl Decided {
+    /// Every report of the decision: the skipped users' and the root's leavers'.
+    pub(super) fn reports(&self) -> impl Iterator<Item = Report> + '_ {
+        self.outcomes
+            .values()
+            .filter_map(|o| match o {
+                Outcome::Skipped(r) => Some(r.clone()),
+                _ => None,
+            })
+            .chain(self.reports.iter().cloned())
+    }
+
+    /// Drops `user`'s outcome: nothing of theirs is written (a `--user` person held whole).
+    pub(super) fn forget(&mut self, user: ObjectId) {
+        self.outcomes.remove(&user);
+    }
+
     /// The record a live user lives in after this run.
     pub(super) fn live_record(&self, user: ObjectId) -> Option<(RecordKind, RecordRef)> {
         match self.outcomes.get(&user)? {
