@@ -38,6 +38,8 @@ pub enum LinkState {
     Left,
     /// Archived by the sync because its user changed kind (SPEC 4.4).
     Archived,
+    /// The same, of a record an admin had deactivated: undoing the archive leaves it so.
+    ArchivedInactive,
 }
 
 impl LinkState {
@@ -46,7 +48,13 @@ impl LinkState {
             LinkState::Synced => "synced",
             LinkState::Left => "left",
             LinkState::Archived => "archived",
+            LinkState::ArchivedInactive => "archived_inactive",
         }
+    }
+
+    /// Whether the sync archived the record (kind change).
+    pub fn archived(self) -> bool {
+        matches!(self, LinkState::Archived | LinkState::ArchivedInactive)
     }
 
     pub fn parse(text: &str) -> Option<LinkState> {
@@ -54,6 +62,7 @@ impl LinkState {
             "synced" => Some(LinkState::Synced),
             "left" => Some(LinkState::Left),
             "archived" => Some(LinkState::Archived),
+            "archived_inactive" => Some(LinkState::ArchivedInactive),
             _ => None,
         }
     }

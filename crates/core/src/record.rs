@@ -171,6 +171,31 @@ impl Values {
         }
     }
 
+    /// The values before [`Values::archived`]: the `_Archived` suffixes (`_Archived2`, … for
+    /// usernames) taken off again. Values without them are returned as they are.
+    pub fn unarchived(&self) -> Values {
+        fn strip(v: &Option<String>, numbered: bool) -> Option<String> {
+            let v = v.as_ref()?;
+            let Some(at) = v.rfind("_Archived") else {
+                return Some(v.clone());
+            };
+            let rest = &v[at + "_Archived".len()..];
+            let ours = rest.is_empty() || (numbered && rest.bytes().all(|b| b.is_ascii_digit()));
+            Some(if ours { v[..at].to_string() } else { v.clone() })
+        }
+        match self {
+            Values::Employee(e) => Values::Employee(EmployeeValues {
+                username: strip(&e.username, true),
+                email: strip(&e.email, false),
+                ..e.clone()
+            }),
+            Values::Contact(c) => Values::Contact(ContactValues {
+                email: strip(&c.email, false),
+                ..c.clone()
+            }),
+        }
+    }
+
     /// Archived form after a kind change: access revoked and `suffix` appended to the
     /// username (employees) and email.
     pub fn archived(&self, username_suffix: &str, email_suffix: &str) -> Values {

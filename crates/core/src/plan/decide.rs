@@ -160,8 +160,7 @@ impl<'a> Decisions<'a> {
         for (user, links) in &self.mine {
             let out_of_scope = !self.in_scope(*user);
             out.extend(links.iter().copied().filter(|l| {
-                (out_of_scope || l.state == LinkState::Archived)
-                    && !taken.contains(&(l.kind, l.record_id))
+                (out_of_scope || l.state.archived()) && !taken.contains(&(l.kind, l.record_id))
             }));
         }
         out
@@ -329,7 +328,7 @@ impl<'a> Decisions<'a> {
         let other = d.kind().other();
         let mut archives: BTreeSet<i64> = BTreeSet::new();
         if let Some(link) = self.link_of(d.object_id, other)
-            && link.state != LinkState::Archived
+            && !link.state.archived()
         {
             archives.insert(link.record_id);
         }
@@ -378,6 +377,9 @@ impl<'a> Decisions<'a> {
         let unchanged = !forced && link.source.as_ref() == Some(&d.values);
         match (link.state, rec.active) {
             (LinkState::Left | LinkState::Archived, _) => Some(Action::Reactivate),
+            // The archive is undone; the record stays as the admin left it (deactivated).
+            (LinkState::ArchivedInactive, _) if unchanged => Some(Action::Update),
+            (LinkState::ArchivedInactive, _) => Some(Action::Reactivate),
             (LinkState::Synced, false) if unchanged => None,
             (LinkState::Synced, false) => Some(Action::Reactivate),
             (LinkState::Synced, true) if unchanged => None,
@@ -386,10 +388,30 @@ impl<'a> Decisions<'a> {
         }
     }
 
-    /// Whether a user comes back to the record the sync took out of service when they left,
-    /// with nothing else changed since it was written: the return undoes what the deactivation
-    /// did (service and access) and nothing more, so local edits made before stay (SPEC 4.6) —
-    /// as they do when no run saw the user leave (4.13).
+    /// What a user's return writes to the record the sync took out of service (it left
+    /// scope, or changed kind and back) when nothing else changed since it was written: it
+    /// undoes what the sync did — service, access, the `_Archived` names — and nothing more, so
+    /// local edits made before stay (SPEC 4.6), as they do when no run saw them go (4.13).
+    /// `None` when the record is simply rewritten from Entra.
+    fn undone(&self, d: &Desired, current: &Values) -> Option<Values> {
+        if self.run.scope.names(d.object_id) {
+            return None;
+        }
+        let link = self.link_of(d.object_id, d.kind())?;
+        if link.source.as_ref() != Some(&d.values) {
+            return None;
+        }
+        match link.state {
+            LinkState::Synced => None,
+            LinkState::Left => Some(current.with_access_of(&d.values)),
+            LinkState::Archived | LinkState::ArchivedInactive => {
+                Some(current.unarchived().with_access_of(&d.values))
+            }
+        }
+    }
+
+    /// Whether the user's return only gives back service and access (their names stay as the
+    /// record has them).
     fn only_returning(&self, d: &Desired) -> bool {
         !self.run.scope.names(d.object_id)
             && self
@@ -880,7 +902,14 @@ impl Decisions<'_> {
                         .archived_names
                         .get(id)
                         .map_or("_Archived", String::as_str);
-                    let linked_here = own_other_link.is_some_and(|l| l.record_id == *id);
+                    let linked_here = own_other_link.filter(|l| l.record_id == *id);
+                    // A record an admin deactivated stays so when the archive is undone.
+                    let state = match linked_here {
+                        Some(l) if !rec.active && l.state == LinkState::Synced => {
+                            LinkState::ArchivedInactive
+                        }
+                        _ => LinkState::Archived,
+                    };
                     out.push(Change {
                         action: Action::Archive,
                         kind: other,
@@ -889,8 +918,8 @@ impl Decisions<'_> {
                         user: d.user.clone(),
                         before: Some(rec.values.clone()),
                         after: rec.values.archived(suffix, "_Archived"),
-                        link: if linked_here || own_other_link.is_none() {
-                            LinkWrite::Mark(LinkState::Archived)
+                        link: if linked_here.is_some() || own_other_link.is_none() {
+                            LinkWrite::Mark(state)
                         } else {
                             LinkWrite::Keep
                         },
@@ -904,12 +933,13 @@ impl Decisions<'_> {
                         self.record(*kind, *id).map(|r| r.values.clone()),
                     ),
                 };
-                let (after, link) = match (matched, &before) {
-                    (Matched::Linked(_), Some(current)) if self.only_returning(&d) => (
-                        current.with_access_of(&d.values),
-                        LinkWrite::SyncedFrom(Box::new(d.values)),
-                    ),
-                    _ => (d.values, LinkWrite::Synced),
+                let undone = match (matched, &before) {
+                    (Matched::Linked(_), Some(current)) => self.undone(&d, current),
+                    _ => None,
+                };
+                let (after, link) = match undone {
+                    Some(after) => (after, LinkWrite::SyncedFrom(Box::new(d.values))),
+                    None => (d.values, LinkWrite::Synced),
                 };
                 out.push(Change {
                     action: *action,

@@ -492,6 +492,41 @@ fn a_record_an_admin_deactivated_stays_so_when_its_user_leaves_and_comes_back() 
 }
 
 #[test]
+fn a_record_an_admin_deactivated_stays_so_when_its_user_changes_kind_and_back() {
+    // Found by the random histories: undoing the archive reactivated the record only when a
+    // run had seen the kind change, so the store depended on when runs happened (SPEC 4.13).
+    for seen_moving in [false, true] {
+        let mut w = World::new();
+        w.add(user(1), EMP);
+        w.sync();
+        w.records.get_mut(&(E, 1)).unwrap().active = false;
+        w.leave(1, EMP);
+        w.join(1, CON);
+        if seen_moving {
+            let p = w.sync();
+            assert_eq!(p.count(Action::Archive), 1);
+            assert_eq!(p.count(Action::Create), 1);
+        }
+        w.leave(1, CON);
+        w.join(1, EMP);
+        w.sync();
+        let rec = w.record(E, 1);
+        assert!(!rec.active, "seen moving: {seen_moving}");
+        let e = employee_values(rec);
+        assert_eq!(
+            (e.username.as_deref(), e.email.as_deref()),
+            (Some("user1"), Some("User1@Contoso.com")),
+            "the archive is undone, seen moving: {seen_moving}"
+        );
+        assert!(!w.plan_for("t").writes_records(), "and it stays so");
+        // Her own change in Entra is what brings it back (Entra wins).
+        w.entra_user(1).surname = Some("Changed".into());
+        assert_eq!(w.sync().count(Action::Reactivate), 1);
+        assert!(w.record(E, 1).active);
+    }
+}
+
+#[test]
 fn a_name_an_admin_gave_a_synced_record_is_taken_as_long_as_the_record_keeps_it() {
     // Found in review: a record left as it is still counted as taking its user's names from
     // Entra, so a locally edited username or email could go to a second record.
