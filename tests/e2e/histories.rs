@@ -81,7 +81,8 @@ enum Step {
     FullSync,
     UserRun(usize),
     Release,
-    /// 40 days pass: records deactivated before are due for the 30-day retention purge.
+    /// 40 days pass: records deactivated before are due for the 30-day retention purge, and
+    /// Entra has deleted for good whoever was soft-deleted.
     Age,
 }
 
@@ -332,6 +333,17 @@ impl World {
                 if let Some(id) = id(p) {
                     let _ = sim.hard_delete_user(&id);
                     self.accounts[p] = None;
+                }
+            }
+            // Entra keeps deleted users 30 days: after 40, nobody soft-deleted can be restored.
+            Step::Age => {
+                for p in 0..PEOPLE {
+                    if let Some(id) = self.accounts[p].clone()
+                        && sim.user(&id).is_some_and(|u| u.deleted_date_time.is_some())
+                    {
+                        let _ = sim.hard_delete_user(&id);
+                        self.accounts[p] = None;
+                    }
                 }
             }
             Step::Recreate(p) if self.accounts[p].is_none() => {
@@ -709,5 +721,27 @@ fn random_histories_keep_every_store_consistent_and_independent_of_how_runs_were
     eprintln!("histories: {}", SEEN.line());
     if let Err(e) = result {
         panic!("{e}");
+    }
+}
+
+/// Histories the random ones found, kept as they shrank.
+#[test]
+fn histories_found_before_stay_fixed() {
+    let found = [(
+        // A harness bug, not the product's: a user restored 40 days after being deleted, which
+        // Entra cannot do (the incremental run rightly no longer looked for them).
+        vec![None, None, None, None, Some(Group::Staff)],
+        vec![
+            Step::SoftDelete(4),
+            Step::FullSync,
+            Step::Age,
+            Step::Restore(4),
+        ],
+    )];
+    for (start, steps) in found {
+        let replay = format!("{start:?} {steps:?}");
+        if let Err(e) = runtime().block_on(play(start, steps)) {
+            panic!("{replay}: {e}");
+        }
     }
 }
