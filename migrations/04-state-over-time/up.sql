@@ -11,9 +11,10 @@ CREATE TABLE tenant_directories (
 
 -- Links keyed by directory, with the UPN a record was last synced from (`sync --user` finds
 -- leavers by it) and what the sync last did with the record: 'synced' (written from Entra),
--- 'left' (deactivated because its user left scope), 'archived' (kind change), or
--- 'archived_inactive' (kind change of a record an admin had deactivated, which undoing the
--- archive leaves deactivated). A record an admin deactivated keeps 'synced': a local
+-- 'left' (deactivated because its user left scope), 'left_inactive' (access revoked because its
+-- user left scope, from a record an admin had deactivated, which their return leaves
+-- deactivated), 'archived' (kind change), or 'archived_inactive' (kind change of a record an
+-- admin had deactivated, which undoing the archive leaves deactivated). A record an admin deactivated keeps 'synced': a local
 -- deactivation is a local edit (SPEC 4.6).
 -- Older links carry the tenant's config name as their directory until that tenant's next run
 -- upgrades them, and the UPN the mirror has of their user; an inactive record counts as
@@ -27,7 +28,7 @@ CREATE TABLE sync_links_new (
     synced_at TEXT NOT NULL,
     upn TEXT,
     state TEXT NOT NULL DEFAULT 'synced'
-        CHECK (state IN ('synced', 'left', 'archived', 'archived_inactive')),
+        CHECK (state IN ('synced', 'left', 'left_inactive', 'archived', 'archived_inactive')),
     PRIMARY KEY (directory, object_id, record_kind),
     UNIQUE (record_kind, record_id)
 );

@@ -304,6 +304,27 @@ async fn a_local_deactivation_stays_when_another_user_changes() {
 }
 
 #[tokio::test]
+async fn a_leaver_loses_the_role_of_a_record_an_admin_had_deactivated_and_gets_it_back_on_return() {
+    // Found in review: a record an admin had deactivated kept its security role when its user
+    // left, so reactivating it by hand gave a leaver their access back.
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    let ada = env.user("ada");
+    env.add(&staff, &ada);
+    env.employee_rule(&staff, 10, Some("Tech"));
+    env.sync_ok(&[]).await;
+    env.exec("UPDATE employees SET active = 0, job_title = 'Local' WHERE username = 'ada'");
+    env.remove(&staff, &ada);
+    env.sync_ok(&[]).await;
+    let row = "SELECT active, security_role, job_title FROM employees WHERE username = 'ada'";
+    assert_eq!(env.rows(row), vec![vec!["0", "NULL", "Local"]]);
+    // Back: the access she had, and the record as the admin left it (as if no run saw her go).
+    env.add(&staff, &ada);
+    env.sync_ok(&[]).await;
+    assert_eq!(env.rows(row), vec![vec!["0", "Tech", "Local"]]);
+}
+
+#[tokio::test]
 async fn a_rehired_account_takes_over_the_old_record_whether_seen_in_one_round_or_two() {
     for one_round in [false, true] {
         let mut env = TestEnv::new().await;

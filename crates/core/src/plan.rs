@@ -36,6 +36,9 @@ pub enum LinkState {
     /// Deactivated by the sync because its user left scope (SPEC 4.7): the user's return
     /// reactivates it.
     Left,
+    /// Its access revoked because its user left scope, when an admin had already deactivated
+    /// it: their return gives the access back and leaves it deactivated.
+    LeftInactive,
     /// Archived by the sync because its user changed kind (SPEC 4.4).
     Archived,
     /// The same, of a record an admin had deactivated: undoing the archive leaves it so.
@@ -47,6 +50,7 @@ impl LinkState {
         match self {
             LinkState::Synced => "synced",
             LinkState::Left => "left",
+            LinkState::LeftInactive => "left_inactive",
             LinkState::Archived => "archived",
             LinkState::ArchivedInactive => "archived_inactive",
         }
@@ -61,6 +65,7 @@ impl LinkState {
         match text {
             "synced" => Some(LinkState::Synced),
             "left" => Some(LinkState::Left),
+            "left_inactive" => Some(LinkState::LeftInactive),
             "archived" => Some(LinkState::Archived),
             "archived_inactive" => Some(LinkState::ArchivedInactive),
             _ => None,

@@ -378,8 +378,11 @@ impl<'a> Decisions<'a> {
         match (link.state, rec.active) {
             (LinkState::Left | LinkState::Archived, _) => Some(Action::Reactivate),
             // The archive is undone; the record stays as the admin left it (deactivated).
-            (LinkState::ArchivedInactive, _) if unchanged => Some(Action::Update),
-            (LinkState::ArchivedInactive, _) => Some(Action::Reactivate),
+            // The archive or the revocation is undone; the record stays as the admin left it.
+            (LinkState::ArchivedInactive | LinkState::LeftInactive, _) if unchanged => {
+                Some(Action::Update)
+            }
+            (LinkState::ArchivedInactive | LinkState::LeftInactive, _) => Some(Action::Reactivate),
             (LinkState::Synced, false) if unchanged => None,
             (LinkState::Synced, false) => Some(Action::Reactivate),
             (LinkState::Synced, true) if unchanged => None,
@@ -403,7 +406,7 @@ impl<'a> Decisions<'a> {
         }
         match link.state {
             LinkState::Synced => None,
-            LinkState::Left => Some(current.with_access_of(&d.values)),
+            LinkState::Left | LinkState::LeftInactive => Some(current.with_access_of(&d.values)),
             LinkState::Archived | LinkState::ArchivedInactive => {
                 Some(current.unarchived().with_access_of(&d.values))
             }
@@ -414,16 +417,18 @@ impl<'a> Decisions<'a> {
     /// record has them).
     fn only_returning(&self, d: &Desired) -> bool {
         !self.run.scope.names(d.object_id)
-            && self
-                .link_of(d.object_id, d.kind())
-                .is_some_and(|l| l.state == LinkState::Left && l.source.as_ref() == Some(&d.values))
+            && self.link_of(d.object_id, d.kind()).is_some_and(|l| {
+                matches!(l.state, LinkState::Left | LinkState::LeftInactive)
+                    && l.source.as_ref() == Some(&d.values)
+            })
     }
 
     /// SPEC 4.7: the records of a user who left scope (removed from every rule's group,
     /// disabled, deleted, lost their email) leave service — unless a returning account took
     /// one over this run. Never the root; never deleted. A record already out of service (an
-    /// admin deactivated it) is left as it is: whether the user's leaving was seen by a run or
-    /// not must not matter (SPEC 4.13).
+    /// admin deactivated it) only loses its access and stays as it is otherwise, so that the
+    /// user's return gives back exactly that: whether a run saw them leave must not matter
+    /// (SPEC 4.13).
     fn deactivate_4_7(
         &self,
         links: &[&Link],
@@ -436,7 +441,15 @@ impl<'a> Decisions<'a> {
             let Some(rec) = self.record(link.kind, link.record_id) else {
                 continue;
             };
-            if taken.contains(&key) || link.state != LinkState::Synced || !rec.active {
+            if taken.contains(&key) || link.state != LinkState::Synced {
+                continue;
+            }
+            if !rec.active {
+                // Out of service already: only the access goes (SPEC 4.7), the record stays
+                // as the admin left it.
+                if !rec.is_root && rec.values.revoked() != rec.values {
+                    out.push((link.kind, link.record_id, Action::Update));
+                }
                 continue;
             }
             if rec.is_root {
@@ -872,16 +885,16 @@ impl Decisions<'_> {
                     else {
                         continue;
                     };
-                    let after = match action {
-                        Action::Deactivate => rec.values.revoked(),
-                        _ => rec.values.clone(),
+                    let state = match action {
+                        Action::Deactivate => LinkState::Left,
+                        _ => LinkState::LeftInactive,
                     };
                     out.push(Change::retire(
                         *action,
                         link,
                         rec,
-                        after,
-                        LinkWrite::Mark(LinkState::Left),
+                        rec.values.revoked(),
+                        LinkWrite::Mark(state),
                     ));
                 }
             }

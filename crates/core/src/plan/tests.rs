@@ -469,21 +469,29 @@ fn a_record_an_admin_deactivated_stays_so_when_its_user_leaves_and_comes_back() 
         w.records.get_mut(&(E, 1)).unwrap().active = false;
         w.leave(1, EMP);
         if seen_leaving {
+            // Already out of service: only the access goes, which nobody may keep once gone.
             let p = w.sync();
-            assert!(
-                p.changes.is_empty(),
-                "already out of service: {:?}",
-                p.changes
+            assert_eq!(
+                actions(&p),
+                vec![(Action::Update, "User1@Contoso.com".into())]
             );
+            assert!(!w.record(E, 1).active);
+            assert_eq!(employee_values(w.record(E, 1)).security_role, None);
         }
         w.join(1, EMP);
         let p = w.sync();
         assert!(
-            p.changes.is_empty(),
+            p.changes.iter().all(|c| c.action == Action::Update),
             "seen leaving: {seen_leaving}: {:?}",
             p.changes
         );
         assert!(!w.record(E, 1).active);
+        assert_eq!(
+            employee_values(w.record(E, 1)).security_role.as_deref(),
+            Some("Technician"),
+            "as it was, seen leaving: {seen_leaving}"
+        );
+        assert!(!w.plan_for("t").writes_records(), "and it stays so");
         // Her own change in Entra is what brings it back (Entra wins).
         w.entra_user(1).surname = Some("Changed".into());
         assert_eq!(w.sync().count(Action::Reactivate), 1);
