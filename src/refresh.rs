@@ -26,6 +26,11 @@ pub struct Refreshed {
     /// the stored mirror is still current and need not even be loaded.
     pub snapshot: Option<Snapshot>,
     pub cursors: Cursors,
+    /// Users this read learned are deleted but restorable (a full read lists deletedItems; an
+    /// incremental one sees them removed in users delta). A restore brings a user back with
+    /// their memberships but without a membership change in groups delta, so the store keeps
+    /// them to recognise one (`entra_departed`).
+    pub deleted: BTreeSet<ObjectId>,
 }
 
 /// What the cursors track: the rule groups, nesting and the user `$select`.
@@ -56,6 +61,8 @@ pub async fn full(
     links.insert("users".to_string(), users.delta_link);
     links.extend(latest_group_links(client, &tracked, 0).await?);
     let snapshot = fetch::full_snapshot(client, &rule_groups, rules.nested_groups).await?;
+    // Deleted before the users cursor was taken: its rounds will only ever show the restore.
+    let deleted = fetch::deleted_users(client).await?;
     // Nested groups found by this read get cursors of their own, taken now; the groups tracked
     // before keep the ones taken before the read, so what changed in them during the read is
     // replayed by the next round. (A change inside a newly found group between its read and
@@ -77,6 +84,7 @@ pub async fn full(
             rules: rules.fingerprint(),
             links,
         },
+        deleted,
     })
 }
 
@@ -139,6 +147,7 @@ pub async fn incremental(
             mode: RunMode::Incremental,
             snapshot: None,
             cursors: new_cursors,
+            deleted: BTreeSet::new(),
         }));
     }
     let mut snapshot = mirror().map_err(|reason| GraphError::BadResponse {
@@ -264,5 +273,6 @@ pub async fn incremental(
         mode: RunMode::Incremental,
         snapshot: Some(snapshot),
         cursors: new_cursors,
+        deleted: users.removed,
     }))
 }

@@ -316,8 +316,9 @@ async fn tenant_run(
         {
             attempting = RunMode::Incremental;
             // Entra keeps a deleted user 30 days: one who departed longer ago cannot be restored.
-            let departed_after =
-                crate::clock::rfc3339(syncer.clock.now() - chrono::Duration::days(31));
+            let departed_after = crate::clock::rfc3339(
+                syncer.clock.now() - chrono::Duration::days(crate::store::RESTORABLE_DAYS),
+            );
             let linked = |users: &[entra_sync_core::ObjectId]| match &store {
                 Some(s) => s
                     .returning_users(&tenant.name, &directory, users, &departed_after)
@@ -402,7 +403,7 @@ async fn tenant_run(
                 ..Plan::default()
             };
             let access = Access::open(&mut store, opts.dry_run, syncer.clock())?;
-            access.write_mirror(&tenant.name, None, &refreshed.cursors)?;
+            access.write_mirror(&tenant.name, None, &refreshed.cursors, &refreshed.deleted)?;
             apply_recorded(access, &run, outcome, &plan, None, open_before)?;
             return Ok(Some(plan));
         }
@@ -456,7 +457,12 @@ async fn tenant_run(
             plan
         });
         let written = if opts.user.is_none() {
-            access.write_mirror(&tenant.name, fresh.then_some(&snapshot), &refreshed.cursors)
+            access.write_mirror(
+                &tenant.name,
+                fresh.then_some(&snapshot),
+                &refreshed.cursors,
+                &refreshed.deleted,
+            )
         } else {
             Ok(())
         };
@@ -507,9 +513,17 @@ impl<'s> Access<'s> {
         tenant: &str,
         snapshot: Option<&Snapshot>,
         cursors: &crate::store::Cursors,
+        deleted: &std::collections::BTreeSet<entra_sync_core::ObjectId>,
     ) -> Result<(), StoreError> {
         match self {
-            Access::Write(w) => w.write_mirror(tenant, &MirrorWrite { snapshot, cursors }),
+            Access::Write(w) => w.write_mirror(
+                tenant,
+                &MirrorWrite {
+                    snapshot,
+                    cursors,
+                    deleted,
+                },
+            ),
             Access::Read(_) => Ok(()),
         }
     }

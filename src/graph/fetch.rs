@@ -177,6 +177,29 @@ pub async fn member_of(
     Ok(groups)
 }
 
+/// The users in the tenant's deletedItems (`/directory/deletedItems/microsoft.graph.user`,
+/// every page): deleted within the last 30 days, so they may still be restored.
+pub async fn deleted_users(client: &GraphClient) -> Result<BTreeSet<ObjectId>, GraphError> {
+    let what = "deleted users";
+    let mut next =
+        Some(client.url("/directory/deletedItems/microsoft.graph.user?$select=id&$top=999"));
+    let mut users = BTreeSet::new();
+    while let Some(url) = next.take() {
+        let page = client.get_page::<Member>(&url, what).await?;
+        next = page.next_link;
+        for item in page.value {
+            match item.id() {
+                Ok(Some(id)) => {
+                    users.insert(id);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(GraphError::not_a_guid(what, e)),
+            }
+        }
+    }
+    Ok(users)
+}
+
 /// SPEC 5.6: with too narrow a permission Graph returns every user with null properties.
 /// Such a snapshot must fail the run, not look like users losing their email.
 pub fn check_permissions(snapshot: &Snapshot) -> Result<(), GraphError> {

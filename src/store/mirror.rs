@@ -6,7 +6,7 @@
 //! run with nothing new writes no rows. Decides nothing.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use entra_sync_core::ObjectId;
 use entra_sync_core::directory::{EntraGroup, EntraUser, MemberType, Snapshot};
@@ -25,11 +25,17 @@ pub struct Cursors {
     pub links: BTreeMap<String, String>,
 }
 
-/// What a run writes of the mirror: the new state (`None`: unchanged) and the new cursors.
+/// What a run writes of the mirror: the new state (`None`: unchanged), the new cursors, and
+/// the users it learned are deleted but restorable.
 pub struct MirrorWrite<'a> {
     pub snapshot: Option<&'a Snapshot>,
     pub cursors: &'a Cursors,
+    pub deleted: &'a BTreeSet<ObjectId>,
 }
+
+/// How long Entra keeps a deleted user restorable, and a day to spare: a user noted departed
+/// longer ago cannot come back by a restore.
+pub const RESTORABLE_DAYS: i64 = 31;
 
 impl Store {
     /// The tenant's mirrored directory (empty when never synced).
@@ -299,8 +305,9 @@ fn mirror_diff<'a>(
 }
 
 /// Writes the mirror diff and the cursors; returns the number of mirror rows written. A user
-/// who loses their last membership is noted as departed (`entra_departed`), one who gains one
-/// is no longer.
+/// who loses their last membership, or is deleted but restorable, is noted as departed
+/// (`entra_departed`, forgotten after [`RESTORABLE_DAYS`]); one who gains a membership is no
+/// longer.
 pub(crate) fn write_mirror(
     tx: &Transaction<'_>,
     tenant: &str,
@@ -388,6 +395,22 @@ pub(crate) fn write_mirror(
             departed.execute(params![tenant, user, now])?;
         }
     }
+    if !write.deleted.is_empty() {
+        let mut deleted = tx.prepare_cached(
+            "INSERT INTO entra_departed (tenant, object_id, since) VALUES (?1, ?2, ?3)
+             ON CONFLICT (tenant, object_id) DO UPDATE SET since = excluded.since",
+        )?;
+        for user in write.deleted {
+            deleted.execute(params![tenant, IdText::of(*user), now])?;
+        }
+    }
+    if let Ok(now) = chrono::DateTime::parse_from_rfc3339(now) {
+        let before = now - chrono::Duration::days(RESTORABLE_DAYS);
+        tx.execute(
+            "DELETE FROM entra_departed WHERE tenant = ?1 AND since < ?2",
+            params![tenant, crate::clock::rfc3339(before.to_utc())],
+        )?;
+    }
     tx.execute("DELETE FROM delta_cursors WHERE tenant = ?1", [tenant])?;
     for (resource, link) in &write.cursors.links {
         tx.execute(
@@ -442,6 +465,7 @@ mod tests {
             &MirrorWrite {
                 snapshot: Some(s),
                 cursors: &cursors,
+                deleted: &BTreeSet::new(),
             },
             "2026-11-23T00:00:00Z",
         )

@@ -10,7 +10,7 @@ mod mirror;
 mod state;
 
 pub(crate) use mirror::write_mirror;
-pub use mirror::{Cursors, MirrorWrite};
+pub use mirror::{Cursors, MirrorWrite, RESTORABLE_DAYS};
 pub(crate) use state::write_state;
 pub use state::{HeldChange, OpenState};
 

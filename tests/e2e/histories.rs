@@ -734,6 +734,17 @@ fn random_histories_keep_every_store_consistent_and_independent_of_how_runs_were
 fn histories_found_before_stay_fixed() {
     let found = [
         (
+            // Added to a group and deleted before any run saw either, then a full run, then
+            // restored: incremental runs never looked for them.
+            vec![None; PEOPLE],
+            vec![
+                Step::Move(1, Group::Staff),
+                Step::SoftDelete(1),
+                Step::FullSync,
+                Step::Restore(1),
+            ],
+        ),
+        (
             // A harness bug: an edit made where one store had held a kind change (the edited
             // record was not there yet) and another had not.
             vec![

@@ -256,6 +256,32 @@ async fn a_user_restored_after_a_full_run_is_reactivated_by_an_incremental_run()
 }
 
 #[tokio::test]
+async fn a_user_no_run_saw_join_restored_after_a_full_run_is_created_by_an_incremental_run() {
+    // Found by the random histories: added to a group and deleted before any run saw either,
+    // the user was in no listing, no mirror and no delta round, so a restore went unseen
+    // until the next full run. A full run now notes the tenant's deleted users.
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    let ada = env.user("ada");
+    env.employee_rule(&staff, 10, None);
+    env.sync_ok(&[]).await;
+    env.add(&staff, &ada);
+    env.sim().delete_user(&ada).unwrap();
+    env.sync_ok(&["--full"]).await;
+    assert!(
+        env.rows("SELECT id FROM employees WHERE is_root = 0")
+            .is_empty()
+    );
+    env.sim().restore_user(&ada).unwrap();
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["mode"], "incremental", "{s}");
+    assert_eq!(
+        env.rows("SELECT username, active FROM employees WHERE is_root = 0"),
+        vec![vec!["ada", "1"]]
+    );
+}
+
+#[tokio::test]
 async fn a_local_deactivation_stays_when_another_user_changes() {
     let mut env = TestEnv::new().await;
     let staff = env.group("Staff", 1);
