@@ -166,13 +166,18 @@ impl<'a> Decisions<'a> {
         out
     }
 
-    /// The active record a user not decided this run still lives in (for group membership).
+    /// The record a user not decided this run (skipped, say) still lives in, for group
+    /// membership: the one the sync last wrote for them and did not take out of service,
+    /// whether or not an admin deactivated it since (a local edit must not change what a run
+    /// that sees nothing new in Entra would not: SPEC 4.13).
     pub(super) fn current_live(&self, user: ObjectId) -> Option<(RecordKind, RecordRef)> {
-        self.mine.get(&user)?.iter().find_map(|l| {
-            let rec = self.record(l.kind, l.record_id)?;
-            rec.active
-                .then_some((l.kind, RecordRef::Existing(l.record_id)))
-        })
+        self.mine
+            .get(&user)?
+            .iter()
+            .filter(|l| l.state == LinkState::Synced && self.record(l.kind, l.record_id).is_some())
+            .map(|l| (l.kind, l.record_id))
+            .min()
+            .map(|(kind, id)| (kind, RecordRef::Existing(id)))
     }
 
     /// A `--user` person whose outcome waits on somebody else's pending change: reported,

@@ -590,6 +590,25 @@ fn username_collision_is_reported_and_never_steals_the_name() {
 }
 
 #[test]
+fn a_skipped_users_record_stays_in_its_group_whatever_an_admin_did_to_it() {
+    // Found by the random histories: the membership of a skipped user's record followed its
+    // `active` flag, so a local deactivation changed it only in runs that planned again.
+    let mut w = World::new();
+    w.employee(5, "taken", "someone@else.com", true, false);
+    w.add(user(1), EMP);
+    w.sync();
+    w.entra_user(1).user_principal_name = Some("taken@contoso.com".into());
+    let p = w.sync();
+    assert_eq!(p.reports.len(), 1, "{:?}", p.reports);
+    let before = w.group_members("t", EMP);
+    assert_eq!(before.len(), 1);
+    w.records.get_mut(&(E, 6)).unwrap().active = false;
+    let p = w.sync();
+    assert!(p.groups.is_empty(), "{:?}", p.groups);
+    assert_eq!(w.group_members("t", EMP), before);
+}
+
+#[test]
 fn leaving_scope_deactivates_and_coming_back_reactivates_the_same_record() {
     let mut w = World::new();
     for n in 1..=10 {
