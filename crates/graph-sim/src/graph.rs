@@ -116,9 +116,13 @@ fn decode_seg(s: &str) -> String {
         .into_owned()
 }
 
+/// A type-cast segment: `microsoft.graph.user`, or with the namespace's alias `graph.user`
+/// (Graph's CSDL declares `Alias="graph"`; the Python SDK's request builders use it).
 fn cast_kind(seg: &str) -> Option<Option<ObjectKind>> {
     let lower = seg.to_ascii_lowercase();
-    let name = lower.strip_prefix("microsoft.graph.")?;
+    let name = lower
+        .strip_prefix("microsoft.graph.")
+        .or_else(|| lower.strip_prefix("graph."))?;
     Some(match name {
         "user" => Some(ObjectKind::User),
         "group" => Some(ObjectKind::Group),

@@ -171,6 +171,11 @@ async fn members_include_other_object_types_and_the_user_cast_only_users() {
         .filter(|v| v["@odata.type"] == "#microsoft.graph.user")
         .count();
     assert_eq!(users.len(), expected);
+    // The namespace's alias (`Alias="graph"` in Graph's CSDL), as the Python SDK sends it.
+    let aliased = env
+        .all(&format!("/groups/{}/members/graph.user?$top=3", g.id))
+        .await;
+    assert_eq!(aliased, users);
     let r = env
         .get(&format!(
             "/groups/{}/members/microsoft.graph.servicePrincipal",
