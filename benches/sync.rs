@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use entra_sync::credential::Credential;
 use serde_json::{Value, json};
 
 struct Run {
@@ -284,7 +285,10 @@ async fn main() {
             ("client_id", parsed.tenants[0].client_id.as_str()),
             (
                 "client_secret",
-                parsed.tenants[0].secret.as_ref().unwrap().expose(),
+                match parsed.tenants[0].credential.as_ref().unwrap() {
+                    Credential::Secret(secret) => secret.expose(),
+                    Credential::Certificate(_) => unreachable!("graph-sim's config has a secret"),
+                },
             ),
             ("scope", "https://graph.microsoft.com/.default"),
         ])

@@ -1,24 +1,31 @@
 //! The daemon's admin endpoint (axum, loopback by default): `GET /healthz`, `GET /status`,
 //! `GET /metrics` (Prometheus text from the `metrics` recorder) and `POST /resync`.
 //!
-//! Owns what it serves ([`AdminState`]) and the resync requests it hands to the daemon's worker
-//! ([`ResyncRequest`]); it never runs a sync itself and never returns a secret. `POST /resync`
-//! is refused without the bearer token when `admin.token_file` is set.
+//! Owns what it serves ([`AdminState`]), the resync requests it hands to the daemon's worker
+//! ([`ResyncRequest`]) and its trust boundary (SPEC 5.8): only `Host` names it is known by (no
+//! DNS rebinding), no `POST` from a browser page of another origin, the bearer token from
+//! `admin.token_file` on everything but `/healthz` and `/metrics`, a 30 s limit to send a
+//! request and a cap on the connections it holds ([`Limits`]). It never runs a sync itself and
+//! never returns a secret.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Query, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::clock::Instant;
 use crate::config::Config;
@@ -85,28 +92,192 @@ impl AdminState {
     }
 }
 
-/// The endpoint's routes, for [`serve`] or for a test to call directly.
+/// The endpoint's routes behind its guard, for [`serve`] or for a test to call directly.
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/resync", post(resync))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Routes anyone who can reach the port may read (probes and scrapers); everything else needs
+/// the token when one is set.
+const OPEN_PATHS: [&str; 2] = ["/healthz", "/metrics"];
+
+fn refuse(status: StatusCode, text: String) -> Response {
+    (status, format!("{text}\n")).into_response()
+}
+
+/// The host part of a `Host` header or an `Origin`'s authority, lower-case, without port.
+fn host_name(authority: &str) -> &str {
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+impl AdminState {
+    /// Whether `host` (no port) is a name this endpoint is known by: its listen address, a
+    /// loopback address, `localhost`, or a name in `admin.allowed_hosts`.
+    fn known_host(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let config = self.config();
+        if host == "localhost" || config.admin.allowed_hosts.contains(&host) {
+            return true;
+        }
+        match host.parse::<IpAddr>() {
+            Ok(ip) => ip.is_loopback() || config.admin.listen_addr().is_some_and(|l| l.ip() == ip),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The trust boundary in front of every route (SPEC 5.8).
+async fn guard(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    let Some(host) = host else {
+        return refuse(StatusCode::BAD_REQUEST, "a Host header is required".into());
+    };
+    if !state.known_host(host_name(host)) {
+        // DNS rebinding: a web page whose name resolves to this machine.
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "Host {:?} is not a name of this endpoint; add it to admin.allowed_hosts",
+                host.chars().take(100).collect::<String>()
+            ),
+        );
+    }
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        // A browser says where a request comes from; another origin's page may not act here.
+        let cross_site = headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.eq_ignore_ascii_case("cross-site") || v.eq_ignore_ascii_case("same-site")
+            });
+        let foreign_origin = headers.get(header::ORIGIN).is_some_and(|origin| {
+            let origin = origin.to_str().unwrap_or("null");
+            match origin.split_once("://") {
+                Some((_, authority)) => !state.known_host(host_name(authority)),
+                None => true,
+            }
+        });
+        if cross_site || foreign_origin {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "requests from web pages of other origins are refused".into(),
+            );
+        }
+    }
+    if !OPEN_PATHS.contains(&request.uri().path())
+        && let Some(expected) = state.token()
+    {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same(given, expected.expose()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                format!(
+                    "{} needs `Authorization: Bearer <token from admin.token_file>`\n",
+                    request.uri().path().chars().take(100).collect::<String>()
+                ),
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// What the endpoint's accept loop allows a client.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A connection that has not sent a whole request head within this long is closed (an idle
+    /// keep-alive connection too).
+    pub header_timeout: Duration,
+    /// Connections held at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(30),
+            max_connections: 64,
+        }
+    }
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown` resolves; connections then
+/// finish the request they are in.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!("admin endpoint stopped: {e}");
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stopping, stop_rx) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut refused = 0u64;
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("admin endpoint cannot accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    refused,
+                    "admin endpoint holds {} connections already; closing new ones",
+                    limits.max_connections
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                // The only change is to stopping (or the loop is gone).
+                _ = stop_rx.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(slot);
+        });
     }
+    let _ = stopping.send(true);
 }
 
 async fn healthz(State(state): State<Arc<AdminState>>) -> Response {
@@ -180,24 +351,8 @@ fn flag(params: &HashMap<String, String>, name: &str) -> Result<bool, String> {
 
 async fn resync(
     State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Some(expected) = state.token() {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !same(given, expected.expose()) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "POST /resync needs `Authorization: Bearer <token from admin.token_file>`\n",
-            )
-                .into_response();
-        }
-    }
     let (full, allow) = match (
         flag(&params, "full"),
         flag(&params, "allow_mass_deactivation"),

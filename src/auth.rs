@@ -1,9 +1,10 @@
-//! Signing in to Entra ID with OAuth 2.0 client credentials (the `oauth2` crate), caching the
-//! access token and renewing it before it expires.
+//! Signing in to Entra ID with OAuth 2.0 client credentials (the `oauth2` crate), with a client
+//! secret or a certificate's signed assertion ([`crate::credential`]), caching the access token
+//! and renewing it before it expires.
 //!
 //! Owns the token endpoint conversation and turns Microsoft's error answers (`error`,
 //! `error_codes` / AADSTS) into one readable [`AuthError`] with what to do. It must never put
-//! the client secret or a token in an error, a log line or a `Debug` output.
+//! a secret, a key, an assertion or a token in an error, a log line or a `Debug` output.
 
 use std::fmt;
 use std::time::Duration;
@@ -13,9 +14,8 @@ use oauth2::basic::{
     BasicTokenType,
 };
 use oauth2::{
-    AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet, ExtraTokenFields,
-    RequestTokenError, Scope, StandardRevocableToken, StandardTokenResponse, TokenResponse,
-    TokenUrl,
+    AuthType, ClientId, EndpointNotSet, EndpointSet, ExtraTokenFields, RequestTokenError, Scope,
+    StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -23,7 +23,9 @@ use tokio::time::Instant;
 
 use entra_sync_core::ObjectId;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::TenantConfig;
+use crate::credential::{ASSERTION_TYPE, Credential};
 use crate::secret::Secret;
 
 /// Renew this long before the token expires.
@@ -104,6 +106,7 @@ pub struct TokenSource {
     client_id: String,
     token_url: String,
     scope: String,
+    credential: Credential,
     client: EntraClient,
     http: reqwest::Client,
     cached: Mutex<Option<Cached>>,
@@ -118,17 +121,20 @@ impl TokenSource {
             tenant: tenant.name.clone(),
             reason,
         };
-        let secret = tenant.secret.as_ref().ok_or_else(|| AuthError::Rejected {
-            tenant: tenant.name.clone(),
-            summary: "no client secret loaded".into(),
-            fix: "set client_secret_file or client_secret_env".into(),
-        })?;
+        let credential = tenant
+            .credential
+            .clone()
+            .ok_or_else(|| AuthError::Rejected {
+                tenant: tenant.name.clone(),
+                summary: "no credential loaded".into(),
+                fix: "set client_certificate_file, client_secret_file or client_secret_env".into(),
+            })?;
         let token_url = format!(
             "{}/{}/oauth2/v2.0/token",
             tenant.authority, tenant.tenant_id
         );
+        // The credential is added to each request (borrowed, never copied into the client).
         let client = oauth2::Client::new(ClientId::new(tenant.client_id.clone()))
-            .set_client_secret(ClientSecret::new(secret.expose().to_string()))
             .set_auth_type(AuthType::RequestBody)
             .set_token_uri(
                 TokenUrl::new(token_url.clone())
@@ -146,6 +152,7 @@ impl TokenSource {
             client_id: tenant.client_id.clone(),
             token_url,
             scope: graph_scope(&tenant.graph_url),
+            credential,
             client,
             http,
             cached: Mutex::new(None),
@@ -225,17 +232,37 @@ impl TokenSource {
         {
             return Ok(c.token.clone());
         }
-        let response = self
+        let request = self
             .client
             .exchange_client_credentials()
-            .add_scope(Scope::new(self.scope.clone()))
+            .add_scope(Scope::new(self.scope.clone()));
+        let assertion;
+        let request = match &self.credential {
+            Credential::Secret(secret) => request.add_extra_param("client_secret", secret.expose()),
+            Credential::Certificate(cert) => {
+                // The identity platform checks it against its own clock: the system's, never
+                // a test's or a replayed run's.
+                let now = SystemClock.now().timestamp();
+                assertion = cert
+                    .assertion(&self.client_id, &self.token_url, now)
+                    .map_err(|reason| AuthError::Rejected {
+                        tenant: self.tenant.clone(),
+                        summary: reason,
+                        fix: "check client_certificate_file".into(),
+                    })?;
+                request
+                    .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+                    .add_extra_param("client_assertion", assertion.expose())
+            }
+        };
+        let response = request
             .request_async(&self.http)
             .await
             .map_err(|e| self.explain(e))?;
         let lifetime = response.expires_in().unwrap_or(Duration::from_secs(3599));
         // Renew 5 minutes early, or halfway through a short test lifetime.
         let margin = REFRESH_MARGIN.min(lifetime / 2);
-        let token = Secret::new(response.access_token().secret().clone());
+        let token = Secret::new(response.access_token().secret());
         *cached = Some(Cached {
             token: token.clone(),
             renew_at: Instant::now() + lifetime - margin,
@@ -291,6 +318,18 @@ impl TokenSource {
                 self.client_id
             ),
             Some(7000222) => "the client secret has expired: create a new one under Certificates & secrets and update the secret file".into(),
+            Some(700027) => match &self.credential {
+                Credential::Certificate(cert) => format!(
+                    "the certificate with thumbprint {} is not registered on app {}, or has expired: upload the certificate (.crt) under Certificates & secrets of the app registration, or renew it",
+                    cert.thumbprint, self.client_id
+                ),
+                Credential::Secret(_) => "the app expects a certificate: set client_certificate_file".into(),
+            },
+            Some(700024) => "the client assertion is outside its valid time range: check this machine's clock (NTP)".into(),
+            Some(700021) => format!(
+                "the certificate was accepted but the assertion names another application: check client_id ({})",
+                self.client_id
+            ),
             Some(700016) => format!(
                 "application {} was not found in tenant {}: check client_id and tenant_id, and that an admin consented the app in this tenant",
                 self.client_id, self.tenant_id

@@ -15,7 +15,8 @@ use serde::{Deserialize, Deserializer};
 
 pub use entra_sync_core::rules::EmailSource;
 
-use crate::secret::{Secret, SecretSource};
+use crate::credential::{Certificate, Credential};
+use crate::secret::SecretSource;
 
 /// Prefix of environment overrides: `ENTRA_SYNC__SYNC__MAX_ATTEMPTS=3`.
 pub const ENV_PREFIX: &str = "ENTRA_SYNC";
@@ -58,6 +59,9 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// The directory of the config file: relative store and secret paths are relative to it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +94,8 @@ pub struct SyncConfig {
     pub default_phone_type: String,
     pub reconnect_after_seconds: u64,
     pub max_attempts: u32,
+    /// A longer `Retry-After` is not waited for: that try counts as failed.
+    pub max_retry_wait_seconds: u64,
     /// Graph requests in flight per tenant.
     pub max_concurrency: usize,
     /// Timeout of one Graph request.
@@ -106,6 +112,7 @@ impl Default for SyncConfig {
             default_phone_type: "Work".into(),
             reconnect_after_seconds: 120,
             max_attempts: 6,
+            max_retry_wait_seconds: 300,
             max_concurrency: 4,
             request_timeout_seconds: 60,
             retry_base_ms: 500,
@@ -140,6 +147,8 @@ pub struct RetentionConfig {
 pub struct AdminConfig {
     pub listen: String,
     pub token_file: String,
+    /// Host names accepted besides the listen address and `localhost` (no DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -147,7 +156,15 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "127.0.0.1:8650".into(),
             token_file: String::new(),
+            allowed_hosts: Vec::new(),
         }
+    }
+}
+
+impl AdminConfig {
+    /// The parsed listen address (validated by [`Config::parse`]).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
     }
 }
 
@@ -161,6 +178,10 @@ pub struct TenantConfig {
     pub client_secret_file: Option<PathBuf>,
     #[serde(default)]
     pub client_secret_env: Option<String>,
+    /// PEM with the private key and the certificate registered on the app: a signed
+    /// `client_assertion` instead of a secret.
+    #[serde(default)]
+    pub client_certificate_file: Option<PathBuf>,
     #[serde(default = "default_authority")]
     pub authority: String,
     #[serde(default = "default_graph_url")]
@@ -169,7 +190,7 @@ pub struct TenantConfig {
     pub account: Option<String>,
     /// Filled in by [`Config::load`]; never deserialized from the file.
     #[serde(skip)]
-    pub secret: Option<Secret>,
+    pub credential: Option<Credential>,
 }
 
 fn default_authority() -> String {
@@ -237,7 +258,7 @@ impl Config {
         })?;
         let env: Vec<(String, String)> = std::env::vars().collect();
         let mut config = Self::parse(&text, &env)?;
-        config.resolve_relative_paths(path.parent().unwrap_or(Path::new(".")));
+        config.resolve_relative_paths(path.parent().unwrap_or(Path::new("")));
         Ok(config)
     }
 
@@ -263,6 +284,8 @@ impl Config {
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("admin.allowed_hosts")
             .source(Some(overrides.iter().cloned().collect()));
         let built = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
@@ -296,6 +319,7 @@ fn known_env_key(rest: &str) -> bool {
                     "default_phone_type",
                     "reconnect_after_seconds",
                     "max_attempts",
+                    "max_retry_wait_seconds",
                     "max_concurrency",
                     "request_timeout_seconds",
                     "retry_base_ms",
@@ -303,7 +327,7 @@ fn known_env_key(rest: &str) -> bool {
             ),
             ("safety", &["max_deactivations", "max_deactivation_percent"]),
             ("retention", &["purge_deactivated_after_days"]),
-            ("admin", &["listen", "token_file"]),
+            ("admin", &["listen", "token_file", "allowed_hosts"]),
             (
                 "employee_defaults",
                 &[
@@ -354,10 +378,36 @@ impl Config {
                 "must be between 0 (off) and 100",
             ));
         }
-        self.admin
+        let listen = self
+            .admin
             .listen
             .parse::<SocketAddr>()
             .map_err(|_| invalid("admin.listen", "must be an address like 127.0.0.1:8650"))?;
+        if !listen.ip().is_loopback() && self.admin.token_file.trim().is_empty() {
+            return Err(invalid(
+                "admin.token_file",
+                format!(
+                    "required when admin.listen ({listen}) is not a loopback address: anyone who reaches the port could run syncs; \
+                     set token_file to a file holding a long random token, or listen on 127.0.0.1"
+                ),
+            ));
+        }
+        for (i, host) in self.admin.allowed_hosts.iter_mut().enumerate() {
+            let name = host.trim().trim_end_matches('.').to_ascii_lowercase();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']'))
+            {
+                return Err(invalid(
+                    format!("admin.allowed_hosts[{i}]"),
+                    format!(
+                        "\"{host}\" is not a host name; give names like \"sync.example.internal\" (no scheme, no path)"
+                    ),
+                ));
+            }
+            *host = name;
+        }
         if self.tenants.is_empty() {
             return Err(invalid(
                 "tenants",
@@ -416,23 +466,42 @@ impl Config {
                     ),
                 )
             })?;
-            match (&t.client_secret_file, &t.client_secret_env) {
-                (Some(_), Some(_)) => {
+            let given = [
+                t.client_secret_file.is_some(),
+                t.client_secret_env.is_some(),
+                t.client_certificate_file.is_some(),
+            ];
+            match given.iter().filter(|g| **g).count() {
+                0 => {
                     return Err(invalid(
                         key("client_secret_file"),
-                        "set either client_secret_file or client_secret_env, not both",
+                        "missing: set client_certificate_file (a PEM with key and certificate), client_secret_file (a file holding the secret) or client_secret_env",
                     ));
                 }
-                (None, None) => {
+                1 => {}
+                _ => {
                     return Err(invalid(
                         key("client_secret_file"),
-                        "missing: set client_secret_file (a file holding the secret) or client_secret_env",
+                        "set one of client_certificate_file, client_secret_file and client_secret_env, not several",
                     ));
                 }
-                _ => {}
             }
             t.authority = check_url(&key("authority"), &t.authority)?;
             t.graph_url = check_url(&key("graph_url"), &t.graph_url)?;
+            // A token (or the secret) never crosses a network in clear: plain http only when
+            // both ends are loopback test servers.
+            let plain = |u: &str| u.starts_with("http://");
+            if plain(&t.authority) != plain(&t.graph_url) {
+                let k = if plain(&t.graph_url) {
+                    "graph_url"
+                } else {
+                    "authority"
+                };
+                return Err(invalid(
+                    key(k),
+                    "plain http:// is accepted only when authority and graph_url are both loopback test servers; use https:// for both",
+                ));
+            }
         }
         let mut seen_rules = HashSet::new();
         for (i, r) in self.rules.iter_mut().enumerate() {
@@ -483,32 +552,51 @@ impl Config {
     }
 
     fn resolve_relative_paths(&mut self, base: &Path) {
+        self.base_dir = base.to_path_buf();
         if self.store.path.is_relative() {
             self.store.path = base.join(&self.store.path);
         }
     }
 
-    /// Reads every tenant's client secret. `env` looks up environment variables.
+    /// Reads every tenant's credential (secret or certificate). `env` looks up environment
+    /// variables. A relative file name is read from systemd's `$CREDENTIALS_DIRECTORY` when
+    /// set, else from the config file's directory, like the store path.
     pub fn load_secrets(
         &mut self,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigError> {
         let credentials_dir = env("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        let base_dir = self.base_dir.clone();
         for (i, t) in self.tenants.iter_mut().enumerate() {
-            let source = match (&t.client_secret_file, &t.client_secret_env) {
-                (Some(file), _) => SecretSource::File(file.clone()),
-                (_, Some(var)) => SecretSource::Env(var.clone()),
+            if let Some(file) = &t.client_certificate_file {
+                let key = format!("tenants[{i}].client_certificate_file");
+                let pem = SecretSource::File(file.clone())
+                    .read(
+                        "certificate and private key (PEM)",
+                        credentials_dir.as_deref(),
+                        &base_dir,
+                        env,
+                    )
+                    .map_err(|m| invalid(&key, m))?;
+                let cert = Certificate::from_pem(pem).map_err(|m| invalid(&key, m))?;
+                t.credential = Some(Credential::Certificate(cert));
+                continue;
+            }
+            let (source, key) = match (&t.client_secret_file, &t.client_secret_env) {
+                (Some(file), _) => (
+                    SecretSource::File(file.clone()),
+                    format!("tenants[{i}].client_secret_file"),
+                ),
+                (_, Some(var)) => (
+                    SecretSource::Env(var.clone()),
+                    format!("tenants[{i}].client_secret_env"),
+                ),
                 (None, None) => continue,
             };
-            let key = match source {
-                SecretSource::File(_) => format!("tenants[{i}].client_secret_file"),
-                SecretSource::Env(_) => format!("tenants[{i}].client_secret_env"),
-            };
-            t.secret = Some(
-                source
-                    .read("client secret", credentials_dir.as_deref(), env)
-                    .map_err(|m| invalid(key, m))?,
-            );
+            let secret = source
+                .read("client secret", credentials_dir.as_deref(), &base_dir, env)
+                .map_err(|m| invalid(key, m))?;
+            t.credential = Some(Credential::Secret(secret));
         }
         Ok(())
     }
@@ -739,6 +827,53 @@ role = "Admin"
             e.contains("tenants[1].name") && e.contains("duplicate"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn plain_http_needs_both_ends_on_loopback() {
+        // A real token from the real authority would travel in clear to a local port.
+        let e = err(
+            &MINIMAL.replace(
+                "account = \"Contoso Ltd\"",
+                "account = \"C\"\ngraph_url = \"http://127.0.0.1:9\"",
+            ),
+            &[],
+        );
+        assert!(
+            e.contains("tenants[0].graph_url") && e.contains("both"),
+            "{e}"
+        );
+        let e = err(
+            &MINIMAL.replace(
+                "account = \"Contoso Ltd\"",
+                "account = \"C\"\nauthority = \"http://localhost:9\"",
+            ),
+            &[],
+        );
+        assert!(e.contains("tenants[0].authority"), "{e}");
+    }
+
+    #[test]
+    fn an_admin_endpoint_off_loopback_needs_a_token() {
+        for listen in ["0.0.0.0:8650", "[::]:8650", "192.0.2.10:8650"] {
+            let text = format!("{MINIMAL}\n[admin]\nlisten = \"{listen}\"\n");
+            let e = err(&text, &[]);
+            assert!(e.contains("admin.token_file") && e.contains(listen), "{e}");
+            let with_token = format!("{text}token_file = \"admin.token\"\n");
+            assert!(Config::parse(&with_token, &[]).is_ok(), "{listen}");
+        }
+        let e = err(
+            &format!("{MINIMAL}\n[admin]\nallowed_hosts = [\"https://x.example/\"]\n"),
+            &[],
+        );
+        assert!(e.contains("admin.allowed_hosts[0]"), "{e}");
+        let env = [(
+            "ENTRA_SYNC__ADMIN__ALLOWED_HOSTS".to_string(),
+            "Sync.Example,other.example".to_string(),
+        )];
+        let c = Config::parse(MINIMAL, &env).unwrap();
+        assert_eq!(c.admin.allowed_hosts, ["sync.example", "other.example"]);
+        assert_eq!(c.sync.max_retry_wait_seconds, 300);
     }
 
     #[test]

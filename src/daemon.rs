@@ -19,12 +19,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use crate::admin::{self, AdminState, ResyncRequest};
+use crate::admin::{self, AdminState, Limits, ResyncRequest};
 use crate::clock::{Clock, Instant};
 use crate::config::Config;
 use crate::health::{Health, Pause};
 use crate::secret::{Secret, SecretSource};
-use crate::sync::{SyncError, SyncOptions, SyncSummary, Syncer};
+use crate::sync::{SyncError, SyncOptions, SyncSummary, Syncer, TenantOutcome};
+use entra_sync_core::run::{RunMode, RunStatus};
 
 /// What the daemon's worker runs: [`Syncer`] in the product, a scripted stand-in in tests.
 /// A run's future is not `Send` (it holds the store's connection across awaits): the daemon
@@ -122,9 +123,12 @@ fn read_admin_token(config: &Config) -> Result<Option<Secret>, String> {
     }
     let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     SecretSource::File(PathBuf::from(&config.admin.token_file))
-        .read("admin token", credentials_dir.as_deref(), &|name| {
-            std::env::var(name).ok()
-        })
+        .read(
+            "admin token",
+            credentials_dir.as_deref(),
+            &config.base_dir,
+            &|name| std::env::var(name).ok(),
+        )
         .map(Some)
         .map_err(|e| format!("config key `admin.token_file`: {e}"))
 }
@@ -195,6 +199,7 @@ pub struct Daemon<R: Runner> {
     config_path: PathBuf,
     runner: R,
     listener: TcpListener,
+    admin_limits: Limits,
     schedule: Schedule,
     ticks: Arc<Ticks>,
     resync: mpsc::Receiver<ResyncRequest>,
@@ -230,12 +235,19 @@ impl<R: Runner> Daemon<R> {
             config_path,
             runner,
             listener,
+            admin_limits: Limits::default(),
             schedule,
             ticks: Arc::new(Ticks::default()),
             resync,
             reload: mpsc::channel(1),
             rounds: watch::Sender::new(0),
         })
+    }
+
+    /// Other limits for the admin endpoint's connections than SPEC 5.8's (tests).
+    pub fn with_admin_limits(mut self, limits: Limits) -> Daemon<R> {
+        self.admin_limits = limits;
+        self
     }
 
     pub fn handle(&self) -> DaemonHandle {
@@ -258,6 +270,7 @@ impl<R: Runner> Daemon<R> {
             config_path,
             runner,
             listener,
+            admin_limits,
             schedule,
             ticks,
             mut resync,
@@ -272,6 +285,7 @@ impl<R: Runner> Daemon<R> {
         let admin = tokio::spawn(admin::serve(
             listener,
             admin::router(Arc::clone(&state)),
+            admin_limits,
             async move {
                 let _ = admin_stopped.await;
             },
@@ -385,10 +399,24 @@ async fn work(state: &AdminState, runner: &impl Runner, trigger: Trigger) {
                     full,
                     ..SyncOptions::default()
                 };
-                match runner.run(&config, &opts).await {
-                    Ok(summary) => record(state, runner, &config, &summary),
-                    Err(e) => tracing::error!(tenant = %tenant.name, "{e}"),
-                }
+                let summary = match runner.run(&config, &opts).await {
+                    Ok(summary) => summary,
+                    Err(e) => {
+                        // A run that fails before it has a summary still failed: it counts.
+                        tracing::error!(tenant = %tenant.name, "{e}");
+                        let mode = if full {
+                            RunMode::Full
+                        } else {
+                            RunMode::Incremental
+                        };
+                        let mut failed = TenantOutcome::new(&tenant.name, mode, RunStatus::Failed);
+                        failed.error = Some(format!("tenant \"{}\": {e}", tenant.name));
+                        SyncSummary {
+                            tenants: vec![failed],
+                        }
+                    }
+                };
+                record(state, runner, &config, &summary);
             }
         }
         Trigger::Resync(ResyncRequest { opts, reply }) => {

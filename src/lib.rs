@@ -13,6 +13,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod credential;
 pub mod daemon;
 pub mod demo;
 pub mod graph;

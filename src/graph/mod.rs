@@ -23,9 +23,6 @@ use crate::clock::Clock;
 use crate::config::{SyncConfig, TenantConfig};
 use wire::{Page, parse_error, parse_page_of};
 
-/// The longest `Retry-After` the client waits out before giving up the run.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GraphError {
     #[error("{what}: not found in Entra (404 {code}); check the object id in the config")]
@@ -130,9 +127,13 @@ enum Body {
 pub struct GraphClient {
     tenant: String,
     graph_root: String,
+    /// `graph_root` parsed: links must have its scheme, host and port (SPEC 5.8).
+    origin: url::Url,
     http: reqwest::Client,
     tokens: TokenSource,
     max_attempts: u32,
+    /// A longer `Retry-After` is not waited for: that try counts as failed.
+    max_retry_wait: Duration,
     retry_base: Duration,
     in_flight: Semaphore,
     pub stats: Arc<GraphStats>,
@@ -155,12 +156,18 @@ impl GraphClient {
                 what: format!("tenant \"{}\"", tenant.name),
                 reason: format!("cannot build HTTP client: {e}"),
             })?;
+        let origin = url::Url::parse(&tenant.graph_url).map_err(|e| GraphError::BadResponse {
+            what: format!("tenant \"{}\"", tenant.name),
+            reason: format!("graph_url {} is not a URL ({e})", tenant.graph_url),
+        })?;
         Ok(GraphClient {
             tenant: tenant.name.clone(),
             graph_root: tenant.graph_url.clone(),
+            origin,
             http,
             tokens: TokenSource::new(tenant)?,
             max_attempts: sync.max_attempts,
+            max_retry_wait: Duration::from_secs(sync.max_retry_wait_seconds),
             retry_base: Duration::from_millis(sync.retry_base_ms),
             in_flight: Semaphore::new(sync.max_concurrency),
             stats: Arc::new(GraphStats::default()),
@@ -194,9 +201,25 @@ impl GraphClient {
         what: &str,
     ) -> Result<Page<T>, GraphError> {
         let body = self.send(url, Body::None, what).await?;
-        parse_page_of(&body).map_err(|reason| GraphError::BadResponse {
+        let page = parse_page_of(&body).map_err(|reason| GraphError::BadResponse {
             what: what.to_string(),
             reason,
+        })?;
+        // Checked when received, not only when followed: a deltaLink is stored for later.
+        for link in page.next_link.iter().chain(&page.delta_link) {
+            self.refuse_foreign(link, what)?;
+        }
+        Ok(page)
+    }
+
+    /// Fails unless `link` may carry the bearer token ([`check_link`]).
+    fn refuse_foreign(&self, link: &str, what: &str) -> Result<(), GraphError> {
+        check_link(&self.origin, link).map_err(|reason| GraphError::BadResponse {
+            what: what.to_string(),
+            reason: format!(
+                "{reason}; refused, the access token goes only to graph_url {} (a stored cursor is replaced by `entra-sync sync --full`)",
+                self.graph_root
+            ),
         })
     }
 
@@ -303,13 +326,14 @@ impl GraphClient {
     }
 
     async fn wait_throttled(&self, wait: Duration, what: &str) -> Result<(), GraphError> {
-        if wait > MAX_RETRY_AFTER {
+        if wait > self.max_retry_wait {
             return Err(GraphError::Exhausted {
                 what: what.to_string(),
                 attempts: 1,
                 last: format!(
-                    "Graph asked to wait {} s, longer than this run waits",
-                    wait.as_secs()
+                    "Graph asked to wait {} s, longer than sync.max_retry_wait_seconds ({})",
+                    wait.as_secs(),
+                    self.max_retry_wait.as_secs()
                 ),
             });
         }
@@ -328,13 +352,8 @@ impl GraphClient {
 
     /// One request with retries; returns the body of a 2xx answer.
     async fn send(&self, url: &str, body: Body, what: &str) -> Result<bytes::Bytes, GraphError> {
-        if !url.starts_with(&self.graph_root) {
-            // A link to another host must never receive our bearer token.
-            return Err(GraphError::BadResponse {
-                what: what.to_string(),
-                reason: format!("Graph returned a link outside {}; refused", self.graph_root),
-            });
-        }
+        // A link to another host must never receive our bearer token.
+        self.refuse_foreign(url, what)?;
         let mut attempt = 0u32;
         let mut refreshed = false;
         loop {
@@ -458,12 +477,45 @@ impl GraphClient {
     }
 }
 
+/// Whether `link` (a `nextLink`, a `deltaLink`, a stored cursor or a URL built from
+/// `graph_url`) may carry the bearer token: parsed, it must have the scheme, host and port of
+/// `origin`, no user info, and lie under its path. A prefix test is not enough:
+/// `https://graph.microsoft.com.evil.example/` and `https://graph.microsoft.com@evil.example/`
+/// both start with `https://graph.microsoft.com`.
+pub fn check_link(origin: &url::Url, link: &str) -> Result<(), String> {
+    // Shown without its query (a delta token is long and says nothing to a reader).
+    let shown: String = link
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(160)
+        .collect();
+    let parsed = url::Url::parse(link).map_err(|e| format!("link {shown:?} is not a URL ({e})"))?;
+    let same = parsed.scheme() == origin.scheme()
+        && parsed.host() == origin.host()
+        && parsed.port_or_known_default() == origin.port_or_known_default()
+        && parsed.username().is_empty()
+        && parsed.password().is_none()
+        && parsed
+            .path()
+            .starts_with(origin.path().trim_end_matches('/'));
+    if same {
+        Ok(())
+    } else {
+        Err(format!(
+            "link {shown:?} is outside graph_url (scheme, host or port differ)"
+        ))
+    }
+}
+
 /// `Retry-After` as seconds (fractional allowed, as Graph has sent `2.128`) or an HTTP date,
-/// which is that long after `now`.
+/// which is that long after `now`. A value too large for a `Duration` (`1e300`) is the longest
+/// one: more than any run waits.
 pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return (secs >= 0.0).then(|| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
     }
     let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let delta = date.with_timezone(&chrono::Utc) - now;
@@ -472,7 +524,39 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn links_must_have_the_scheme_host_and_port_of_graph_url() {
+        let origin = url::Url::parse("https://graph.microsoft.com").unwrap();
+        let ok = [
+            "https://graph.microsoft.com/v1.0/groups/x/members?$top=999",
+            "https://GRAPH.microsoft.com:443/v1.0/users/delta?$deltatoken=abc",
+        ];
+        for link in ok {
+            assert_eq!(check_link(&origin, link), Ok(()), "{link}");
+        }
+        let refused = [
+            "https://graph.microsoft.com.evil.example/v1.0/users",
+            "https://graph.microsoft.com@evil.example/v1.0/users",
+            "https://user:pw@graph.microsoft.com/v1.0/users",
+            "http://graph.microsoft.com/v1.0/users",
+            "https://graph.microsoft.com:8443/v1.0/users",
+            "https://evil.example/https://graph.microsoft.com/v1.0",
+            "//graph.microsoft.com/v1.0/users",
+            "/v1.0/users",
+            "",
+        ];
+        for link in refused {
+            assert!(check_link(&origin, link).is_err(), "{link} must be refused");
+        }
+        let local = url::Url::parse("http://127.0.0.1:8080").unwrap();
+        assert!(check_link(&local, "http://127.0.0.1:8080/v1.0/users").is_ok());
+        assert!(check_link(&local, "http://127.0.0.1:80801/v1.0/users").is_err());
+        assert!(check_link(&local, "http://127.0.0.1:8080@127.0.0.1:9/v1.0/users").is_err());
+        assert!(check_link(&local, "http://localhost:8080/v1.0/users").is_err());
+    }
 
     #[test]
     fn retry_after_accepts_fractions_integers_and_dates() {
@@ -492,6 +576,13 @@ mod tests {
             parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
             Some(Duration::from_secs(30))
         );
+        assert_eq!(
+            parse_retry_after("1e300", now),
+            Some(Duration::MAX),
+            "too large for a Duration: no panic, longer than any run waits"
+        );
+        assert_eq!(parse_retry_after("inf", now), Some(Duration::MAX));
+        assert_eq!(parse_retry_after("NaN", now), None);
         let later = now + chrono::Duration::hours(1);
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", later),

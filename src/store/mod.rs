@@ -456,20 +456,46 @@ impl WriterLock {
         if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        // Mode 0600: a lock other users could open is a lock they could hold forever.
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).read(true).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options
             .open(&lock_path)
             .map_err(|e| err(format!("cannot open lock file: {e}")))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                tracing::info!(lock = %lock_path.display(), "another sync is writing this store; waiting for it to finish");
+                let holder = std::fs::read_to_string(&lock_path)
+                    .ok()
+                    .map(|t| {
+                        t.lines()
+                            .next()
+                            .unwrap_or("")
+                            .chars()
+                            .take(200)
+                            .collect::<String>()
+                    })
+                    .filter(|t| !t.is_empty())
+                    .unwrap_or_else(|| "another process".into());
+                tracing::info!(lock = %lock_path.display(), "the store is being written by {holder}; waiting for it to finish");
                 file.lock().map_err(|e| err(format!("cannot lock: {e}")))?;
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(err(format!("cannot lock: {e}"))),
         }
+        // Say who holds it, for the next one to wait (best effort: the lock is what counts).
+        let me = format!(
+            "entra-sync pid {} since {}\n",
+            std::process::id(),
+            crate::clock::Clock::now_rfc3339(&crate::clock::SystemClock)
+        );
+        let _ = file
+            .set_len(0)
+            .and_then(|()| std::io::Write::write_all(&mut file, me.as_bytes()));
         Ok(WriterLock { _file: file })
     }
 }
@@ -641,6 +667,35 @@ mod tests {
         drop(store);
         let e = Store::open(&path).err().unwrap().to_string();
         assert!(e.contains("newer entra-sync"), "{e}");
+    }
+
+    /// Under the usual umask (022) every file a sync creates is still 0600: the store, its WAL
+    /// and shared-memory files and the writer lock; the lock names its holder.
+    #[cfg(unix)]
+    #[test]
+    fn every_file_a_sync_creates_is_private_and_the_lock_names_its_holder() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psa.db");
+        let lock = WriterLock::acquire(&path).unwrap();
+        let store = Store::open(&path).unwrap();
+        store
+            .conn
+            .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        for name in ["psa.db", "psa.db-wal", "psa.db-shm", "psa.db.lock"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name} is {:o}", mode & 0o777);
+        }
+        let holder = std::fs::read_to_string(dir.path().join("psa.db.lock")).unwrap();
+        assert!(
+            holder.contains(&format!("pid {}", std::process::id())),
+            "{holder}"
+        );
+        drop(lock);
     }
 
     #[test]

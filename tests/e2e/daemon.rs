@@ -26,7 +26,7 @@ use crate::support::TestEnv;
 const STUCK: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs `daemon` while `test` drives it through its handle, then stops it.
-async fn with_daemon<R: Runner>(daemon: Daemon<R>, test: impl AsyncFnOnce(DaemonHandle)) {
+pub async fn with_daemon<R: Runner>(daemon: Daemon<R>, test: impl AsyncFnOnce(DaemonHandle)) {
     let handle = daemon.handle();
     let (stop, stopped) = oneshot::channel::<()>();
     let run = daemon.run_until_stopped(async move {
@@ -41,7 +41,7 @@ async fn with_daemon<R: Runner>(daemon: Daemon<R>, test: impl AsyncFnOnce(Daemon
 }
 
 /// Waits until the daemon has finished `n` rounds in all.
-async fn rounds(handle: &DaemonHandle, n: u64) {
+pub async fn rounds(handle: &DaemonHandle, n: u64) {
     let mut rounds = handle.rounds();
     tokio::time::timeout(STUCK, rounds.wait_for(|r| *r >= n))
         .await
@@ -49,13 +49,16 @@ async fn rounds(handle: &DaemonHandle, n: u64) {
         .unwrap();
 }
 
-async fn call(
+pub async fn call(
     handle: &DaemonHandle,
     method: &str,
     uri: &str,
     token: Option<&str>,
 ) -> (u16, String) {
-    let mut request = Request::builder().method(method).uri(uri);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "localhost:8650");
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
@@ -71,20 +74,22 @@ async fn call(
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
+pub fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .build_recorder()
         .handle()
 }
 
-async fn listener() -> tokio::net::TcpListener {
+pub async fn listener() -> tokio::net::TcpListener {
     tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
 }
 
 /// A runner that answers from a script: what each run returns, and a gate that holds runs.
-struct Script {
+pub struct Script {
     /// The statuses of the next runs, in order; success once it is empty.
     answers: Mutex<VecDeque<RunStatus>>,
+    /// Scheduled runs to come that fail before they have a summary (an `Err`).
+    pub errors: Mutex<usize>,
     calls: Mutex<Vec<SyncOptions>>,
     reconnects: Mutex<Vec<String>>,
     reloads: Mutex<usize>,
@@ -93,9 +98,10 @@ struct Script {
 }
 
 impl Script {
-    fn new(answers: impl IntoIterator<Item = RunStatus>) -> Arc<Script> {
+    pub fn new(answers: impl IntoIterator<Item = RunStatus>) -> Arc<Script> {
         Arc::new(Script {
             answers: Mutex::new(answers.into_iter().collect()),
+            errors: Mutex::new(0),
             calls: Mutex::default(),
             reconnects: Mutex::default(),
             reloads: Mutex::default(),
@@ -104,7 +110,7 @@ impl Script {
         })
     }
 
-    fn calls(&self) -> Vec<SyncOptions> {
+    pub fn calls(&self) -> Vec<SyncOptions> {
         self.calls.lock().unwrap().clone()
     }
 
@@ -122,7 +128,7 @@ impl Script {
     }
 }
 
-struct Scripted(Arc<Script>);
+pub struct Scripted(pub Arc<Script>);
 
 impl Runner for Scripted {
     async fn run(&self, config: &Config, opts: &SyncOptions) -> Result<SyncSummary, SyncError> {
@@ -131,6 +137,13 @@ impl Runner for Scripted {
         script.started.send_modify(|n| *n += 1);
         let mut gate = script.gate.subscribe();
         gate.wait_for(|open| *open).await.unwrap();
+        {
+            let mut errors = script.errors.lock().unwrap();
+            if *errors > 0 && opts.user.is_none() {
+                *errors -= 1;
+                return Err(SyncError::UnknownTenant("vanished".into()));
+            }
+        }
         if opts.user.as_deref() == Some("nobody@contoso.com") {
             return Err(SyncError::UnknownUser(
                 "nobody@contoso.com".into(),
@@ -195,7 +208,7 @@ async fn real(env: &TestEnv) -> Daemon<Syncer> {
     .unwrap()
 }
 
-async fn scripted(env: &TestEnv, script: &Arc<Script>) -> Daemon<Scripted> {
+pub async fn scripted(env: &TestEnv, script: &Arc<Script>) -> Daemon<Scripted> {
     env.write_config();
     let config = Config::load(&env.config_path()).unwrap();
     Daemon::build(

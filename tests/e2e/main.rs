@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod cli;
 mod daemon;
 mod histories;
@@ -13,3 +14,4 @@ mod safety;
 mod service;
 mod spec4;
 mod support;
+mod trust;

@@ -9,6 +9,12 @@ use serde_json::Value;
 
 pub const SECRET: &str = graph_sim::DEFAULT_CLIENT_SECRET;
 
+/// The private keys of the test certificates (`crates/graph-sim/test-certs`).
+pub const TEST_KEYS: [&str; 2] = [
+    include_str!("../../crates/graph-sim/test-certs/app.key"),
+    include_str!("../../crates/graph-sim/test-certs/unregistered.key"),
+];
+
 pub struct TestEnv {
     pub sims: Vec<Sim>,
     /// The config's name of each tenant (`t0`, `t1`, … unless renamed).
@@ -18,6 +24,8 @@ pub struct TestEnv {
     pub extra_config: String,
     /// Extra keys of the `[sync]` section.
     pub sync_extra: String,
+    /// The tenants' credential line instead of `client_secret_file = <sim.secret>`.
+    pub credential: Option<String>,
 }
 
 pub struct Output {
@@ -44,15 +52,21 @@ impl TestEnv {
     }
 
     pub async fn with_tenants(n: usize) -> TestEnv {
+        Self::with_options(n, |_| {}).await
+    }
+
+    /// `n` empty tenants whose simulator options `change` adjusts.
+    pub async fn with_options(n: usize, change: impl Fn(&mut SimOptions)) -> TestEnv {
         let mut sims = Vec::new();
         for i in 0..n {
-            let opts = SimOptions {
+            let mut opts = SimOptions {
                 users: 0,
                 groups: 0,
                 seed: i as u64 + 1,
                 tenant: format!("tenant{i}.onmicrosoft.com"),
                 ..SimOptions::default()
             };
+            change(&mut opts);
             sims.push(Sim::start(opts).await.expect("graph-sim starts"));
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -70,6 +84,7 @@ impl TestEnv {
             rules: Vec::new(),
             extra_config,
             sync_extra: String::new(),
+            credential: None,
         }
     }
 
@@ -170,14 +185,18 @@ impl TestEnv {
             self.sync_extra,
             self.extra_config
         );
+        let secret = format!(
+            "client_secret_file = \"{}\"",
+            self.dir.path().join("sim.secret").display()
+        );
         for (i, sim) in self.sims.iter().enumerate() {
             let ctl = sim.control();
             text.push_str(&format!(
-                "[[tenants]]\nname = \"{}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\nauthority = \"{}\"\ngraph_url = \"{}\"\naccount = \"Account {i}\"\n\n",
+                "[[tenants]]\nname = \"{}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\n{}\nauthority = \"{}\"\ngraph_url = \"{}\"\naccount = \"Account {i}\"\n\n",
                 self.names[i],
                 ctl.tenant(),
                 ctl.client_id(),
-                self.dir.path().join("sim.secret").display(),
+                self.credential.as_deref().unwrap_or(&secret),
                 sim.base_url(),
                 sim.base_url(),
             ));
@@ -208,12 +227,23 @@ impl TestEnv {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
-        assert!(
-            !output.stdout.contains(SECRET) && !output.stderr.contains(SECRET),
-            "the client secret leaked into the output:\n{}\n{}",
-            output.stdout,
-            output.stderr
-        );
+        // No secret, key, assertion or token in any output of any run: JWTs begin with a
+        // base64 `{"typ":"JWT"` or `{"alg":`; the test keys with their first base64 line.
+        let key_lines: Vec<&str> = [TEST_KEYS[0], TEST_KEYS[1]]
+            .iter()
+            .filter_map(|k| k.lines().nth(1))
+            .collect();
+        for leak in [SECRET, "eyJ0eXAi", "eyJhbGci"]
+            .into_iter()
+            .chain(key_lines)
+        {
+            assert!(
+                !output.stdout.contains(leak) && !output.stderr.contains(leak),
+                "{leak:?} leaked into the output:\n{}\n{}",
+                output.stdout,
+                output.stderr
+            );
+        }
         output
     }
 

@@ -169,6 +169,7 @@ pub(crate) async fn run(sh: &Arc<Shared>, body: &[u8]) -> (Result<Answer, ApiErr
         }
         let fault = lock(&sh.faults).take(&format!("/v1.0/{rel}"));
         let mut null_props = false;
+        let mut tamper = None;
         let reply = match fault {
             Some(FaultKind::Status {
                 status,
@@ -204,9 +205,13 @@ pub(crate) async fn run(sh: &Arc<Shared>, body: &[u8]) -> (Result<Answer, ApiErr
                 null_props = true;
                 None
             }
+            Some(FaultKind::Tamper { find, replace }) => {
+                tamper = Some((find, replace));
+                None
+            }
             None => None,
         };
-        let reply = match reply {
+        let mut reply = match reply {
             Some(r) => r,
             None => {
                 let headers = ReqHeaders {
@@ -234,6 +239,9 @@ pub(crate) async fn run(sh: &Arc<Shared>, body: &[u8]) -> (Result<Answer, ApiErr
                 )
             }
         };
+        if let Some((find, replace)) = tamper {
+            reply.body = reply.body.replace(&find, &replace);
+        }
         lock(&sh.stats).record_batch_item(format!(
             "{} {} {}",
             item.method.to_ascii_uppercase(),

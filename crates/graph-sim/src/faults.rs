@@ -52,6 +52,9 @@ pub enum FaultKind {
     /// Answer normally, but users, devices and contacts carry only `id` and `@odata.type`,
     /// every other property `null` (as with too narrow a permission).
     NullProperties,
+    /// Answer normally with every `find` in the body replaced by `replace`: a hostile or
+    /// corrupted answer (a `nextLink` to another host, an id that is not a GUID).
+    Tamper { find: String, replace: String },
 }
 
 impl Fault {
@@ -88,7 +91,7 @@ impl Fault {
 /// JSON form used by the control API:
 /// `{"path_contains":"/members","times":2,"kind":"status","status":429,"retry_after":"0.2"}`,
 /// `{"kind":"delay","seconds":1.5}`, `{"kind":"reset"}`, `"truncated_body"`, `"invalid_json"`,
-/// `"null_properties"`.
+/// `"null_properties"`, `{"kind":"tamper","find":"…","replace":"…"}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct FaultDto {
     path_contains: String,
@@ -117,6 +120,10 @@ enum KindDto {
     TruncatedBody,
     InvalidJson,
     NullProperties,
+    Tamper {
+        find: String,
+        replace: String,
+    },
 }
 
 impl TryFrom<FaultDto> for Fault {
@@ -143,6 +150,12 @@ impl TryFrom<FaultDto> for Fault {
             KindDto::TruncatedBody => FaultKind::TruncatedBody,
             KindDto::InvalidJson => FaultKind::InvalidJson,
             KindDto::NullProperties => FaultKind::NullProperties,
+            KindDto::Tamper { find, replace } => {
+                if find.is_empty() {
+                    return Err("tamper: find must not be empty".into());
+                }
+                FaultKind::Tamper { find, replace }
+            }
         };
         Ok(Fault {
             path_contains: d.path_contains,
@@ -172,6 +185,7 @@ impl From<Fault> for FaultDto {
                 FaultKind::TruncatedBody => KindDto::TruncatedBody,
                 FaultKind::InvalidJson => KindDto::InvalidJson,
                 FaultKind::NullProperties => KindDto::NullProperties,
+                FaultKind::Tamper { find, replace } => KindDto::Tamper { find, replace },
             },
         }
     }

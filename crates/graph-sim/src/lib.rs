@@ -12,6 +12,7 @@
 //! request counts, `server` the HTTP front door, `control` the `/_sim` API, `config` the
 //! entra-sync config it can write.
 
+mod assertion;
 mod batch;
 mod config;
 mod control;
@@ -40,6 +41,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+pub use assertion::SimCertificate;
 pub use faults::{Fault, FaultKind};
 pub use model::{GroupPatch, NewUser, ObjectKind, SimError, SimGroup, SimUser, UserPatch};
 pub use stats::SimStats;
@@ -71,6 +73,9 @@ pub struct SimOptions {
     pub client_id: String,
     pub client_secret: String,
     pub token_lifetime: Duration,
+    /// Certificates registered on the app, accepted beside the secret (certificate
+    /// credentials: a signed `client_assertion`).
+    pub certificates: Vec<SimCertificate>,
 }
 
 impl Default for SimOptions {
@@ -85,6 +90,7 @@ impl Default for SimOptions {
             client_id: DEFAULT_CLIENT_ID.to_owned(),
             client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
             token_lifetime: Duration::from_secs(3599),
+            certificates: Vec::new(),
         }
     }
 }
@@ -101,6 +107,7 @@ impl std::fmt::Debug for SimOptions {
             .field("client_id", &self.client_id)
             .field("client_secret", &"[REDACTED]")
             .field("token_lifetime", &self.token_lifetime)
+            .field("certificates", &self.certificates.len())
             .finish()
     }
 }
@@ -114,6 +121,8 @@ pub(crate) struct Shared {
     pub tenant_guid: String,
     /// Random per start: delta tokens of another simulator instance are not found.
     pub instance: u64,
+    pub certificates: Vec<assertion::Registered>,
+    pub seen_jti: Mutex<assertion::SeenJti>,
     pub dir: RwLock<Directory>,
     pub tokens: Mutex<TokenStore>,
     pub faults: Mutex<FaultList>,
@@ -193,8 +202,11 @@ impl Sim {
         let generated =
             tokio::task::spawn_blocking(move || generate::generate(users, groups, seed, &tenant))
                 .await?;
+        let certificates = assertion::register(&opts.certificates)?;
         let shared = Arc::new(Shared {
             tenant_guid: tenant_guid_for(opts.seed),
+            certificates,
+            seen_jti: Mutex::new(assertion::SeenJti::default()),
             opts,
             base_url,
             instance: rand::random(),

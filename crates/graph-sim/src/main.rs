@@ -45,6 +45,9 @@ struct Cli {
     /// Client secret the token endpoint accepts.
     #[arg(long, env = "GRAPH_SIM_CLIENT_SECRET", default_value = DEFAULT_CLIENT_SECRET, hide_default_value = true, hide_env_values = true)]
     client_secret: String,
+    /// A certificate (PEM) to register on the app, for certificate sign-in; repeatable.
+    #[arg(long, value_name = "PEM")]
+    certificate: Vec<PathBuf>,
     /// Access token lifetime in seconds (expires_in).
     #[arg(long, default_value_t = 3599.0)]
     token_lifetime: f64,
@@ -81,6 +84,15 @@ async fn stop_signal() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let lifetime = Duration::try_from_secs_f64(cli.token_lifetime)
         .context("--token-lifetime must be positive")?;
+    let certificates = cli
+        .certificate
+        .iter()
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .map(|pem| graph_sim::SimCertificate { pem, end: None })
+                .with_context(|| format!("cannot read --certificate {}", path.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let opts = SimOptions {
         users: cli.users,
         groups: cli.groups,
@@ -91,6 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         client_id: cli.client_id,
         client_secret: cli.client_secret.clone(),
         token_lifetime: lifetime,
+        certificates,
     };
     let listener = tokio::net::TcpListener::bind(&cli.listen)
         .await

@@ -105,6 +105,7 @@ async fn front(
 
     let mut transport = Transport::Normal;
     let mut null_props = false;
+    let mut tamper = None;
     let mut forced: Option<(u16, Option<String>)> = None;
     match fault {
         Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
@@ -118,6 +119,7 @@ async fn front(
         Some(FaultKind::TruncatedBody) => transport = Transport::Truncate,
         Some(FaultKind::InvalidJson) => transport = Transport::InvalidJson,
         Some(FaultKind::NullProperties) => null_props = true,
+        Some(FaultKind::Tamper { find, replace }) => tamper = Some((find, replace)),
         Some(FaultKind::Status {
             status,
             retry_after,
@@ -137,7 +139,7 @@ async fn front(
             client_request_id.as_deref(),
         )
     } else if let Some(tenant) = &discovery_tenant {
-        discovery_answer(&sh, &method, tenant, forced)
+        discovery_answer(&sh, &method, tenant, &headers, forced)
     } else if let Some(rest) = path
         .strip_prefix("/v1.0")
         .filter(|r| r.is_empty() || r.starts_with('/'))
@@ -172,6 +174,9 @@ async fn front(
     };
     if out.transport == Transport::Normal {
         out.transport = transport;
+    }
+    if let Some((find, replace)) = tamper {
+        out.body = out.body.replace(&find, &replace);
     }
     if out.transport == Transport::Reset {
         conn.reset();
@@ -243,6 +248,10 @@ fn token_config(sh: &Shared) -> TokenConfig<'_> {
         client_id: &sh.opts.client_id,
         client_secret: &sh.opts.client_secret,
         lifetime: sh.opts.token_lifetime,
+        certificates: &sh.certificates,
+        seen_jti: &sh.seen_jti,
+        base_url: &sh.base_url,
+        public_base: &sh.base_url,
     }
 }
 
@@ -251,10 +260,23 @@ const DISCOVERY_TEMPLATE: &str = "/{tenant}/v2.0/.well-known/openid-configuratio
 /// The identity platform's OpenID Connect discovery document for the tenant (what MSAL reads
 /// before its first token request, and where a client learns the tenant's GUID from a domain
 /// name): no credentials needed; an unknown tenant is AADSTS90002, like the token endpoint.
+/// The identity platform's address as the client sees it: the simulator's own, or, for a
+/// request that came through a TLS-terminating forwarder (a `Host` other than the simulator's
+/// address, as MSAL needs: it accepts only https authorities), `https://{Host}`. Discovery
+/// documents and assertion audiences are in terms of it, as Entra's are of its public host.
+fn public_base(sh: &Shared, headers: &HeaderMap) -> String {
+    let own = sh.base_url.trim_start_matches("http://");
+    match header_str(headers, "host") {
+        Some(host) if host != own && !host.is_empty() => format!("https://{host}"),
+        _ => sh.base_url.clone(),
+    }
+}
+
 fn discovery_answer(
     sh: &Shared,
     method: &str,
     tenant: &str,
+    headers: &HeaderMap,
     forced: Option<(u16, Option<String>)>,
 ) -> Out {
     let correlation = uuid::Uuid::new_v4().to_string();
@@ -264,7 +286,7 @@ fn discovery_answer(
         Err(AadError::for_status(400))
     } else {
         let cfg = token_config(sh);
-        token::discovery(&cfg, &sh.base_url, tenant)
+        token::discovery(&cfg, &public_base(sh, headers), tenant)
     };
     let (status, body) = match result {
         Ok(body) => (200, body),
@@ -311,7 +333,11 @@ fn token_answer(
     } else if !method.eq_ignore_ascii_case("POST") {
         Err(AadError::for_status(400))
     } else {
-        let cfg = token_config(sh);
+        let public = public_base(sh, headers);
+        let cfg = TokenConfig {
+            public_base: &public,
+            ..token_config(sh)
+        };
         token::grant(&cfg, tenant, headers, body)
     };
     let (status, body) = match result {

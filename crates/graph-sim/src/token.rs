@@ -12,6 +12,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use tokio::time::Instant;
 
 use super::render::push_json_str;
+use crate::assertion::{Registered, SeenJti};
 
 pub(crate) const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 
@@ -62,6 +63,13 @@ pub(crate) struct TokenConfig<'a> {
     pub client_id: &'a str,
     pub client_secret: &'a str,
     pub lifetime: Duration,
+    /// Certificates registered on the app (certificate credentials).
+    pub certificates: &'a [Registered],
+    pub seen_jti: &'a std::sync::Mutex<SeenJti>,
+    /// The simulator's base URL: assertions name its token endpoint as audience.
+    pub base_url: &'a str,
+    /// The same as the client sees it (through a forwarder): also accepted as audience.
+    pub public_base: &'a str,
 }
 
 /// An AADSTS error answer.
@@ -74,7 +82,12 @@ pub(crate) struct AadError {
 }
 
 impl AadError {
-    fn new(status: u16, error: &'static str, code: u32, description: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: u16,
+        error: &'static str,
+        code: u32,
+        description: impl Into<String>,
+    ) -> Self {
         AadError {
             status,
             error,
@@ -280,14 +293,48 @@ pub(crate) fn grant(
             ),
         ));
     }
-    let Some(secret) = secret else {
-        return Err(AadError::new(
-            401,
-            "invalid_client",
-            7000218,
-            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
-        ));
-    };
+    match (secret, form.get("client_assertion")) {
+        (Some(_), Some(_)) => {
+            return Err(AadError::new(
+                400,
+                "invalid_request",
+                900144,
+                "The request body must contain only one of the following parameters: 'client_assertion' or 'client_secret'.",
+            ));
+        }
+        (None, Some(assertion)) => {
+            let audiences: Vec<String> = [cfg.base_url, cfg.public_base]
+                .iter()
+                .flat_map(|base| {
+                    [cfg.tenant, cfg.tenant_guid].map(|t| format!("{base}/{t}/oauth2/v2.0/token"))
+                })
+                .collect();
+            let mut seen = cfg.seen_jti.lock().unwrap_or_else(|e| e.into_inner());
+            crate::assertion::verify(
+                cfg.certificates,
+                &mut seen,
+                &client_id,
+                &audiences,
+                form.get("client_assertion_type").map(String::as_str),
+                assertion,
+                chrono::Utc::now(),
+            )?;
+        }
+        (None, None) => {
+            return Err(AadError::new(
+                401,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+            ));
+        }
+        (Some(secret), None) => check_secret(cfg, &secret)?,
+    }
+    check_scope(cfg, &form)
+}
+
+/// A client secret: the one registered, compared without echoing it.
+fn check_secret(cfg: &TokenConfig<'_>, secret: &str) -> Result<(), AadError> {
     if secret != cfg.client_secret {
         return Err(AadError::new(
             401,
@@ -299,6 +346,11 @@ pub(crate) fn grant(
             ),
         ));
     }
+    Ok(())
+}
+
+/// The scope of a granted request: Graph's `.default`.
+fn check_scope(cfg: &TokenConfig<'_>, form: &HashMap<String, String>) -> Result<String, AadError> {
     match form.get("scope") {
         None => Err(AadError::new(
             400,

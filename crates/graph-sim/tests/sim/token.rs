@@ -299,3 +299,190 @@ async fn the_openid_configuration_names_the_tenant_by_guid_and_refuses_unknown_t
     assert_eq!(r.body["error"], "invalid_tenant");
     assert_eq!(r.body["error_codes"][0], 90002);
 }
+
+mod certificates {
+    use super::*;
+    use graph_sim::SimCertificate;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+    const APP_KEY: &str = include_str!("../../test-certs/app.key");
+    const APP_CRT: &str = include_str!("../../test-certs/app.crt");
+    const OTHER_KEY: &str = include_str!("../../test-certs/unregistered.key");
+    const OTHER_CRT: &str = include_str!("../../test-certs/unregistered.crt");
+    const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+    fn thumbprint(crt: &str) -> String {
+        let der = pem::parse(crt).unwrap().into_contents();
+        let digest = ring::digest::digest(&ring::digest::SHA256, &der);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+    }
+
+    /// An assertion as a client builds it, with `edit` applied to its claims.
+    fn assertion(
+        key: &str,
+        crt: &str,
+        alg: Algorithm,
+        aud: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut claims = serde_json::json!({
+            "aud": aud,
+            "iss": SimOptions::default().client_id,
+            "sub": SimOptions::default().client_id,
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "nbf": now, "iat": now, "exp": now + 600,
+        });
+        edit(&mut claims);
+        let mut header = Header::new(alg);
+        header.x5t_s256 = Some(thumbprint(crt));
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_rsa_pem(key.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    async fn sign_in(sim: &Sim, assertion: &str) -> crate::support::Resp {
+        let o = SimOptions::default();
+        token_request(
+            &client(),
+            &sim.base_url(),
+            &o.tenant,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &o.client_id),
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", assertion),
+                ("scope", SCOPE),
+            ],
+        )
+        .await
+    }
+
+    fn code(r: &crate::support::Resp) -> u64 {
+        r.body["error_codes"][0].as_u64().unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_signed_assertion_is_checked_like_the_identity_platform_does() {
+        let sim = Sim::start(SimOptions {
+            certificates: vec![SimCertificate {
+                pem: APP_CRT.into(),
+                end: None,
+            }],
+            ..SimOptions::default()
+        })
+        .await
+        .unwrap();
+        let tenant = SimOptions::default().tenant;
+        let aud = format!("{}/{tenant}/oauth2/v2.0/token", sim.base_url());
+        let by_guid = format!(
+            "{}/{}/oauth2/v2.0/token",
+            sim.base_url(),
+            sim.control().tenant_guid()
+        );
+        for (alg, aud) in [(Algorithm::RS256, &aud), (Algorithm::PS256, &by_guid)] {
+            let r = sign_in(&sim, &assertion(APP_KEY, APP_CRT, alg, aud, |_| {})).await;
+            assert_eq!(r.status, 200, "{alg:?}: {}", r.text);
+        }
+        let replayed = assertion(APP_KEY, APP_CRT, Algorithm::RS256, &aud, |_| {});
+        assert_eq!(sign_in(&sim, &replayed).await.status, 200);
+        let r = sign_in(&sim, &replayed).await;
+        assert_eq!(
+            (r.status, code(&r)),
+            (401, 50027),
+            "a jti is used once: {}",
+            r.text
+        );
+
+        let now = chrono::Utc::now().timestamp();
+        let cases: Vec<(&str, String, u64)> = vec![
+            (
+                "unregistered certificate",
+                assertion(OTHER_KEY, OTHER_CRT, Algorithm::RS256, &aud, |_| {}),
+                700027,
+            ),
+            (
+                "registered thumbprint, another key",
+                assertion(OTHER_KEY, APP_CRT, Algorithm::RS256, &aud, |_| {}),
+                700027,
+            ),
+            (
+                "expired an hour ago",
+                assertion(APP_KEY, APP_CRT, Algorithm::RS256, &aud, |c| {
+                    c["exp"] = (now - 3600).into();
+                }),
+                700024,
+            ),
+            (
+                "valid only from tomorrow",
+                assertion(APP_KEY, APP_CRT, Algorithm::RS256, &aud, |c| {
+                    c["nbf"] = (now + 86400).into();
+                }),
+                700024,
+            ),
+            (
+                "another application",
+                assertion(APP_KEY, APP_CRT, Algorithm::RS256, &aud, |c| {
+                    c["iss"] = "11111111-2222-3333-4444-555555555555".into();
+                }),
+                700021,
+            ),
+            (
+                "another audience",
+                assertion(
+                    APP_KEY,
+                    APP_CRT,
+                    Algorithm::RS256,
+                    "https://evil.example/token",
+                    |_| {},
+                ),
+                50027,
+            ),
+            (
+                "no exp",
+                assertion(APP_KEY, APP_CRT, Algorithm::RS256, &aud, |c| {
+                    c.as_object_mut().unwrap().remove("exp");
+                }),
+                50027,
+            ),
+            ("not a JWT", "a.b.c".to_string(), 50027),
+        ];
+        for (what, jwt, expected) in cases {
+            let r = sign_in(&sim, &jwt).await;
+            assert_eq!((r.status, code(&r)), (401, expected), "{what}: {}", r.text);
+        }
+        // A forged signature over a registered thumbprint.
+        let good = assertion(APP_KEY, APP_CRT, Algorithm::RS256, &aud, |_| {});
+        let (head, _) = good.rsplit_once('.').unwrap();
+        let r = sign_in(&sim, &format!("{head}.AAAA")).await;
+        assert_eq!(code(&r), 700027, "{}", r.text);
+    }
+
+    #[tokio::test]
+    async fn a_registration_that_has_ended_refuses_its_certificate() {
+        let sim = Sim::start(SimOptions {
+            certificates: vec![SimCertificate {
+                pem: APP_CRT.into(),
+                end: Some(chrono::Utc::now() - chrono::Duration::days(1)),
+            }],
+            ..SimOptions::default()
+        })
+        .await
+        .unwrap();
+        let aud = format!(
+            "{}/{}/oauth2/v2.0/token",
+            sim.base_url(),
+            SimOptions::default().tenant
+        );
+        let r = sign_in(
+            &sim,
+            &assertion(APP_KEY, APP_CRT, Algorithm::RS256, &aud, |_| {}),
+        )
+        .await;
+        assert_eq!(code(&r), 700027);
+        assert!(r.text.contains("expired"), "{}", r.text);
+    }
+}
