@@ -39,7 +39,11 @@ fn entra_sync(config: &Path, args: &[&str]) -> Run {
         .arg(config)
         .args(args)
         .arg("--json")
-        .env("RUST_LOG", "error")
+        // ENTRA_SYNC_BENCH_LOG=entra_sync=debug shows each run's phases (time, memory).
+        .env(
+            "RUST_LOG",
+            std::env::var("ENTRA_SYNC_BENCH_LOG").unwrap_or_else(|_| "error".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -387,12 +387,16 @@ pub(crate) fn write_mirror(
             }
         }
         let mut departed = tx.prepare_cached(
-            "INSERT OR IGNORE INTO entra_departed (tenant, object_id, since)
-             SELECT ?1, ?2, ?3 WHERE NOT EXISTS
-                 (SELECT 1 FROM entra_members WHERE tenant = ?1 AND member_id = ?2)",
+            "INSERT OR IGNORE INTO entra_departed (tenant, object_id, since) VALUES (?1, ?2, ?3)",
         )?;
+        // The snapshot's users are exactly the members of a tracked group: one who is not
+        // there lost their last membership. (Asked of `entra_members` instead, it was a scan
+        // of the tenant's memberships per user: 3.8 s for 1,000 removals at 100k users.)
         for user in losing {
-            departed.execute(params![tenant, user, now])?;
+            let still_member = ObjectId::parse(&user).is_ok_and(|id| new.users.contains_key(&id));
+            if !still_member {
+                departed.execute(params![tenant, user, now])?;
+            }
         }
     }
     if !write.deleted.is_empty() {
