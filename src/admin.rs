@@ -130,7 +130,12 @@ impl AdminState {
             return true;
         }
         match host.parse::<IpAddr>() {
-            Ok(ip) => ip.is_loopback() || config.admin.listen_addr().is_some_and(|l| l.ip() == ip),
+            // `0.0.0.0` is no name of anything (a browser may still send it).
+            Ok(ip) => {
+                ip.is_loopback()
+                    || (!ip.is_unspecified()
+                        && config.admin.listen_addr().is_some_and(|l| l.ip() == ip))
+            }
             Err(_) => false,
         }
     }
@@ -164,12 +169,11 @@ async fn guard(State(state): State<Arc<AdminState>>, request: Request, next: Nex
             .is_some_and(|v| {
                 v.eq_ignore_ascii_case("cross-site") || v.eq_ignore_ascii_case("same-site")
             });
+        // The endpoint serves no pages: a browser's `Origin` can only be another page's,
+        // unless it is this very endpoint (scheme, host and port).
         let foreign_origin = headers.get(header::ORIGIN).is_some_and(|origin| {
             let origin = origin.to_str().unwrap_or("null");
-            match origin.split_once("://") {
-                Some((_, authority)) => !state.known_host(host_name(authority)),
-                None => true,
-            }
+            !origin.eq_ignore_ascii_case(&format!("http://{host}"))
         });
         if cross_site || foreign_origin {
             return refuse(
@@ -368,6 +372,7 @@ async fn resync(
         full,
         dry_run: false,
         allow_mass_deactivation: allow,
+        ..SyncOptions::default()
     };
     let (reply, answer) = oneshot::channel();
     if state

@@ -259,7 +259,11 @@ impl TokenSource {
             .request_async(&self.http)
             .await
             .map_err(|e| self.explain(e))?;
-        let lifetime = response.expires_in().unwrap_or(Duration::from_secs(3599));
+        // At most a day: a hostile `expires_in` must not overflow the clock.
+        let lifetime = response
+            .expires_in()
+            .unwrap_or(Duration::from_secs(3599))
+            .min(Duration::from_secs(24 * 3600));
         // Renew 5 minutes early, or halfway through a short test lifetime.
         let margin = REFRESH_MARGIN.min(lifetime / 2);
         let token = Secret::new(response.access_token().secret());

@@ -98,6 +98,8 @@ pub struct SyncConfig {
     pub max_retry_wait_seconds: u64,
     /// Graph requests in flight per tenant.
     pub max_concurrency: usize,
+    /// Tenants whose Graph reads run at the same time.
+    pub tenant_concurrency: usize,
     /// Timeout of one Graph request.
     pub request_timeout_seconds: u64,
     /// First step of the exponential backoff between retries (no `Retry-After`).
@@ -113,7 +115,8 @@ impl Default for SyncConfig {
             reconnect_after_seconds: 120,
             max_attempts: 6,
             max_retry_wait_seconds: 300,
-            max_concurrency: 4,
+            max_concurrency: 16,
+            tenant_concurrency: 32,
             request_timeout_seconds: 60,
             retry_base_ms: 500,
         }
@@ -321,6 +324,7 @@ fn known_env_key(rest: &str) -> bool {
                     "max_attempts",
                     "max_retry_wait_seconds",
                     "max_concurrency",
+                    "tenant_concurrency",
                     "request_timeout_seconds",
                     "retry_base_ms",
                 ],
@@ -372,6 +376,9 @@ impl Config {
         if self.sync.max_concurrency == 0 {
             return Err(invalid("sync.max_concurrency", "must be at least 1"));
         }
+        if self.sync.tenant_concurrency == 0 {
+            return Err(invalid("sync.tenant_concurrency", "must be at least 1"));
+        }
         if self.safety.max_deactivation_percent > 100 {
             return Err(invalid(
                 "safety.max_deactivation_percent",
@@ -393,16 +400,24 @@ impl Config {
             ));
         }
         for (i, host) in self.admin.allowed_hosts.iter_mut().enumerate() {
-            let name = host.trim().trim_end_matches('.').to_ascii_lowercase();
+            let trimmed = host.trim().trim_end_matches('.').to_ascii_lowercase();
+            // An IPv6 address may come bracketed; a port is never part of it.
+            let name = trimmed
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(&trimmed)
+                .to_string();
+            let ipv6 = name.parse::<std::net::Ipv6Addr>().is_ok();
             if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']'))
+                || (!ipv6
+                    && !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')))
             {
                 return Err(invalid(
                     format!("admin.allowed_hosts[{i}]"),
                     format!(
-                        "\"{host}\" is not a host name; give names like \"sync.example.internal\" (no scheme, no path)"
+                        "\"{host}\" is not a host name; give names like \"sync.example.internal\" (no scheme, port or path)"
                     ),
                 ));
             }
@@ -686,7 +701,14 @@ fn check_url(key: &str, raw: &str) -> Result<String, ConfigError> {
             format!("\"{raw}\" must be a base URL without ? or #"),
         ));
     }
-    Ok(raw.trim_end_matches('/').to_string())
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            key,
+            "must not carry a user name or password (user@host): give the base URL only",
+        ));
+    }
+    // The URL as parsed (`HTTP://` is `http://`), so later checks see what is used.
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 #[cfg(test)]
@@ -851,6 +873,28 @@ role = "Admin"
             &[],
         );
         assert!(e.contains("tenants[0].authority"), "{e}");
+        // The scheme as parsed, not as typed.
+        for graph_url in ["HTTP://127.0.0.1:9", " http://127.0.0.1:9"] {
+            let e = err(
+                &MINIMAL.replace(
+                    "account = \"Contoso Ltd\"",
+                    &format!("account = \"C\"\ngraph_url = \"{graph_url}\""),
+                ),
+                &[],
+            );
+            assert!(e.contains("tenants[0].graph_url"), "{graph_url}: {e}");
+        }
+        let e = err(
+            &MINIMAL.replace(
+                "account = \"Contoso Ltd\"",
+                "account = \"C\"\ngraph_url = \"https://user:pw@graph.microsoft.com\"",
+            ),
+            &[],
+        );
+        assert!(
+            e.contains("user name or password") && !e.contains("pw@"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -867,6 +911,16 @@ role = "Admin"
             &[],
         );
         assert!(e.contains("admin.allowed_hosts[0]"), "{e}");
+        let e = err(
+            &format!("{MINIMAL}\n[admin]\nallowed_hosts = [\"sync.example:8650\"]\n"),
+            &[],
+        );
+        assert!(e.contains("port"), "a port never matches: {e}");
+        let v6 = format!("{MINIMAL}\n[admin]\nallowed_hosts = [\"[fd00::1]\"]\n");
+        assert_eq!(
+            Config::parse(&v6, &[]).unwrap().admin.allowed_hosts,
+            ["fd00::1"]
+        );
         let env = [(
             "ENTRA_SYNC__ADMIN__ALLOWED_HOSTS".to_string(),
             "Sync.Example,other.example".to_string(),

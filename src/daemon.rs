@@ -278,9 +278,9 @@ impl<R: Runner> Daemon<R> {
             rounds,
         } = self;
         // The address actually bound (`admin.listen` may name port 0).
-        let admin_addr = listener
-            .local_addr()
-            .map_or_else(|_| state.config().admin.listen.clone(), |a| a.to_string());
+        let bound = listener.local_addr().ok();
+        let admin_addr =
+            bound.map_or_else(|| state.config().admin.listen.clone(), |a| a.to_string());
         let (stop_admin, admin_stopped) = oneshot::channel::<()>();
         let admin = tokio::spawn(admin::serve(
             listener,
@@ -321,7 +321,7 @@ impl<R: Runner> Daemon<R> {
                 },
                 Some(()) = reloads.recv() => {
                     notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading"))]);
-                    match reload(&state, &config_path, &runner) {
+                    match reload(&state, &config_path, &runner, bound) {
                         Ok(()) => {
                             if let Some(old) = cron.as_mut() {
                                 let _ = old.shutdown().await;
@@ -366,9 +366,19 @@ fn reload(
     state: &AdminState,
     config_path: &std::path::Path,
     runner: &impl Runner,
+    bound: Option<std::net::SocketAddr>,
 ) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| e.to_string())?;
     let token = read_admin_token(&config)?;
+    // The socket stays where it is until a restart: a new config may not drop the token it
+    // needs there.
+    if let Some(bound) = bound.filter(|b| !b.ip().is_loopback())
+        && token.is_none()
+    {
+        return Err(format!(
+            "config key `admin.token_file`: required while the admin endpoint listens on {bound} (admin.listen takes effect at the next restart)"
+        ));
+    }
     if config.admin.listen != state.config().admin.listen {
         tracing::warn!("admin.listen changed; it takes effect at the next restart");
     }
@@ -385,6 +395,8 @@ async fn work(state: &AdminState, runner: &impl Runner, trigger: Trigger) {
     let config = state.config();
     match trigger {
         Trigger::Scheduled { full } => {
+            // One run of every tenant not waiting out a reconnect pause: their reads overlap.
+            let mut due = Vec::new();
             for tenant in &config.tenants {
                 match state.health.pause_state(&tenant.name, Instant::now()) {
                     Pause::Waiting => continue,
@@ -394,30 +406,38 @@ async fn work(state: &AdminState, runner: &impl Runner, trigger: Trigger) {
                     }
                     Pause::None => {}
                 }
-                let opts = SyncOptions {
-                    tenant: Some(tenant.name.clone()),
-                    full,
-                    ..SyncOptions::default()
-                };
-                let summary = match runner.run(&config, &opts).await {
-                    Ok(summary) => summary,
-                    Err(e) => {
-                        // A run that fails before it has a summary still failed: it counts.
-                        tracing::error!(tenant = %tenant.name, "{e}");
-                        let mode = if full {
-                            RunMode::Full
-                        } else {
-                            RunMode::Incremental
-                        };
-                        let mut failed = TenantOutcome::new(&tenant.name, mode, RunStatus::Failed);
-                        failed.error = Some(format!("tenant \"{}\": {e}", tenant.name));
-                        SyncSummary {
-                            tenants: vec![failed],
-                        }
-                    }
-                };
-                record(state, runner, &config, &summary);
+                due.push(tenant.name.clone());
             }
+            if due.is_empty() {
+                return;
+            }
+            let opts = SyncOptions {
+                tenants: Some(due.clone()),
+                full,
+                ..SyncOptions::default()
+            };
+            let summary = match runner.run(&config, &opts).await {
+                Ok(summary) => summary,
+                Err(e) => {
+                    // A run that fails before it has a summary still failed: it counts.
+                    tracing::error!("{e}");
+                    let mode = if full {
+                        RunMode::Full
+                    } else {
+                        RunMode::Incremental
+                    };
+                    let tenants = due
+                        .iter()
+                        .map(|name| {
+                            let mut failed = TenantOutcome::new(name, mode, RunStatus::Failed);
+                            failed.error = Some(format!("tenant \"{name}\": {e}"));
+                            failed
+                        })
+                        .collect();
+                    SyncSummary { tenants }
+                }
+            };
+            record(state, runner, &config, &summary);
         }
         Trigger::Resync(ResyncRequest { opts, reply }) => {
             let result = runner.run(&config, &opts).await;

@@ -96,6 +96,7 @@ fn main() -> ExitCode {
                     dry_run,
                     user,
                     allow_mass_deactivation,
+                    ..SyncOptions::default()
                 };
                 cli::sync_command(&config, opts, json).await
             }

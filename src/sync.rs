@@ -24,10 +24,13 @@ use crate::config::{Config, TenantConfig};
 use crate::graph::{GraphClient, GraphError};
 use crate::refresh;
 use crate::store::{HeldChange, MirrorWrite, OpenState, RunRecord, Store, StoreError, WriterLock};
+use futures_util::{StreamExt, stream};
 
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
     pub tenant: Option<String>,
+    /// Only these tenants (the daemon's round: those not waiting out a reconnect pause).
+    pub tenants: Option<Vec<String>>,
     pub full: bool,
     pub dry_run: bool,
     /// Object id, UPN or mail of one user to resync.
@@ -179,8 +182,13 @@ impl Syncer {
     }
 
     /// Runs a sync of every tenant (or `--tenant`) and returns what happened to each.
+    ///
+    /// Up to `sync.tenant_concurrency` tenants read Graph at once; their writes take turns in
+    /// config order, so what one tenant's run writes never depends on how fast another's
+    /// reads were (SPEC 4.11: the tenant listed first wins an email). The writer lock covers
+    /// the whole run, so a one-off `sync` never works from the daemon's cursors.
     pub async fn run(&self, config: &Config, opts: &SyncOptions) -> Result<SyncSummary, SyncError> {
-        let tenants: Vec<&TenantConfig> = match &opts.tenant {
+        let mut tenants: Vec<&TenantConfig> = match &opts.tenant {
             Some(name) => vec![
                 config
                     .tenant(name)
@@ -188,13 +196,65 @@ impl Syncer {
             ],
             None => config.tenants.iter().collect(),
         };
+        if let Some(only) = &opts.tenants {
+            tenants.retain(|t| only.contains(&t.name));
+        }
         let mut summary = SyncSummary::default();
-        let mut user_found = false;
-        for tenant in tenants {
-            if let Some(outcome) = run_tenant(config, tenant, opts, self).await {
-                user_found = true;
-                summary.tenants.push(outcome);
+        let lock = if opts.dry_run || tenants.is_empty() {
+            Ok(None)
+        } else {
+            // flock is per open file: one lock for the run, shared by its tenants.
+            let path = config.store.path.clone();
+            match tokio::task::spawn_blocking(move || WriterLock::acquire(&path)).await {
+                Ok(Ok(lock)) => {
+                    tracing::debug!(tenants = tenants.len(), "writer lock taken; reading Graph");
+                    Ok(Some(lock))
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
             }
+        };
+        let _lock = match lock {
+            Ok(lock) => lock,
+            Err(e) => {
+                for tenant in tenants {
+                    let mut outcome =
+                        TenantOutcome::new(&tenant.name, run_mode(opts), RunStatus::Failed);
+                    outcome.error = Some(format!("tenant \"{}\": {e}", tenant.name));
+                    // Without the lock nothing may be written, not even the failure.
+                    let now = self.clock.now_rfc3339();
+                    summary.tenants.push(finish_failed(
+                        config,
+                        opts,
+                        self.clock(),
+                        outcome,
+                        &now,
+                        false,
+                    ));
+                }
+                return Ok(summary);
+            }
+        };
+        let turns = Turns::default();
+        let outcomes: Vec<Option<TenantOutcome>> = stream::iter(tenants.iter().enumerate())
+            .map(|(i, tenant)| {
+                let turn = Turn {
+                    turns: &turns,
+                    index: i,
+                };
+                async move {
+                    let outcome = run_tenant(config, tenant, opts, self, &turn).await;
+                    turn.done().await;
+                    outcome
+                }
+            })
+            .buffered(config.sync.tenant_concurrency.max(1))
+            .collect()
+            .await;
+        let mut user_found = false;
+        for outcome in outcomes.into_iter().flatten() {
+            user_found = true;
+            summary.tenants.push(outcome);
         }
         if let Some(user) = &opts.user
             && !user_found
@@ -214,22 +274,64 @@ pub async fn run(config: &Config, opts: &SyncOptions) -> Result<SyncSummary, Syn
     Syncer::default().run(config, opts).await
 }
 
+/// The writes of a run's tenants, in config order: tenant `i` writes once the ones before it
+/// are done.
+#[derive(Default)]
+struct Turns {
+    done: tokio::sync::watch::Sender<usize>,
+}
+
+/// One tenant's place in [`Turns`].
+struct Turn<'a> {
+    turns: &'a Turns,
+    index: usize,
+}
+
+impl Turn<'_> {
+    /// Waits until every tenant listed before this one has written.
+    async fn take(&self) {
+        let mut done = self.turns.done.subscribe();
+        let _ = done.wait_for(|n| *n >= self.index).await;
+    }
+
+    /// This tenant has written (or will not): the next one may.
+    async fn done(&self) {
+        self.take().await;
+        self.turns
+            .done
+            .send_modify(|n| *n = (*n).max(self.index + 1));
+    }
+}
+
+fn run_mode(opts: &SyncOptions) -> RunMode {
+    if opts.user.is_some() {
+        RunMode::User
+    } else {
+        RunMode::Full
+    }
+}
+
 /// One tenant's run. `None` when `--user` names nobody in this tenant.
 async fn run_tenant(
     config: &Config,
     tenant: &TenantConfig,
     opts: &SyncOptions,
     syncer: &Syncer,
+    turn: &Turn<'_>,
 ) -> Option<TenantOutcome> {
     let started = Instant::now();
     let started_at = syncer.clock.now_rfc3339();
-    let mode = if opts.user.is_some() {
-        RunMode::User
-    } else {
-        RunMode::Full
-    };
-    let mut outcome = TenantOutcome::new(&tenant.name, mode, RunStatus::Failed);
-    let result = tenant_run(config, tenant, opts, syncer, &started_at, &mut outcome).await;
+    let mut outcome = TenantOutcome::new(&tenant.name, run_mode(opts), RunStatus::Failed);
+    let result = tenant_run(
+        config,
+        tenant,
+        opts,
+        syncer,
+        turn,
+        &started_at,
+        &mut outcome,
+    )
+    .await;
     outcome.duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(None) => None,
@@ -243,7 +345,15 @@ async fn run_tenant(
         }
         Err(e) => {
             outcome.error = Some(format!("tenant \"{}\": {e}", tenant.name));
-            Some(finish_failed(config, opts, syncer.clock(), outcome, &started_at).await)
+            turn.take().await;
+            Some(finish_failed(
+                config,
+                opts,
+                syncer.clock(),
+                outcome,
+                &started_at,
+                true,
+            ))
         }
     }
 }
@@ -254,20 +364,12 @@ async fn tenant_run(
     tenant: &TenantConfig,
     opts: &SyncOptions,
     syncer: &Syncer,
+    turn: &Turn<'_>,
     started_at: &str,
     outcome: &mut TenantOutcome,
 ) -> Result<Option<Plan>, anyhow::Error> {
     let store_path = &config.store.path;
-    // The writer lock covers the whole run, Graph reads included, so two syncs never work
-    // from the same cursors: a one-off sync waits for the daemon's run and then starts fresh.
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        let path = store_path.clone();
-        let lock = tokio::task::spawn_blocking(move || WriterLock::acquire(&path)).await??;
-        tracing::debug!(tenant = %tenant.name, "writer lock taken; reading Graph");
-        Some(lock)
-    };
+    // The run holds the writer lock (Syncer::run); this tenant writes in its turn.
     let mut store = if opts.dry_run {
         Store::open_read_only(store_path)?
     } else {
@@ -284,6 +386,7 @@ async fn tenant_run(
         None => {
             let d = client.directory().await?;
             if let Some(s) = store.as_mut().filter(|_| !opts.dry_run) {
+                turn.take().await;
                 s.register_directory(&tenant.name, &tenant.tenant_id, &d)?;
             }
             d
@@ -358,6 +461,9 @@ async fn tenant_run(
     }
     let mut refreshed = graph_result.map_err(|e| anyhow::anyhow!(e))?;
     phase.done(&tenant.name, "graph read");
+    // From here on the run reads and writes the store: in config order with the others.
+    turn.take().await;
+    phase.done(&tenant.name, "wait for the tenants listed before");
     let mode = outcome.mode;
 
     let rules_changed = stored_cursors
@@ -614,18 +720,21 @@ fn open_after(plan: &Plan, scope: Option<&Scope>, before: OpenState) -> OpenStat
     }
 }
 
-async fn finish_failed(
+/// Logs and counts a failed run and, with `record` (the run holds the writer lock and it is
+/// this tenant's turn), records it in `sync_runs`.
+fn finish_failed(
     config: &Config,
     opts: &SyncOptions,
     clock: &dyn Clock,
     mut outcome: TenantOutcome,
     started_at: &str,
+    record: bool,
 ) -> TenantOutcome {
     outcome.status = RunStatus::Failed;
     record_metrics(&outcome, clock);
     let error = outcome.error.clone().unwrap_or_default();
     tracing::error!(tenant = %outcome.tenant, "{error}");
-    if !opts.dry_run {
+    if !opts.dry_run && record {
         let record = RunRecord {
             tenant: outcome.tenant.clone(),
             mode: outcome.mode,
@@ -636,16 +745,8 @@ async fn finish_failed(
             graph_requests: outcome.graph_requests as i64,
             error: Some(error),
         };
-        // The writer lock may have to wait for another process: not on the async runtime.
-        let path = config.store.path.clone();
-        let recorded = tokio::task::spawn_blocking(move || {
-            WriterLock::acquire(&path)
-                .and_then(|_lock| Store::open(&path)?.record_failed_run(&record))
-        })
-        .await;
-        if let Err(e) = recorded
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
+        if let Err(e) =
+            Store::open(&config.store.path).and_then(|mut s| s.record_failed_run(&record))
         {
             tracing::error!(tenant = %outcome.tenant, "cannot record the failed run: {e}");
         }

@@ -148,6 +148,9 @@ impl GraphClient {
         clock: Arc<dyn Clock>,
     ) -> Result<GraphClient, GraphError> {
         let http = reqwest::Client::builder()
+            // A redirect would skip check_link (and could carry a POST to the admin port):
+            // the requests entra-sync makes are never redirected by Graph.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(sync.request_timeout_seconds))
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("entra-sync/", env!("CARGO_PKG_VERSION")))

@@ -464,9 +464,25 @@ impl WriterLock {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
+        if std::fs::symlink_metadata(&lock_path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(err(
+                "is a symbolic link; remove it (entra-sync creates its own lock file)".into(),
+            ));
+        }
         let mut file = options
             .open(&lock_path)
             .map_err(|e| err(format!("cannot open lock file: {e}")))?;
+        // One left by an older version (created with the umask): made private now.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if file
+                .metadata()
+                .is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+            {
+                let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+            }
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -696,6 +712,34 @@ mod tests {
             "{holder}"
         );
         drop(lock);
+        // A lock left by an older version, made with the umask, is made private.
+        std::fs::set_permissions(
+            dir.path().join("psa.db.lock"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        drop(WriterLock::acquire(&path).unwrap());
+        let mode = std::fs::metadata(dir.path().join("psa.db.lock"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// A lock path that is a symbolic link is refused, and what it points to is untouched.
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_file_that_is_a_symbolic_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("psa.db.lock")).unwrap();
+        let e = WriterLock::acquire(&dir.path().join("psa.db"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
     }
 
     #[test]

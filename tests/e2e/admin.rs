@@ -110,6 +110,12 @@ async fn a_post_from_a_web_page_of_another_origin_runs_nothing() {
             vec![host, ("origin", "http://evil.example")],
             vec![host, ("origin", "null")],
             vec![host, ("origin", "http://127.0.0.1.evil.example:8650")],
+            // Another local web application (a dev server) on another port.
+            vec![host, ("origin", "http://127.0.0.1:3000")],
+            vec![
+                ("host", "localhost:8650"),
+                ("origin", "http://localhost:3000"),
+            ],
             vec![host, ("sec-fetch-site", "cross-site")],
             vec![
                 host,
@@ -125,7 +131,7 @@ async fn a_post_from_a_web_page_of_another_origin_runs_nothing() {
         assert_eq!(send(&d, "POST", url, &[host]).await.0, 200);
         let own = [
             host,
-            ("origin", "http://localhost:8650"),
+            ("origin", "http://127.0.0.1:8650"),
             ("sec-fetch-site", "same-origin"),
         ];
         assert_eq!(send(&d, "POST", url, &own).await.0, 200);
@@ -237,6 +243,47 @@ async fn raw(addr: SocketAddr, request: &[u8]) -> u16 {
 
 fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// The socket stays bound until a restart: a reload may not drop the token it needs there.
+#[tokio::test]
+async fn a_reload_cannot_drop_the_token_of_an_endpoint_off_loopback() {
+    let mut env = TestEnv::new().await;
+    with_token(&mut env, "listen = \"0.0.0.0:0\"");
+    let script = Script::new([]);
+    env.write_config();
+    let config = Config::load(&env.config_path()).unwrap();
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let daemon = Daemon::build(
+        config,
+        env.config_path(),
+        listener,
+        metrics(),
+        Scripted(Arc::clone(&script)),
+        Schedule::Manual,
+    )
+    .unwrap();
+    with_daemon(daemon, async |d| {
+        rounds(&d, 1).await;
+        // The operator moves listen to loopback and drops the token in the same edit.
+        let text = std::fs::read_to_string(env.config_path()).unwrap();
+        let text = text
+            .lines()
+            .filter(|l| !l.starts_with("token_file") && !l.starts_with("listen"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(env.config_path(), text).unwrap();
+        d.reload();
+        rounds(&d, 2).await;
+        assert_eq!(*script.reloads.lock().unwrap(), 0, "the reload was refused");
+        assert_eq!(
+            call(&d, "GET", "/status", None).await.0,
+            401,
+            "the token still holds"
+        );
+        assert_eq!(call(&d, "GET", "/status", Some(TOKEN)).await.0, 200);
+    })
+    .await;
 }
 
 #[tokio::test]

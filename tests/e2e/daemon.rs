@@ -92,7 +92,7 @@ pub struct Script {
     pub errors: Mutex<usize>,
     calls: Mutex<Vec<SyncOptions>>,
     reconnects: Mutex<Vec<String>>,
-    reloads: Mutex<usize>,
+    pub reloads: Mutex<usize>,
     started: watch::Sender<usize>,
     gate: watch::Sender<bool>,
 }
@@ -164,7 +164,12 @@ impl Runner for Scripted {
         let tenants = config
             .tenants
             .iter()
-            .filter(|t| opts.tenant.as_ref().is_none_or(|name| *name == t.name));
+            .filter(|t| opts.tenant.as_ref().is_none_or(|name| *name == t.name))
+            .filter(|t| {
+                opts.tenants
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&t.name))
+            });
         let mut summary = SyncSummary::default();
         for t in tenants {
             let mut outcome = TenantOutcome::new(&t.name, mode, status);
@@ -419,10 +424,10 @@ async fn a_reload_takes_the_new_config_and_a_broken_one_is_rejected() {
         );
         d.tick(false);
         rounds(&d, 3).await;
-        let tenants: Vec<_> = script.calls().iter().map(|o| o.tenant.clone()).collect();
+        let tenants: Vec<_> = script.calls().iter().map(|o| o.tenants.clone()).collect();
         assert_eq!(
             tenants,
-            [Some("t0".into()), Some("t0".into())],
+            [Some(vec!["t0".to_string()]), Some(vec!["t0".to_string()])],
             "the old config runs on"
         );
 
@@ -434,9 +439,13 @@ async fn a_reload_takes_the_new_config_and_a_broken_one_is_rejected() {
         rounds(&d, 5).await;
         let last: Vec<_> = script.calls()[2..]
             .iter()
-            .map(|o| o.tenant.clone())
+            .map(|o| o.tenants.clone())
             .collect();
-        assert_eq!(last, [Some("t0".into()), Some("t1".into())]);
+        assert_eq!(
+            last,
+            [Some(vec!["t0".to_string(), "t1".to_string()])],
+            "one run of both tenants"
+        );
         let (_, status) = call(&d, "GET", "/status", None).await;
         let status: serde_json::Value = serde_json::from_str(&status).unwrap();
         assert_eq!(

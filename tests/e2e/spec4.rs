@@ -315,6 +315,57 @@ async fn tenants_4_11_an_email_claimed_by_two_tenants_goes_to_the_first_listed()
     );
 }
 
+/// Tenants read Graph at the same time, but write in config order: the first-listed tenant
+/// wins the email even when its reads finish last.
+#[tokio::test]
+async fn tenants_4_11_the_first_listed_wins_even_when_its_reads_are_the_slowest() {
+    let mut env = TestEnv::with_tenants(3).await;
+    let mut groups = Vec::new();
+    for i in 0..3 {
+        let g = env.group_in(i, "Staff", 1);
+        let ada = env.user_in(i, "ada");
+        env.sims[i].control().add_member(&g, &ada).unwrap();
+        groups.push(g);
+    }
+    env.rule(0, &groups[0], 10, "contact", String::new());
+    env.rule(1, &groups[1], 10, "employee", String::new());
+    env.rule(2, &groups[2], 10, "employee", String::new());
+    // t0 answers its member pages 1.5 s late; t1 and t2 at once.
+    env.sims[0].control().inject_fault(graph_sim::Fault::new(
+        "/members",
+        graph_sim::FaultKind::Delay(std::time::Duration::from_millis(1500)),
+        10,
+    ));
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(
+        env.rows("SELECT email FROM contacts"),
+        vec![vec!["ada@contoso.com"]]
+    );
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE username = 'ada'"),
+        vec![vec!["0"]]
+    );
+    for late in ["t1", "t2"] {
+        assert_eq!(
+            tenant(&s, late)["reports"][0]["kind"],
+            "email_claimed",
+            "{s}"
+        );
+    }
+    let order: Vec<String> = s["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tenant"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(order, ["t0", "t1", "t2"], "the summary keeps config order");
+    assert_eq!(
+        env.rows("SELECT tenant FROM sync_runs ORDER BY id"),
+        vec![vec!["t0"], vec!["t1"], vec!["t2"]],
+        "runs are recorded in config order"
+    );
+}
+
 #[tokio::test]
 async fn tenants_4_11_one_failing_tenant_does_not_block_the_other() {
     let mut env = TestEnv::with_tenants(2).await;

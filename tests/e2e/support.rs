@@ -26,6 +26,8 @@ pub struct TestEnv {
     pub sync_extra: String,
     /// The tenants' credential line instead of `client_secret_file = <sim.secret>`.
     pub credential: Option<String>,
+    /// The tenants' `graph_url` instead of the simulator's.
+    pub graph_url: Option<String>,
 }
 
 pub struct Output {
@@ -85,6 +87,7 @@ impl TestEnv {
             extra_config,
             sync_extra: String::new(),
             credential: None,
+            graph_url: None,
         }
     }
 
@@ -198,7 +201,7 @@ impl TestEnv {
                 ctl.client_id(),
                 self.credential.as_deref().unwrap_or(&secret),
                 sim.base_url(),
-                sim.base_url(),
+                self.graph_url.clone().unwrap_or_else(|| sim.base_url()),
             ));
         }
         text.push_str(&self.rules.join("\n"));

@@ -51,6 +51,28 @@ impl Elsewhere {
     }
 }
 
+/// A "Graph" that answers every request with `307` to `location` (a hostile or hijacked
+/// answer).
+async fn redirector(location: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 16384];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(
+                    format!(
+                        "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    });
+    base
+}
+
 /// One employee rule with one member.
 fn scenario(env: &mut TestEnv) {
     let g = env.group("Staff", 1);
@@ -99,6 +121,42 @@ async fn a_delta_link_to_another_host_fails_the_run_and_the_token_never_goes_the
         "the other host got requests: {:?}",
         elsewhere.requests()
     );
+}
+
+/// A redirect would skip the link check (and could carry a POST to the admin port).
+#[tokio::test]
+async fn a_redirect_from_graph_is_not_followed() {
+    let mut env = TestEnv::new().await;
+    scenario(&mut env);
+    let elsewhere = Elsewhere::start().await;
+    env.graph_url = Some(
+        redirector(format!(
+            "{}/resync?allow_mass_deactivation=true",
+            elsewhere.base
+        ))
+        .await,
+    );
+    let out = env.run(&["sync"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("307"), "{}", out.stderr);
+    assert!(
+        elsewhere.requests().is_empty(),
+        "{:?}",
+        elsewhere.requests()
+    );
+}
+
+/// A token endpoint that says its token lives for ever (`expires_in` = 2^64 - 1) is believed
+/// for a day, not allowed to overflow the clock.
+#[tokio::test]
+async fn an_access_token_lifetime_past_any_clock_is_no_panic() {
+    let mut env = TestEnv::with_options(1, |o| {
+        o.token_lifetime = std::time::Duration::from_secs(u64::MAX);
+    })
+    .await;
+    scenario(&mut env);
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["created"], 1);
 }
 
 #[tokio::test]
