@@ -214,8 +214,119 @@ impl SimThread {
     }
 }
 
+/// A fleet of small tenants, each its own graph-sim answering after `latency`, on one thread
+/// and runtime; the config that lists them all (one employee rule each) written to `config`.
+struct FleetThread {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl FleetThread {
+    fn start(tenants: usize, latency: Duration, dir: &Path) -> FleetThread {
+        let (started, ready) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let dir = dir.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let secret = dir.join("fleet.secret");
+                std::fs::write(&secret, graph_sim::DEFAULT_CLIENT_SECRET).unwrap();
+                let mut text = format!(
+                    "[store]\npath = \"{}\"\n\n[safety]\nmax_deactivation_percent = 0\n\n",
+                    dir.join("fleet.db").display()
+                );
+                let mut sims = Vec::new();
+                for i in 0..tenants {
+                    let sim = graph_sim::Sim::start(graph_sim::SimOptions {
+                        users: 20,
+                        groups: 2,
+                        seed: i as u64 + 1,
+                        tenant: format!("tenant{i}.onmicrosoft.com"),
+                        latency,
+                        ..graph_sim::SimOptions::default()
+                    })
+                    .await
+                    .unwrap();
+                    let ctl = sim.control();
+                    let group = ctl.security_groups()[0].id.clone();
+                    text.push_str(&format!(
+                        "[[tenants]]\nname = \"t{i}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\nauthority = \"{base}\"\ngraph_url = \"{base}\"\naccount = \"Account {i}\"\n\n[[rules]]\ntenant = \"t{i}\"\ngroup_id = \"{group}\"\norder = 10\ntarget = \"employee\"\n\n",
+                        ctl.tenant_guid(),
+                        ctl.client_id(),
+                        secret.display(),
+                        base = sim.base_url(),
+                    ));
+                    sims.push(sim);
+                }
+                std::fs::write(dir.join("fleet.toml"), text).unwrap();
+                started.send(()).unwrap();
+                let _ = stopped.await;
+                for sim in sims {
+                    sim.shutdown().await;
+                }
+            });
+        });
+        ready.recv().unwrap();
+        FleetThread { stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap();
+    }
+}
+
+/// The daemon's idle round over a fleet at Graph-like latency: `Syncer::run` in this process
+/// (tokens cached between rounds, as in the daemon), a first round to take cursors, then idle
+/// rounds timed.
+async fn fleet(tenants: usize, latency_ms: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let sims = FleetThread::start(tenants, Duration::from_millis(latency_ms), dir.path());
+    let config = entra_sync::config::Config::load(&dir.path().join("fleet.toml")).unwrap();
+    println!(
+        "fleet: {tenants} tenants of 20 users at {latency_ms} ms per request, started in {:.1} s; tenant_concurrency {}",
+        start.elapsed().as_secs_f64(),
+        config.sync.tenant_concurrency
+    );
+    let syncer = entra_sync::sync::Syncer::default();
+    let opts = entra_sync::sync::SyncOptions::default();
+    let start = Instant::now();
+    let first = syncer.run(&config, &opts).await.unwrap();
+    let failed = first
+        .tenants
+        .iter()
+        .filter(|t| t.status.as_str() == "failed")
+        .count();
+    println!(
+        "fleet first round (full reads, tokens): {:.2} s, {failed} tenants failed",
+        start.elapsed().as_secs_f64()
+    );
+    for round in 1..=3 {
+        let start = Instant::now();
+        let idle = syncer.run(&config, &opts).await.unwrap();
+        let requests: u64 = idle.tenants.iter().map(|t| t.graph_requests).sum();
+        println!(
+            "fleet idle round {round}: {:.2} s for {tenants} tenants, {requests} Graph requests (target < 2 s for 500 at 100 ms)",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    sims.stop();
+}
+
 #[tokio::main]
 async fn main() {
+    if let Ok(n) = std::env::var("BENCH_FLEET_ONLY") {
+        fleet(
+            n.parse().unwrap_or(500),
+            env_usize("BENCH_LATENCY_MS", 100) as u64,
+        )
+        .await;
+        return;
+    }
     let users = env_usize("BENCH_USERS", 100_000);
     let groups = env_usize("BENCH_GROUPS", 20);
     let dir = tempfile::tempdir().unwrap();
@@ -442,4 +553,9 @@ async fn main() {
         tenant(&changed)["mode"]
     );
     sim.stop();
+    fleet(
+        env_usize("BENCH_FLEET_TENANTS", 500),
+        env_usize("BENCH_LATENCY_MS", 100) as u64,
+    )
+    .await;
 }

@@ -118,16 +118,25 @@ pub async fn incremental(
     let mut links = BTreeMap::new();
     let mut items = 0usize;
     let users_link = cursors.links.get("users").cloned().unwrap_or_default();
-    let users = delta::round(client, &users_link, "users delta").await?;
-    items += users.items.len();
-    links.insert("users".to_string(), users.delta_link);
-    let mut groups = GroupChanges::default();
-    for (resource, link) in cursors
+    let group_cursors: Vec<(&String, &String)> = cursors
         .links
         .iter()
         .filter(|(r, _)| r.starts_with("groups:"))
-    {
-        let round = delta::round(client, link, "groups delta").await?;
+        .collect();
+    // Every round at once (an idle run is then one Graph round trip, not two or more).
+    let (users, group_rounds) = futures_util::future::try_join(
+        delta::round(client, &users_link, "users delta"),
+        futures_util::future::try_join_all(
+            group_cursors
+                .iter()
+                .map(|(_, link)| delta::round(client, link, "groups delta")),
+        ),
+    )
+    .await?;
+    items += users.items.len();
+    links.insert("users".to_string(), users.delta_link);
+    let mut groups = GroupChanges::default();
+    for ((resource, _), round) in group_cursors.into_iter().zip(group_rounds) {
         items += round.items.len();
         let changes = delta::group_changes(&round.items)?;
         for (g, members) in changes.members {

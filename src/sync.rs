@@ -385,8 +385,9 @@ async fn tenant_run(
         Some(d) => d,
         None => {
             let d = client.directory().await?;
+            // Not in turn: it touches only this tenant's entry, and waiting here would make a
+            // first run of the fleet read one tenant after another.
             if let Some(s) = store.as_mut().filter(|_| !opts.dry_run) {
-                turn.take().await;
                 s.register_directory(&tenant.name, &tenant.tenant_id, &d)?;
             }
             d

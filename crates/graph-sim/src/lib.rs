@@ -76,6 +76,9 @@ pub struct SimOptions {
     /// Certificates registered on the app, accepted beside the secret (certificate
     /// credentials: a signed `client_assertion`).
     pub certificates: Vec<SimCertificate>,
+    /// Every token and Graph request is answered this long after it arrived (real Graph
+    /// answers in 100 ms at best); the control API is not delayed.
+    pub latency: Duration,
 }
 
 impl Default for SimOptions {
@@ -91,6 +94,7 @@ impl Default for SimOptions {
             client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
             token_lifetime: Duration::from_secs(3599),
             certificates: Vec::new(),
+            latency: Duration::ZERO,
         }
     }
 }
@@ -108,6 +112,7 @@ impl std::fmt::Debug for SimOptions {
             .field("client_secret", &"[REDACTED]")
             .field("token_lifetime", &self.token_lifetime)
             .field("certificates", &self.certificates.len())
+            .field("latency", &self.latency)
             .finish()
     }
 }

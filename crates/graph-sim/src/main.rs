@@ -45,6 +45,9 @@ struct Cli {
     /// Client secret the token endpoint accepts.
     #[arg(long, env = "GRAPH_SIM_CLIENT_SECRET", default_value = DEFAULT_CLIENT_SECRET, hide_default_value = true, hide_env_values = true)]
     client_secret: String,
+    /// Answer every token and Graph request this many milliseconds after it arrived.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
     /// A certificate (PEM) to register on the app, for certificate sign-in; repeatable.
     #[arg(long, value_name = "PEM")]
     certificate: Vec<PathBuf>,
@@ -104,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         client_secret: cli.client_secret.clone(),
         token_lifetime: lifetime,
         certificates,
+        latency: Duration::from_millis(cli.latency_ms),
     };
     let listener = tokio::net::TcpListener::bind(&cli.listen)
         .await

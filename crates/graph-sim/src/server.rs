@@ -91,6 +91,9 @@ async fn front(
     let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
         .await
         .unwrap_or_default();
+    if !sh.opts.latency.is_zero() {
+        tokio::time::sleep(sh.opts.latency).await;
+    }
     let fault = lock(&sh.faults).take(&path_and_query);
     let token_tenant = token_tenant(&path).map(str::to_owned);
     let discovery_tenant = discovery_tenant(&path).map(str::to_owned);

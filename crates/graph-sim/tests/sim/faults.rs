@@ -240,3 +240,21 @@ async fn batch_items_meet_faults_one_by_one() {
     let a = items.iter().find(|i| i["id"] == "a").unwrap();
     assert_eq!(a["status"], 200);
 }
+
+/// `latency`: every Graph and token request waits it out; the control API does not.
+#[tokio::test(start_paused = true)]
+async fn latency_delays_every_graph_and_token_request() {
+    let env = crate::support::Env::start(graph_sim::SimOptions {
+        latency: std::time::Duration::from_millis(100),
+        ..graph_sim::SimOptions::default()
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    let r = env.get("/groups?$top=1").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(100),
+        "answered after {:?}",
+        started.elapsed()
+    );
+}
