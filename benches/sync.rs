@@ -181,7 +181,7 @@ struct SimThread {
 }
 
 impl SimThread {
-    fn start(users: usize, groups: usize, config: &Path) -> SimThread {
+    fn start(users: usize, groups: usize, latency: Duration, config: &Path) -> SimThread {
         let (started, base) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let config = config.to_path_buf();
@@ -195,6 +195,7 @@ impl SimThread {
                     users,
                     groups,
                     seed: 1,
+                    latency,
                     ..graph_sim::SimOptions::default()
                 };
                 let sim = graph_sim::Sim::start(opts).await.unwrap();
@@ -333,7 +334,7 @@ async fn main() {
     let config = dir.path().join("config.toml");
 
     let start = Instant::now();
-    let sim = SimThread::start(users, groups, &config);
+    let sim = SimThread::start(users, groups, Duration::ZERO, &config);
     let base = sim.base.clone();
     println!(
         "graph-sim: {users} users, {groups} groups, started in {:.2} s at {base}",
@@ -553,6 +554,40 @@ async fn main() {
         tenant(&changed)["mode"]
     );
     sim.stop();
+
+    // The same tenant behind a Graph that answers in 100 ms (SPEC 8: at most the time without
+    // latency + 1.2 × the critical path, the longest group's chain of member pages).
+    let latency_ms = env_usize("BENCH_LATENCY_MS", 100) as u64;
+    let slow_dir = tempfile::tempdir().unwrap();
+    let slow_config = slow_dir.path().join("config.toml");
+    let slow = SimThread::start(
+        users,
+        groups,
+        Duration::from_millis(latency_ms),
+        &slow_config,
+    );
+    let longest_chain = read
+        .iter()
+        .map(|g| {
+            by_id[g]["members"]
+                .as_array()
+                .unwrap()
+                .len()
+                .div_ceil(999)
+                .max(1)
+        })
+        .max()
+        .unwrap_or(1);
+    let critical = longest_chain as f64 * latency_ms as f64 / 1000.0;
+    let at_latency = entra_sync(&slow_config, &["sync", "--full"]);
+    println!(
+        "full sync at {latency_ms} ms per request: {:.2} s, target <= {:.2} s (no latency {:.2} s + 1.2 x critical path {critical:.2} s = {longest_chain} pages), {} Graph requests",
+        at_latency.seconds,
+        full.seconds + 1.2 * critical,
+        full.seconds,
+        tenant(&at_latency)["graph_requests"],
+    );
+    slow.stop();
     fleet(
         env_usize("BENCH_FLEET_TENANTS", 500),
         env_usize("BENCH_LATENCY_MS", 100) as u64,

@@ -57,12 +57,20 @@ pub async fn full(
         tracked.extend(mirror_groups.iter().copied());
     }
     let mut links = BTreeMap::new();
-    let users = delta::round(client, &delta::users_latest(client), "users delta").await?;
+    // The cursors first (both at once), then the read and the deleted users (at once).
+    let (users, group_links) = futures_util::future::try_join(
+        delta::round(client, &delta::users_latest(client), "users delta"),
+        latest_group_links(client, &tracked, 0),
+    )
+    .await?;
     links.insert("users".to_string(), users.delta_link);
-    links.extend(latest_group_links(client, &tracked, 0).await?);
-    let snapshot = fetch::full_snapshot(client, &rule_groups, rules.nested_groups).await?;
+    links.extend(group_links);
     // Deleted before the users cursor was taken: its rounds will only ever show the restore.
-    let deleted = fetch::deleted_users(client).await?;
+    let (snapshot, deleted) = futures_util::future::try_join(
+        fetch::full_snapshot(client, &rule_groups, rules.nested_groups),
+        fetch::deleted_users(client),
+    )
+    .await?;
     // Nested groups found by this read get cursors of their own, taken now; the groups tracked
     // before keep the ones taken before the read, so what changed in them during the read is
     // replayed by the next round. (A change inside a newly found group between its read and

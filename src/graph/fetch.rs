@@ -111,21 +111,26 @@ pub async fn full_snapshot(
     rule_groups: &[ObjectId],
     nested: bool,
 ) -> Result<Snapshot, GraphError> {
-    let mut groups = group_infos(client, rule_groups).await?;
     let users = Arc::new(Mutex::new(BTreeMap::new()));
-    let mut queue: BTreeSet<ObjectId> = rule_groups.iter().copied().collect();
-    let mut read: BTreeSet<ObjectId> = BTreeSet::new();
-    while !queue.is_empty() {
+    // Every group's pages are read at once (bounded by the client's `max_concurrency`), and a
+    // nested group as soon as it is found, not after the slowest group of its level: the read
+    // takes about as long as the longest chain of pages. The groups' metadata (one `$batch`)
+    // is read beside them.
+    let members = async {
         let mut tasks = JoinSet::new();
-        for group in std::mem::take(&mut queue) {
-            read.insert(group);
+        let spawn = |tasks: &mut JoinSet<_>, group: ObjectId| {
             let client = Arc::clone(client);
             let users = Arc::clone(&users);
             tasks.spawn(async move {
                 let result = group_members(&client, group, &users).await;
                 (group, result)
             });
+        };
+        let mut read: BTreeSet<ObjectId> = rule_groups.iter().copied().collect();
+        for group in &read {
+            spawn(&mut tasks, *group);
         }
+        let mut by_group = BTreeMap::new();
         while let Some(joined) = tasks.join_next().await {
             let (group, result) = joined.map_err(|e| GraphError::BadResponse {
                 what: "reading group members".into(),
@@ -133,15 +138,21 @@ pub async fn full_snapshot(
             })?;
             let members = result?;
             for (id, kind) in &members {
-                if nested && *kind == MemberType::Group && !read.contains(id) {
-                    queue.insert(*id);
+                if nested && *kind == MemberType::Group && read.insert(*id) {
+                    spawn(&mut tasks, *id);
                 }
             }
-            groups
-                .entry(group)
-                .or_insert_with(|| EntraGroup::new(group))
-                .members = members;
+            by_group.insert(group, members);
         }
+        Ok::<_, GraphError>(by_group)
+    };
+    let (mut groups, by_group) =
+        futures_util::future::try_join(group_infos(client, rule_groups), members).await?;
+    for (group, members) in by_group {
+        groups
+            .entry(group)
+            .or_insert_with(|| EntraGroup::new(group))
+            .members = members;
     }
     // Every reader task has been joined: the map is complete.
     let users = std::mem::take(&mut *users.lock().unwrap_or_else(PoisonError::into_inner));
