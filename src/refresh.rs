@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use entra_sync_core::ObjectId;
-use entra_sync_core::directory::{MemberType, Snapshot};
+use entra_sync_core::directory::{EntraUser, MemberType, Snapshot};
 use entra_sync_core::rules::Rules;
 use entra_sync_core::run::RunMode;
 
@@ -43,6 +43,126 @@ pub fn scope_fingerprint(rules: &Rules) -> String {
         groups.join(",")
     )
 }
+
+/// What a `--user` run reads: the stored mirror, with the people `known` to it or to the store
+/// (or, when nobody is, the one Graph knows by the object id or UPN `query`) read fresh — their
+/// attributes in one `$batch` and their direct memberships among the tracked groups — a
+/// handful of requests whatever the tenant's size (SPEC 8). The cursors do not move.
+/// `Ok(None)` when the mirror cannot be trusted for it (the scope changed): a full read.
+///
+/// Whoever holds a name one of them wants (`holders`: records by username or email) is read
+/// fresh too, so that a name about to be freed by someone else's pending change is seen as
+/// such ("run a full sync", SPEC 1) rather than as taken.
+pub async fn for_user(
+    client: &GraphClient,
+    rules: &Rules,
+    cursors: &Cursors,
+    mut mirror: Snapshot,
+    known: BTreeSet<ObjectId>,
+    query: &str,
+    holders: impl FnOnce(&[&EntraUser]) -> BTreeSet<ObjectId>,
+) -> Result<Option<Refreshed>, GraphError> {
+    if cursors.scope != scope_fingerprint(rules) {
+        return Ok(None);
+    }
+    let paths: Vec<String> = if known.is_empty() {
+        // Not in the mirror nor the store: maybe new. Graph finds users by id or UPN.
+        let query = percent_encoding::utf8_percent_encode(query, PATH_SEGMENT);
+        vec![format!("/users/{query}?$select={USER_SELECT}")]
+    } else {
+        known.iter().map(|id| user_path(*id)).collect()
+    };
+    let mut fresh = read_users(client, &paths, "reading the user").await?;
+    let people: BTreeSet<ObjectId> = known.iter().chain(fresh.keys()).copied().collect();
+    if people.is_empty() {
+        // Nobody by that id or UPN: a mail, or someone added since the last run — only a
+        // full read can say.
+        return Ok(None);
+    }
+    let wanted: Vec<&EntraUser> = fresh.values().collect();
+    let others: Vec<ObjectId> = holders(&wanted)
+        .into_iter()
+        .filter(|h| !people.contains(h))
+        .collect();
+    if !others.is_empty() {
+        let paths: Vec<String> = others.iter().map(|id| user_path(*id)).collect();
+        fresh.extend(read_users(client, &paths, "reading who holds the user's names").await?);
+    }
+    let everyone: BTreeSet<ObjectId> = people.iter().chain(&others).copied().collect();
+    let memberships = futures_util::future::try_join_all(everyone.iter().map(|id| async move {
+        match fetch::member_of(client, *id).await {
+            Ok(groups) => Ok((*id, groups)),
+            Err(GraphError::NotFound { .. }) => Ok((*id, BTreeSet::new())),
+            Err(e) => Err(e),
+        }
+    }))
+    .await?;
+    for (id, groups) in memberships {
+        let mut member = false;
+        for (group_id, group) in mirror.groups.iter_mut() {
+            if groups.contains(group_id) {
+                group.members.insert(id, MemberType::User);
+                member = true;
+            } else {
+                group.members.remove(&id);
+            }
+        }
+        match fresh.remove(&id) {
+            Some(user) if member => {
+                mirror.users.insert(id, user);
+            }
+            _ => {
+                mirror.users.remove(&id);
+                for group in mirror.groups.values_mut() {
+                    group.members.remove(&id);
+                }
+            }
+        }
+    }
+    fetch::check_permissions(&mirror)?;
+    Ok(Some(Refreshed {
+        mode: RunMode::User,
+        snapshot: Some(mirror),
+        cursors: cursors.clone(),
+        deleted: BTreeSet::new(),
+    }))
+}
+
+fn user_path(id: ObjectId) -> String {
+    format!("/users/{id}?$select={USER_SELECT}")
+}
+
+/// Users read by `$batch` (a 404 is someone deleted, or nobody by that name).
+async fn read_users(
+    client: &GraphClient,
+    paths: &[String],
+    what: &str,
+) -> Result<BTreeMap<ObjectId, EntraUser>, GraphError> {
+    let mut users = BTreeMap::new();
+    for (status, body) in client.batch_get(paths, what).await? {
+        match status {
+            200..=299 => {
+                if let Some(user) =
+                    parse_user(&body).map_err(|e| GraphError::not_a_guid(what, e))?
+                {
+                    users.insert(user.id, user);
+                }
+            }
+            404 => {}
+            other => return Err(GraphError::from_answer(what, other, &body)),
+        }
+    }
+    Ok(users)
+}
+
+/// What a path segment may not carry unescaped (`#EXT#` in guests' UPNs, `/`, `?`).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'@')
+    .remove(b'\'');
 
 /// A full read, with cursors taken *before* it so changes made during the read are replayed
 /// by the next incremental round rather than lost.

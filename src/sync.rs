@@ -6,13 +6,13 @@
 //! plan is made from a view read in the run's own transaction. The decisions are
 //! [`entra_sync_core`]'s; this module reads, hands over and writes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
 use entra_sync_core::ObjectId;
-use entra_sync_core::directory::Snapshot;
+use entra_sync_core::directory::{EntraUser, Snapshot};
 use entra_sync_core::plan::{self, Plan, Safety, Scope, StoreView};
 use entra_sync_core::resolve::{self, Report};
 use entra_sync_core::rules::Rules;
@@ -410,10 +410,34 @@ async fn tenant_run(
         Some(s) => s.load_mirror(&tenant.name).map_err(|e| e.to_string()),
         None => Ok(Snapshot::default()),
     };
+    // A `--user` run starts from the stored mirror and reads only its people (SPEC 8).
+    let for_user = match (&opts.user, &stored_cursors, &store) {
+        (Some(query), Some(cursors), Some(s)) if !opts.full => {
+            let mirror = s.load_mirror(&tenant.name)?;
+            let mut view = s.view(&tenant.name)?;
+            for link in view.links.iter_mut().filter(|l| l.directory == tenant.name) {
+                link.directory.clone_from(&directory);
+            }
+            let known = UserQuery::new(query).matches(&mirror, &view, &directory);
+            Some((query, cursors, mirror, known, view))
+        }
+        _ => None,
+    };
     let mut phase = crate::phase::Phase::start();
     // What the run is attempting, so a run that fails is recorded with the mode it failed in.
     let mut attempting = RunMode::Full;
     let graph_result = async {
+        if let Some((query, cursors, mirror, known, view)) = for_user {
+            let holders = |users: &[&EntraUser]| {
+                names_held(&view, &directory, users)
+            };
+            match refresh::for_user(&client, &rules, cursors, mirror, known, query, holders).await
+            {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => tracing::info!(tenant = %tenant.name, "reading the whole tenant for --user"),
+                Err(e) => return Err(e),
+            }
+        }
         if opts.user.is_none()
             && !opts.full
             && let Some(cursors) = &stored_cursors
@@ -587,6 +611,35 @@ async fn tenant_run(
     apply_recorded(access, &run, outcome, &plan, Some(&scope), open_before)?;
     phase.done(&tenant.name, "apply");
     Ok(Some(plan))
+}
+
+/// The users whose records hold a name `users` may want: a username equal to the local part of
+/// their UPN or mail, or an email equal to their UPN or mail (case-insensitive).
+fn names_held(view: &StoreView, directory: &str, users: &[&EntraUser]) -> BTreeSet<ObjectId> {
+    let mut names = BTreeSet::new();
+    for user in users {
+        for name in [&user.user_principal_name, &user.mail]
+            .into_iter()
+            .flatten()
+        {
+            let name = name.to_lowercase();
+            if let Some((local, _)) = name.split_once('@') {
+                names.insert(local.to_string());
+            }
+            names.insert(name);
+        }
+    }
+    let held = |value: Option<&str>| value.is_some_and(|v| names.contains(&v.to_lowercase()));
+    view.links
+        .iter()
+        .filter(|l| l.directory == directory)
+        .filter(|l| {
+            view.records
+                .get(&(l.kind, l.record_id))
+                .is_some_and(|r| held(r.values.username()) || held(r.values.email()))
+        })
+        .map(|l| l.object_id)
+        .collect()
 }
 
 /// How a run reaches the store: its write transaction, or (dry run, no store yet) reading only.

@@ -590,3 +590,55 @@ async fn a_user_run_resyncs_everyone_the_query_matches() {
         vec![vec!["NULL"], vec!["NULL"]]
     );
 }
+
+/// `sync --user` reads that person (and whoever holds a name they want), not the tenant: a
+/// handful of Graph requests whatever its size (SPEC 8), the same outcome for them.
+#[tokio::test]
+async fn a_user_run_reads_that_person_not_the_tenant() {
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    for i in 0..40 {
+        let u = env.user(&format!("user{i}"));
+        env.add(&staff, &u);
+    }
+    let ada = env.user("ada");
+    env.add(&staff, &ada);
+    env.employee_rule(&staff, 10, None);
+    env.sync_ok(&[]).await;
+    env.sim()
+        .update_user(
+            &ada,
+            UserPatch {
+                job_title: Some(Some("Lead".into())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let bob = env.user("bob");
+    env.add(&staff, &bob);
+
+    let s = env.sync_ok(&["--user", "ada@contoso.com"]).await;
+    let requests = tenant(&s, "t0")["graph_requests"].as_u64().unwrap();
+    assert!(requests <= 5, "{requests} Graph requests: {s}");
+    assert_eq!(
+        env.rows("SELECT job_title FROM employees WHERE username = 'ada'"),
+        vec![vec!["Lead"]]
+    );
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE username = 'bob'"),
+        vec![vec!["0"]],
+        "only the person named"
+    );
+    // Someone no run has seen yet, named by UPN: found in Entra, created.
+    let s = env.sync_ok(&["--user", "bob@contoso.com"]).await;
+    let requests = tenant(&s, "t0")["graph_requests"].as_u64().unwrap();
+    assert!(requests <= 5, "{requests} Graph requests: {s}");
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE username = 'bob' AND active = 1"),
+        vec![vec!["1"]]
+    );
+    // The next incremental run sees both changes as already applied: nothing to write.
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["updated"], 0, "{s}");
+    assert_eq!(tenant(&s, "t0")["created"], 0, "{s}");
+}
