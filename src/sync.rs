@@ -46,6 +46,8 @@ pub struct TenantOutcome {
     #[serde(flatten)]
     pub counts: RunCounts,
     pub graph_requests: u64,
+    /// Resource units Graph charged for them (`x-ms-resource-unit`).
+    pub resource_units: u64,
     /// Times Graph asked this run to wait (429/503 with Retry-After), and for how long.
     pub throttle_waits: u64,
     pub throttle_wait_ms: u64,
@@ -67,6 +69,7 @@ impl TenantOutcome {
             status,
             counts: RunCounts::default(),
             graph_requests: 0,
+            resource_units: 0,
             throttle_waits: 0,
             throttle_wait_ms: 0,
             duration_ms: 0,
@@ -394,6 +397,7 @@ async fn tenant_run(
         }
     };
     let requests_before = client.stats.requests();
+    let units_before = client.stats.resource_units();
     let waits_before = client
         .stats
         .throttle_waits
@@ -471,6 +475,7 @@ async fn tenant_run(
     }
     .await;
     outcome.graph_requests = client.stats.requests() - requests_before;
+    outcome.resource_units = client.stats.resource_units() - units_before;
     outcome.throttle_waits = client
         .stats
         .throttle_waits

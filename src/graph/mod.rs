@@ -105,6 +105,8 @@ pub struct GraphStats {
     pub requests: AtomicU64,
     pub throttle_waits: AtomicU64,
     pub throttle_wait_ms: AtomicU64,
+    /// Resource units Graph said it charged (`x-ms-resource-unit`), `$batch` items included.
+    pub resource_units: AtomicU64,
 }
 
 impl GraphStats {
@@ -116,6 +118,19 @@ impl GraphStats {
 
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn resource_units(&self) -> u64 {
+        self.resource_units.load(Ordering::Relaxed)
+    }
+
+    /// Counts what `x-ms-resource-unit` says a request or `$batch` item cost.
+    fn charged(&self, tenant: &str, units: Option<&str>) {
+        if let Some(units) = units.and_then(|u| u.trim().parse::<u64>().ok()) {
+            self.resource_units.fetch_add(units, Ordering::Relaxed);
+            metrics::counter!("entra_sync_graph_resource_units_total", "tenant" => tenant.to_string())
+                .increment(units);
+        }
     }
 }
 
@@ -275,15 +290,17 @@ impl GraphClient {
                         continue;
                     };
                     let status = r.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
-                    if is_transient(status) {
-                        let after = r
-                            .get("headers")
-                            .and_then(|h| {
-                                h.as_object()?.iter().find_map(|(k, v)| {
-                                    k.eq_ignore_ascii_case("retry-after").then_some(v)
-                                })
-                            })
+                    let header = |name: &str| {
+                        r.get("headers")
+                            .and_then(Value::as_object)?
+                            .iter()
+                            .find_map(|(k, v)| k.eq_ignore_ascii_case(name).then_some(v))
                             .and_then(Value::as_str)
+                    };
+                    self.stats
+                        .charged(&self.tenant, header("x-ms-resource-unit"));
+                    if is_transient(status) {
+                        let after = header("retry-after")
                             .and_then(|v| parse_retry_after(v, self.clock.now()));
                         wait = wait.max(after.unwrap_or_else(|| self.backoff(attempt)));
                         retry.push(i);
@@ -387,6 +404,12 @@ impl GraphClient {
                             .get(reqwest::header::RETRY_AFTER)
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| parse_retry_after(v, self.clock.now()));
+                        self.stats.charged(
+                            &self.tenant,
+                            resp.headers()
+                                .get("x-ms-resource-unit")
+                                .and_then(|v| v.to_str().ok()),
+                        );
                         match resp.bytes().await {
                             Ok(bytes) => Ok((status, retry_after, bytes)),
                             Err(e) => Err(format!("the answer was cut off: {}", error_chain(&e))),

@@ -315,3 +315,23 @@ fn incremental_runs_converge_to_what_a_fresh_full_sync_produces() {
         )
         .unwrap();
 }
+
+/// What Graph charged a run (`x-ms-resource-unit`, `$batch` items included) is in its summary:
+/// the figure a pacer and an operator watch against Graph's budgets.
+#[tokio::test]
+async fn a_run_reports_the_resource_units_graph_charged() {
+    let mut env = TestEnv::new().await;
+    let g = env.group("Staff", 1);
+    let ada = env.user("ada");
+    env.add(&g, &ada);
+    env.employee_rule(&g, 10, None);
+    env.sim().reset_stats();
+    let s = env.sync_ok(&["--full"]).await;
+    let charged = env.sim().stats().resource_units;
+    assert!(charged > 0);
+    assert_eq!(
+        crate::support::tenant(&s, "t0")["resource_units"].as_u64(),
+        Some(charged),
+        "{s}"
+    );
+}

@@ -152,7 +152,7 @@ pub(crate) async fn run(sh: &Arc<Shared>, body: &[u8]) -> (Result<Answer, ApiErr
         let rel = rel.strip_prefix("v1.0/").unwrap_or(rel);
         let (path, query) = rel.split_once('?').unwrap_or((rel, ""));
         let path = format!("/{path}");
-        let (template, _) = graph::route(&path);
+        let (template, route) = graph::route(&path);
         if let Some(dep) = failed_dep {
             let reply = graph::finish(
                 Err(ApiError::new(
@@ -213,31 +213,37 @@ pub(crate) async fn run(sh: &Arc<Shared>, body: &[u8]) -> (Result<Answer, ApiErr
         };
         let mut reply = match reply {
             Some(r) => r,
-            None => {
-                let headers = ReqHeaders {
-                    eventual: header(&item.headers, "ConsistencyLevel")
-                        .is_some_and(|v| v.trim().eq_ignore_ascii_case("eventual")),
-                    prefer_minimal: header(&item.headers, "Prefer")
-                        .is_some_and(|v| v.to_ascii_lowercase().contains("return=minimal")),
-                    client_request_id,
-                };
-                let body = item
-                    .body
-                    .as_ref()
-                    .map(|b| serde_json::to_vec(b).unwrap_or_default())
-                    .unwrap_or_default();
-                graph::handle(
-                    sh,
-                    &GraphReq {
-                        method: &item.method,
-                        path: &path,
-                        raw_query: query,
-                        headers: &headers,
-                        body: &body,
-                        null_props,
-                    },
-                )
-            }
+            // Each item is charged on its own, and throttled on its own (the batch answers 200).
+            None => match sh.charge(crate::ru::cost(&route, query)) {
+                Err(throttled) => graph::finish(Err(throttled), &ids, template.clone()),
+                Ok(charged) => {
+                    let headers = ReqHeaders {
+                        eventual: header(&item.headers, "ConsistencyLevel")
+                            .is_some_and(|v| v.trim().eq_ignore_ascii_case("eventual")),
+                        prefer_minimal: header(&item.headers, "Prefer")
+                            .is_some_and(|v| v.to_ascii_lowercase().contains("return=minimal")),
+                        client_request_id,
+                    };
+                    let body = item
+                        .body
+                        .as_ref()
+                        .map(|b| serde_json::to_vec(b).unwrap_or_default())
+                        .unwrap_or_default();
+                    let mut reply = graph::handle(
+                        sh,
+                        &GraphReq {
+                            method: &item.method,
+                            path: &path,
+                            raw_query: query,
+                            headers: &headers,
+                            body: &body,
+                            null_props,
+                        },
+                    );
+                    reply.headers.extend(charged);
+                    reply
+                }
+            },
         };
         if let Some((find, replace)) = tamper {
             reply.body = reply.body.replace(&find, &replace);
@@ -252,5 +258,5 @@ pub(crate) async fn run(sh: &Arc<Shared>, body: &[u8]) -> (Result<Answer, ApiErr
         responses.push(item_response(&id, &reply));
     }
     let body = json!({ "responses": responses }).to_string();
-    (Ok(Answer::json(body, 1)), transport)
+    (Ok(Answer::json(body)), transport)
 }

@@ -301,7 +301,7 @@ pub(crate) fn answer(
             obj.str("@odata.deltaLink", &link(sh, of, "$deltatoken", &t));
             obj.raw("value", "[]");
             obj.end();
-            return Ok(Answer::json(out, 1));
+            return Ok(Answer::json(out));
         }
         (None, Some(raw)) => {
             let mut t = check_token(sh, dir, of, raw)?;
@@ -393,7 +393,7 @@ pub(crate) fn answer(
     value.push_str(&items);
     value.push(']');
     obj.end();
-    let mut ans = Answer::json(out, 1);
+    let mut ans = Answer::json(out);
     if minimal {
         ans.headers
             .push(("Preference-Applied".to_owned(), "return=minimal".to_owned()));

@@ -62,17 +62,15 @@ pub(crate) struct Answer {
     pub status: u16,
     pub body: String,
     pub json: bool,
-    pub resource_units: u32,
     pub headers: Vec<(String, String)>,
 }
 
 impl Answer {
-    pub(crate) fn json(body: String, resource_units: u32) -> Self {
+    pub(crate) fn json(body: String) -> Self {
         Answer {
             status: 200,
             body,
             json: true,
-            resource_units,
             headers: Vec::new(),
         }
     }
@@ -271,11 +269,8 @@ pub(crate) fn finish(
         ("Cache-Control".to_owned(), "no-cache".to_owned()),
     ];
     match result {
+        // `x-ms-resource-unit` comes from what the request was charged (`Shared::charge`).
         Ok(a) => {
-            headers.push((
-                "x-ms-resource-unit".to_owned(),
-                a.resource_units.max(1).to_string(),
-            ));
             if a.json {
                 headers.push(("OData-Version".to_owned(), "4.0".to_owned()));
             }
@@ -289,7 +284,6 @@ pub(crate) fn finish(
             }
         }
         Err(e) => {
-            headers.push(("x-ms-resource-unit".to_owned(), "1".to_owned()));
             headers.extend(e.headers.iter().cloned());
             Reply {
                 status: e.status,
@@ -515,7 +509,7 @@ fn get_user(dir: &Directory, key: &str, q: &Query, req: &GraphReq<'_>) -> Result
         },
     );
     let ctx = context("users", select.as_deref(), true);
-    Ok(Answer::json(with_context(&ctx, &obj), 1))
+    Ok(Answer::json(with_context(&ctx, &obj)))
 }
 
 fn get_group(dir: &Directory, id: &str, q: &Query) -> Result<Answer, ApiError> {
@@ -537,7 +531,7 @@ fn get_group(dir: &Directory, id: &str, q: &Query) -> Result<Answer, ApiError> {
         },
     );
     let ctx = context("groups", select.as_deref(), true);
-    Ok(Answer::json(with_context(&ctx, &obj), 1))
+    Ok(Answer::json(with_context(&ctx, &obj)))
 }
 
 fn get_by_ids(dir: &Directory, q: &Query, req: &GraphReq<'_>) -> Result<Answer, ApiError> {
@@ -599,7 +593,7 @@ fn get_by_ids(dir: &Directory, q: &Query, req: &GraphReq<'_>) -> Result<Answer, 
         }
     }
     out.push_str("]}");
-    Ok(Answer::json(out, if select.is_some() { 2 } else { 5 }))
+    Ok(Answer::json(out))
 }
 
 /// getByIds returns users with more than the default set (incl. `accountEnabled`).
@@ -738,7 +732,6 @@ struct ListPlan {
     page: usize,
     cast: Option<ObjectKind>,
     odata_type: bool,
-    resource_units: u32,
 }
 
 fn plan(sh: &Shared, kind: &ListKind, q: &Query, req: &GraphReq<'_>) -> Result<ListPlan, ApiError> {
@@ -838,21 +831,7 @@ fn plan(sh: &Shared, kind: &ListKind, q: &Query, req: &GraphReq<'_>) -> Result<L
     }
     let top = parse_top(q)?;
     let page = top.unwrap_or(100).min(sh.opts.page_size).max(1);
-    let base_ru: u32 = match kind {
-        ListKind::Members {
-            transitive: true, ..
-        } => 5,
-        ListKind::Members { .. } => 3,
-        ListKind::Users => 2,
-        _ => 1,
-    };
-    let mut ru = base_ru;
-    if select.is_some() {
-        ru = ru.saturating_sub(1);
-    }
-    if top.is_some_and(|t| t < 20) {
-        ru = ru.saturating_sub(1);
-    }
+    // Its resource units are charged before it is served (`crate::ru::cost`).
     Ok(ListPlan {
         set,
         select,
@@ -863,7 +842,6 @@ fn plan(sh: &Shared, kind: &ListKind, q: &Query, req: &GraphReq<'_>) -> Result<L
         page,
         cast,
         odata_type: is_member_listing,
-        resource_units: ru.max(1),
     })
 }
 
@@ -1068,7 +1046,7 @@ fn list(
     value.push_str(&items);
     value.push(']');
     obj.end();
-    Ok(Answer::json(out, p.resource_units))
+    Ok(Answer::json(out))
 }
 
 fn count_only(
@@ -1089,7 +1067,6 @@ fn count_only(
         status: 200,
         body: n.to_string(),
         json: false,
-        resource_units: 1,
         headers: Vec::new(),
     })
 }

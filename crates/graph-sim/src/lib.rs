@@ -23,6 +23,7 @@ mod graph;
 mod model;
 mod odata;
 mod render;
+mod ru;
 mod server;
 mod stats;
 mod tenant;
@@ -79,6 +80,10 @@ pub struct SimOptions {
     /// Every token and Graph request is answered this long after it arrived (real Graph
     /// answers in 100 ms at best); the control API is not delayed.
     pub latency: Duration,
+    /// Graph's per-app-and-tenant resource-unit budget enforced with 429s, scaled by this
+    /// factor (1.0: Graph's own; smaller to reach it on a small machine). `None`: every
+    /// request is charged (`x-ms-resource-unit`) but none is throttled.
+    pub ru_budget_scale: Option<f64>,
 }
 
 impl Default for SimOptions {
@@ -95,6 +100,7 @@ impl Default for SimOptions {
             token_lifetime: Duration::from_secs(3599),
             certificates: Vec::new(),
             latency: Duration::ZERO,
+            ru_budget_scale: None,
         }
     }
 }
@@ -113,6 +119,7 @@ impl std::fmt::Debug for SimOptions {
             .field("token_lifetime", &self.token_lifetime)
             .field("certificates", &self.certificates.len())
             .field("latency", &self.latency)
+            .field("ru_budget_scale", &self.ru_budget_scale)
             .finish()
     }
 }
@@ -128,6 +135,8 @@ pub(crate) struct Shared {
     pub instance: u64,
     pub certificates: Vec<assertion::Registered>,
     pub seen_jti: Mutex<assertion::SeenJti>,
+    /// The per-app-and-tenant RU budget, when enforced.
+    pub budget: Option<Mutex<ru::Budget>>,
     pub dir: RwLock<Directory>,
     pub tokens: Mutex<TokenStore>,
     pub faults: Mutex<FaultList>,
@@ -143,6 +152,48 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Charges `cost` RU for one Graph request or `$batch` item: `Ok(headers)` to add to its
+    /// answer, or the 429 Graph answers when the budget is spent.
+    pub(crate) fn charge(&self, cost: u32) -> Result<Vec<(String, String)>, odata::ApiError> {
+        let verdict = self
+            .budget
+            .as_ref()
+            .map(|b| lock(b).charge(cost))
+            .unwrap_or(ru::Verdict::Served(0.0));
+        let mut stats = lock(&self.stats);
+        stats.resource_units += u64::from(cost);
+        match verdict {
+            ru::Verdict::Served(share) => {
+                let mut headers = vec![("x-ms-resource-unit".to_owned(), cost.to_string())];
+                if share > 0.8 {
+                    headers.push((
+                        "x-ms-throttle-limit-percentage".to_owned(),
+                        format!("{share:.1}"),
+                    ));
+                }
+                Ok(headers)
+            }
+            ru::Verdict::Throttled(wait) => {
+                *stats
+                    .throttled
+                    .entry("Tenant_Application".to_owned())
+                    .or_insert(0) += 1;
+                Err(
+                    odata::ApiError::for_status(429, Some(&wait.as_secs().to_string()))
+                        .with_header(
+                            "x-ms-throttle-scope",
+                            format!(
+                                "Tenant_Application/ReadWrite/{}/{}",
+                                self.opts.client_id, self.tenant_guid
+                            ),
+                        )
+                        .with_header("x-ms-throttle-information", "ResourceUnitLimitExceeded")
+                        .with_header("x-ms-resource-unit", cost.to_string()),
+                )
+            }
+        }
+    }
+
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Directory> {
         self.dir.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -208,10 +259,17 @@ impl Sim {
             tokio::task::spawn_blocking(move || generate::generate(users, groups, seed, &tenant))
                 .await?;
         let certificates = assertion::register(&opts.certificates)?;
+        let budget = opts.ru_budget_scale.map(|scale| {
+            Mutex::new(ru::Budget::new(
+                ru::tenant_quota(opts.users) * scale.max(1e-6),
+                Duration::from_secs(10),
+            ))
+        });
         let shared = Arc::new(Shared {
             tenant_guid: tenant_guid_for(opts.seed),
             certificates,
             seen_jti: Mutex::new(assertion::SeenJti::default()),
+            budget,
             opts,
             base_url,
             instance: rand::random(),

@@ -45,6 +45,10 @@ struct Cli {
     /// Client secret the token endpoint accepts.
     #[arg(long, env = "GRAPH_SIM_CLIENT_SECRET", default_value = DEFAULT_CLIENT_SECRET, hide_default_value = true, hide_env_values = true)]
     client_secret: String,
+    /// Scale Graph's per-app-and-tenant resource-unit budget (3,500/5,000/8,000 RU per 10 s by
+    /// tenant size) by this factor; 0 turns throttling off.
+    #[arg(long, default_value_t = 1.0)]
+    ru_budget_scale: f64,
     /// Answer every token and Graph request this many milliseconds after it arrived.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
@@ -108,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         token_lifetime: lifetime,
         certificates,
         latency: Duration::from_millis(cli.latency_ms),
+        ru_budget_scale: (cli.ru_budget_scale > 0.0).then_some(cli.ru_budget_scale),
     };
     let listener = tokio::net::TcpListener::bind(&cli.listen)
         .await

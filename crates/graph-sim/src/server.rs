@@ -425,7 +425,11 @@ async fn graph_answer(
         out.transport = transport;
         return out;
     }
-    let reply = graph::handle(
+    let charged = match sh.charge(crate::ru::cost(&route, raw_query)) {
+        Ok(headers) => headers,
+        Err(throttled) => return from_reply(graph::finish(Err(throttled), &ids, template)),
+    };
+    let mut reply = graph::handle(
         sh,
         &GraphReq {
             method,
@@ -436,5 +440,6 @@ async fn graph_answer(
             null_props,
         },
     );
+    reply.headers.extend(charged);
     from_reply(reply)
 }

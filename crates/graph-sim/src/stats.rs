@@ -14,6 +14,12 @@ pub struct SimStats {
     pub by_endpoint: BTreeMap<String, u64>,
     /// Requests inside `$batch` bodies, keyed the same way (not part of `total`).
     pub batch_items: BTreeMap<String, u64>,
+    /// Resource units charged (Graph requests and `$batch` items, throttled ones included).
+    #[serde(default)]
+    pub resource_units: u64,
+    /// Answers 429 for a spent budget, by `x-ms-throttle-scope` kind (`Tenant_Application`).
+    #[serde(default)]
+    pub throttled: BTreeMap<String, u64>,
 }
 
 impl SimStats {

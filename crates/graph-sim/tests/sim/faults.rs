@@ -258,3 +258,48 @@ async fn latency_delays_every_graph_and_token_request() {
         started.elapsed()
     );
 }
+
+/// Resource units as Graph charges them, and its per-app-and-tenant budget: a 429 with
+/// `Retry-After` and `x-ms-throttle-scope` once spent, charged all the same.
+#[tokio::test]
+async fn resource_units_are_charged_and_a_spent_budget_answers_429() {
+    let env = crate::support::Env::start(graph_sim::SimOptions {
+        users: 20,
+        groups: 2,
+        // 3,500 RU per 10 s for a small tenant, scaled to 7.
+        ru_budget_scale: Some(0.002),
+        ..graph_sim::SimOptions::default()
+    })
+    .await;
+    let g = env.ctl().security_groups()[0].id.clone();
+    let path = format!("/groups/{g}/members?$select=id,mail&$top=999");
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = env.get(&path).await;
+        if r.status == 200 {
+            assert_eq!(r.header("x-ms-resource-unit").as_deref(), Some("2"));
+        } else {
+            assert_eq!(r.status, 429, "{}", r.text);
+            assert!(r.header("retry-after").is_some());
+            let scope = r.header("x-ms-throttle-scope").unwrap_or_default();
+            assert!(scope.starts_with("Tenant_Application/"), "{scope}");
+            assert_eq!(
+                r.header("x-ms-throttle-information").as_deref(),
+                Some("ResourceUnitLimitExceeded")
+            );
+            assert_eq!(r.body["error"]["code"], "TooManyRequests");
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429, 429],
+        "7 RU: three pages of 2"
+    );
+    let stats = env.ctl().stats();
+    assert_eq!(
+        stats.resource_units, 10,
+        "throttled requests are charged too"
+    );
+    assert_eq!(stats.throttled.get("Tenant_Application"), Some(&2));
+}
