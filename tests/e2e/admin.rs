@@ -6,17 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::Request;
 use entra_sync::admin::Limits;
 use entra_sync::config::Config;
-use entra_sync::daemon::{Daemon, DaemonHandle, Schedule};
+use entra_sync::daemon::{Daemon, Schedule};
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tower::ServiceExt;
 
-use crate::daemon::{Script, Scripted, call, listener, metrics, rounds, scripted, with_daemon};
+use crate::daemon::{
+    Script, Scripted, call, listener, metrics, rounds, scripted, send, with_daemon,
+};
 use crate::support::TestEnv;
 
 const TOKEN: &str = "s3cret-admin-token-0123456789";
@@ -30,29 +29,6 @@ fn with_token(env: &mut TestEnv, extra: &str) {
         env.extra_config,
         file.display()
     );
-}
-
-/// A request through the routes with these headers; the status and body.
-async fn send(
-    d: &DaemonHandle,
-    method: &str,
-    uri: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
-    let mut request = Request::builder().method(method).uri(uri);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = d
-        .admin()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test(start_paused = true)]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, header};
+use axum::http::Request;
 use entra_sync::clock::{Clock, SystemClock};
 use entra_sync::config::Config;
 use entra_sync::daemon::{Daemon, DaemonHandle, Runner, Schedule};
@@ -49,18 +49,32 @@ pub async fn rounds(handle: &DaemonHandle, n: u64) {
         .unwrap();
 }
 
+/// A request through the admin routes as a local tool sends it (`Host: localhost:8650`, the
+/// token if given); the status and body.
 pub async fn call(
     handle: &DaemonHandle,
     method: &str,
     uri: &str,
     token: Option<&str>,
 ) -> (u16, String) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::HOST, "localhost:8650");
-    if let Some(token) = token {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("host", "localhost:8650")];
+    if let Some(bearer) = &bearer {
+        headers.push(("authorization", bearer));
+    }
+    send(handle, method, uri, &headers).await
+}
+
+/// A request through the admin routes with exactly these headers; the status and body.
+pub async fn send(
+    handle: &DaemonHandle,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
     }
     let response = handle
         .admin()
