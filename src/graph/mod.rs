@@ -7,6 +7,7 @@
 
 pub mod delta;
 pub mod fetch;
+pub mod pace;
 pub mod wire;
 
 use std::sync::Arc;
@@ -125,12 +126,11 @@ impl GraphStats {
     }
 
     /// Counts what `x-ms-resource-unit` says a request or `$batch` item cost.
-    fn charged(&self, tenant: &str, units: Option<&str>) {
-        if let Some(units) = units.and_then(|u| u.trim().parse::<u64>().ok()) {
-            self.resource_units.fetch_add(units, Ordering::Relaxed);
-            metrics::counter!("entra_sync_graph_resource_units_total", "tenant" => tenant.to_string())
-                .increment(units);
-        }
+    fn charged(&self, tenant: &str, units: u32) {
+        self.resource_units
+            .fetch_add(u64::from(units), Ordering::Relaxed);
+        metrics::counter!("entra_sync_graph_resource_units_total", "tenant" => tenant.to_string())
+            .increment(u64::from(units));
     }
 }
 
@@ -151,6 +151,8 @@ pub struct GraphClient {
     max_retry_wait: Duration,
     retry_base: Duration,
     in_flight: Semaphore,
+    /// Keeps requests under the tenant's resource-unit budget once Graph has shown it.
+    pacer: pace::Pacer,
     pub stats: Arc<GraphStats>,
     /// For `Retry-After` given as a date.
     clock: Arc<dyn Clock>,
@@ -188,6 +190,7 @@ impl GraphClient {
             max_retry_wait: Duration::from_secs(sync.max_retry_wait_seconds),
             retry_base: Duration::from_millis(sync.retry_base_ms),
             in_flight: Semaphore::new(sync.max_concurrency),
+            pacer: pace::Pacer::default(),
             stats: Arc::new(GraphStats::default()),
             clock,
         })
@@ -297,8 +300,12 @@ impl GraphClient {
                             .find_map(|(k, v)| k.eq_ignore_ascii_case(name).then_some(v))
                             .and_then(Value::as_str)
                     };
-                    self.stats
-                        .charged(&self.tenant, header("x-ms-resource-unit"));
+                    self.note_charge(
+                        &pace::kind(&paths[i]),
+                        status,
+                        header("x-ms-resource-unit"),
+                        header("x-ms-throttle-limit-percentage"),
+                    );
                     if is_transient(status) {
                         let after = header("retry-after")
                             .and_then(|v| parse_retry_after(v, self.clock.now()));
@@ -333,6 +340,34 @@ impl GraphClient {
             .into_iter()
             .map(|r| r.unwrap_or((0, Value::Null)))
             .collect())
+    }
+
+    /// What Graph said a request (or `$batch` item) of `kind` cost, and how much of the
+    /// budget is in use; a 429 tells the pacer the budget is spent.
+    fn note_charge(&self, kind: &str, status: u16, units: Option<&str>, share: Option<&str>) {
+        let now = crate::clock::Instant::now();
+        let units = units.and_then(|u| u.trim().parse::<u32>().ok());
+        if let Some(units) = units {
+            self.stats.charged(&self.tenant, units);
+        }
+        if status == 429 {
+            self.pacer.throttled(now);
+        } else if let Some(units) = units {
+            let share = share.and_then(|p| p.trim().parse::<f64>().ok());
+            self.pacer.charged(kind, units, share, now);
+        }
+    }
+
+    /// Waits as long as the pacer asks before a request of `kind` (`items` of them).
+    async fn pace(&self, kind: &str, items: u32) {
+        let wait = self
+            .pacer
+            .reserve(kind, items, crate::clock::Instant::now());
+        if !wait.is_zero() {
+            metrics::counter!("entra_sync_pacing_wait_milliseconds_total", "tenant" => self.tenant.clone())
+                .increment(wait.as_millis() as u64);
+            tokio::time::sleep(wait).await;
+        }
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -374,10 +409,19 @@ impl GraphClient {
     async fn send(&self, url: &str, body: Body, what: &str) -> Result<bytes::Bytes, GraphError> {
         // A link to another host must never receive our bearer token.
         self.refuse_foreign(url, what)?;
+        let kind = pace::kind(url);
+        let items = match &body {
+            Body::Json(v) => v
+                .get("requests")
+                .and_then(Value::as_array)
+                .map_or(1, |r| r.len() as u32),
+            Body::None => 1,
+        };
         let mut attempt = 0u32;
         let mut refreshed = false;
         loop {
             attempt += 1;
+            self.pace(&kind, items).await;
             let token = match self.tokens.token().await {
                 Ok(t) => t,
                 Err(e) if e.is_transient() && attempt < self.max_attempts => {
@@ -404,11 +448,13 @@ impl GraphClient {
                             .get(reqwest::header::RETRY_AFTER)
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| parse_retry_after(v, self.clock.now()));
-                        self.stats.charged(
-                            &self.tenant,
-                            resp.headers()
-                                .get("x-ms-resource-unit")
-                                .and_then(|v| v.to_str().ok()),
+                        let header =
+                            |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+                        self.note_charge(
+                            &kind,
+                            status.as_u16(),
+                            header("x-ms-resource-unit"),
+                            header("x-ms-throttle-limit-percentage"),
                         );
                         match resp.bytes().await {
                             Ok(bytes) => Ok((status, retry_after, bytes)),

@@ -1,0 +1,236 @@
+//! The pacer: keeps one tenant's Graph requests under its resource-unit budget once Graph has
+//! shown where that budget is, so that a 429 becomes rare rather than the way to find out.
+//!
+//! Graph does not say the budget up front; it says how much of it is in use once that passes
+//! 80 % (`x-ms-throttle-limit-percentage`), and answers 429 beyond it. The pacer counts what
+//! each request cost (`x-ms-resource-unit`) over Graph's 10-second window; from a share it
+//! estimates the budget (RU spent in the window ÷ share) and from then on lets requests go at
+//! [`TARGET`] of it, a token bucket each request reserves its expected cost from (the cost
+//! Graph last charged for that kind of request). A 429 halves the estimate; a quiet window
+//! lets it grow back by a tenth. Before any signal nothing is paced. It decides nothing about
+//! records and sends nothing itself.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::clock::Instant;
+
+/// Graph's window for the per-app-and-tenant budget.
+const WINDOW: Duration = Duration::from_secs(10);
+/// The share of the estimated budget the pacer lets requests use.
+pub const TARGET: f64 = 0.75;
+
+#[derive(Debug, Default)]
+pub struct Pacer {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// RU charged in the last window, by when.
+    spent: VecDeque<(Instant, u32)>,
+    /// The budget per window as estimated from Graph's signals; `None` before any.
+    budget: Option<f64>,
+    /// The token bucket paced at `TARGET × budget` per window.
+    tokens: f64,
+    refilled: Option<Instant>,
+    last_signal: Option<Instant>,
+    /// What each kind of request cost last time.
+    costs: HashMap<String, u32>,
+}
+
+impl State {
+    fn spent_in_window(&mut self, now: Instant) -> f64 {
+        while self
+            .spent
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > WINDOW)
+        {
+            self.spent.pop_front();
+        }
+        self.spent.iter().map(|(_, u)| f64::from(*u)).sum()
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let Some(budget) = self.budget else { return };
+        let rate = TARGET * budget / WINDOW.as_secs_f64();
+        let elapsed = self
+            .refilled
+            .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
+        self.tokens = (self.tokens + elapsed * rate).min(TARGET * budget);
+        self.refilled = Some(now);
+        // A quiet window: the budget may be larger than feared.
+        if self
+            .last_signal
+            .is_some_and(|at| now.saturating_duration_since(at) > WINDOW)
+        {
+            self.budget = Some(budget * 1.1);
+            self.last_signal = Some(now);
+        }
+    }
+
+    fn set_budget(&mut self, budget: f64, now: Instant) {
+        let budget = budget.max(1.0);
+        self.budget = Some(budget);
+        self.tokens = self.tokens.min(TARGET * budget);
+        self.refilled.get_or_insert(now);
+        self.last_signal = Some(now);
+    }
+}
+
+/// Requests of the same kind cost the same: the path with its ids left out.
+pub fn kind(url: &str) -> String {
+    let path = url.split('?').next().unwrap_or("");
+    let path = path.split_once("/v1.0").map_or(path, |(_, p)| p);
+    path.split('/')
+        .map(|s| {
+            if entra_sync_core::ObjectId::parse(s).is_ok() {
+                "{id}"
+            } else {
+                s
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+impl Pacer {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How long a request of `kind` (`requests` of them, for a `$batch`) must wait before it
+    /// goes; its expected cost is reserved.
+    pub fn reserve(&self, kind: &str, requests: u32, now: Instant) -> Duration {
+        let mut s = self.state();
+        let Some(budget) = s.budget else {
+            return Duration::ZERO;
+        };
+        s.refill(now);
+        let cost = f64::from(s.costs.get(kind).copied().unwrap_or(1) * requests.max(1));
+        s.tokens -= cost;
+        if s.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            let rate = TARGET * budget / WINDOW.as_secs_f64();
+            Duration::from_secs_f64((-s.tokens / rate).min(WINDOW.as_secs_f64()))
+        }
+    }
+
+    /// Graph charged `units` for a request of `kind` and, above 80 % of the budget, said how
+    /// much of it is in use.
+    pub fn charged(&self, kind: &str, units: u32, share: Option<f64>, now: Instant) {
+        let mut s = self.state();
+        s.costs.insert(kind.to_string(), units.max(1));
+        s.spent.push_back((now, units));
+        let spent = s.spent_in_window(now);
+        if let Some(share) = share.filter(|p| *p > 0.0 && p.is_finite()) {
+            let estimate = spent / share;
+            let budget = s.budget.map_or(estimate, |b| b.min(estimate));
+            s.set_budget(budget, now);
+        }
+    }
+
+    /// Graph answered 429 for the budget: whatever was estimated was too much. The 429s of
+    /// one burst of concurrent requests count once.
+    pub fn throttled(&self, now: Instant) {
+        let mut s = self.state();
+        let recent = s
+            .last_signal
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1));
+        if recent && s.budget.is_some() {
+            return;
+        }
+        let spent = s.spent_in_window(now).max(1.0);
+        let budget = s.budget.map_or(spent, |b| b * 0.5);
+        s.set_budget(budget, now);
+    }
+
+    /// The budget the pacer works with now (RU per 10 s), if Graph has shown one.
+    pub fn budget(&self) -> Option<f64> {
+        self.state().budget
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_leave_ids_and_queries_out() {
+        assert_eq!(
+            kind(
+                "https://graph.microsoft.com/v1.0/groups/0d5c1b8e-1c2a-4c4e-9d1a-3f0b7c6e5a41/members?$top=999"
+            ),
+            "/groups/{id}/members"
+        );
+        assert_eq!(
+            kind("http://127.0.0.1:9/v1.0/users/delta?$deltatoken=x"),
+            "/users/delta"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_paced_until_graph_shows_the_budget_then_requests_go_at_the_target() {
+        let pacer = Pacer::default();
+        let now = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(
+                pacer.reserve("/groups/{id}/members", 1, now),
+                Duration::ZERO
+            );
+            pacer.charged("/groups/{id}/members", 2, None, now);
+        }
+        assert_eq!(pacer.budget(), None, "no signal, no pacing");
+        // 200 RU spent in the window and Graph says 0.9 of the budget is in use: about 222.
+        pacer.charged("/groups/{id}/members", 2, Some(0.9), now);
+        let budget = pacer.budget().unwrap_or_default();
+        assert!((220.0..225.0).contains(&budget), "{budget}");
+        // The bucket starts empty: the next request waits for its 2 RU at 0.75 × 222 / 10 s.
+        let wait = pacer.reserve("/groups/{id}/members", 1, now);
+        assert!(
+            wait > Duration::ZERO && wait < Duration::from_millis(200),
+            "{wait:?}"
+        );
+        // A 429 halves the estimate; the other 429s of the same burst do not.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let now = Instant::now();
+        pacer.throttled(now);
+        pacer.throttled(now);
+        let halved = pacer.budget().unwrap_or_default();
+        assert!((110.0..113.0).contains(&halved), "{halved}");
+        // A quiet window lets it grow back by a tenth.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let _ = pacer.reserve("/users/delta", 1, Instant::now());
+        let grown = pacer.budget().unwrap_or_default();
+        assert!(grown > halved * 1.09, "{grown} after {halved}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_client_spends_its_target_share_of_the_budget_in_a_window() {
+        let pacer = Pacer::default();
+        let start = Instant::now();
+        for _ in 0..900 {
+            pacer.charged("/users/delta", 1, None, start);
+        }
+        pacer.charged("/users/delta", 1, Some(0.9), start);
+        let budget = pacer.budget().unwrap_or_default();
+        // 1-RU requests for one window, as fast as the pacer lets them go.
+        let mut sent = 0.0;
+        let mut clock = start;
+        loop {
+            let wait = pacer.reserve("/users/delta", 1, clock);
+            if clock.saturating_duration_since(start) + wait > WINDOW {
+                break;
+            }
+            clock += wait;
+            pacer.charged("/users/delta", 1, None, clock);
+            sent += 1.0;
+        }
+        assert!(
+            sent <= TARGET * budget + 1.0 && sent >= TARGET * budget * 0.9,
+            "{sent} RU in a window against a budget of {budget}"
+        );
+    }
+}
