@@ -430,7 +430,17 @@ impl Config {
             ));
         }
         let mut names = HashSet::new();
+        let mut directories = HashSet::new();
         for (i, t) in self.tenants.iter_mut().enumerate() {
+            if !directories.insert(t.tenant_id.trim().to_ascii_lowercase()) {
+                return Err(invalid(
+                    format!("tenants[{i}].tenant_id"),
+                    format!(
+                        "\"{}\" is already the directory of another entry; one entry per directory (merge their rules)",
+                        t.tenant_id
+                    ),
+                ));
+            }
             let key = |k: &str| format!("tenants[{i}].{k}");
             if t.name.is_empty()
                 || !t
@@ -847,6 +857,20 @@ role = "Admin"
         let e = err(&dup, &[]);
         assert!(
             e.contains("tenants[1].name") && e.contains("duplicate"),
+            "{e}"
+        );
+    }
+
+    /// Two entries of one directory would take each other's links for a rename.
+    #[test]
+    fn two_entries_for_one_directory_are_refused() {
+        let dup = MINIMAL.replace(
+            "[[rules]]",
+            "[[tenants]]\nname = \"other\"\ntenant_id = \"Contoso.onmicrosoft.com\"\nclient_id = \"00000000-0000-0000-0000-000000000001\"\nclient_secret_env = \"X\"\n\n[[rules]]",
+        );
+        let e = err(&dup, &[]);
+        assert!(
+            e.contains("tenants[1].tenant_id") && e.contains("one entry per directory"),
             "{e}"
         );
     }

@@ -44,15 +44,24 @@ pub fn scope_fingerprint(rules: &Rules) -> String {
     )
 }
 
-/// What a `--user` run reads: the stored mirror, with the people `known` to it or to the store
-/// (or, when nobody is, the one Graph knows by the object id or UPN `query`) read fresh — their
-/// attributes in one `$batch` and their direct memberships among the tracked groups — a
-/// handful of requests whatever the tenant's size (SPEC 8). The cursors do not move.
-/// `Ok(None)` when the mirror cannot be trusted for it (the scope changed): a full read.
-///
-/// Whoever holds a name one of them wants (`holders`: records by username or email) is read
-/// fresh too, so that a name about to be freed by someone else's pending change is seen as
-/// such ("run a full sync", SPEC 1) rather than as taken.
+/// What [`for_user`] found.
+pub enum ForUser {
+    /// The mirror with the named people read fresh.
+    Read(Refreshed),
+    /// Graph knows nobody by that name in this tenant, and neither does the store.
+    Nobody,
+    /// Only a full read can say (the scope changed, or a membership the mirror cannot place).
+    Full,
+}
+
+/// What a `--user` run reads: the stored mirror, with the people the query names read fresh —
+/// those the mirror or the store know, and whoever Graph knows by that object id, UPN or mail
+/// (in the same `$batch`) — their attributes and their direct memberships among the tracked
+/// groups: a handful of requests whatever the tenant's size (SPEC 8). The cursors do not
+/// move. Whoever holds a name one of them wants (`holders`) is read fresh too, so that a name
+/// about to be freed by someone else's pending change is seen as such ("run a full sync",
+/// SPEC 1) rather than as taken. With nested groups, a person in a rule group through a group
+/// the mirror does not know sends the run to a full read.
 pub async fn for_user(
     client: &GraphClient,
     rules: &Rules,
@@ -61,23 +70,29 @@ pub async fn for_user(
     known: BTreeSet<ObjectId>,
     query: &str,
     holders: impl FnOnce(&[&EntraUser]) -> BTreeSet<ObjectId>,
-) -> Result<Option<Refreshed>, GraphError> {
+) -> Result<ForUser, GraphError> {
     if cursors.scope != scope_fingerprint(rules) {
-        return Ok(None);
+        return Ok(ForUser::Full);
     }
-    let paths: Vec<String> = if known.is_empty() {
-        // Not in the mirror nor the store: maybe new. Graph finds users by id or UPN.
-        let query = percent_encoding::utf8_percent_encode(query, PATH_SEGMENT);
-        vec![format!("/users/{query}?$select={USER_SELECT}")]
-    } else {
-        known.iter().map(|id| user_path(*id)).collect()
-    };
-    let mut fresh = read_users(client, &paths, "reading the user").await?;
+    let mut paths: Vec<String> = known.iter().map(|id| user_path(*id)).collect();
+    // Graph finds users by id or UPN, and by mail with a filter: all in the same `$batch`.
+    let encoded = percent_encoding::utf8_percent_encode(query, PATH_SEGMENT).to_string();
+    paths.push(format!("/users/{encoded}?$select={USER_SELECT}"));
+    let by_mail = query.contains('@');
+    if by_mail {
+        let filter = format!("mail eq '{}'", query.replace('\'', "''"));
+        let filter = percent_encoding::utf8_percent_encode(&filter, PATH_SEGMENT);
+        paths.push(format!("/users?$filter={filter}&$select={USER_SELECT}"));
+    }
+    let (mut fresh, complete) = read_users(client, &paths, "reading the user").await?;
     let people: BTreeSet<ObjectId> = known.iter().chain(fresh.keys()).copied().collect();
     if people.is_empty() {
-        // Nobody by that id or UPN: a mail, or someone added since the last run — only a
-        // full read can say.
-        return Ok(None);
+        // A lookup Graph could not answer leaves only a full read to say.
+        return Ok(if complete {
+            ForUser::Nobody
+        } else {
+            ForUser::Full
+        });
     }
     let wanted: Vec<&EntraUser> = fresh.values().collect();
     let others: Vec<ObjectId> = holders(&wanted)
@@ -86,18 +101,39 @@ pub async fn for_user(
         .collect();
     if !others.is_empty() {
         let paths: Vec<String> = others.iter().map(|id| user_path(*id)).collect();
-        fresh.extend(read_users(client, &paths, "reading who holds the user's names").await?);
+        let (holders, _) = read_users(client, &paths, "reading who holds the user's names").await?;
+        fresh.extend(holders);
     }
     let everyone: BTreeSet<ObjectId> = people.iter().chain(&others).copied().collect();
+    let nested = rules.nested_groups;
     let memberships = futures_util::future::try_join_all(everyone.iter().map(|id| async move {
-        match fetch::member_of(client, *id).await {
-            Ok(groups) => Ok((*id, groups)),
-            Err(GraphError::NotFound { .. }) => Ok((*id, BTreeSet::new())),
-            Err(e) => Err(e),
-        }
+        let gone = |e: GraphError| match e {
+            GraphError::NotFound { .. } => Ok(BTreeSet::new()),
+            e => Err(e),
+        };
+        let direct = fetch::member_of(client, *id).await.or_else(gone)?;
+        let all = if nested {
+            fetch::transitive_member_of(client, *id)
+                .await
+                .or_else(gone)?
+        } else {
+            BTreeSet::new()
+        };
+        Ok::<_, GraphError>((*id, direct, all))
     }))
     .await?;
-    for (id, groups) in memberships {
+    let rule_groups: BTreeSet<ObjectId> = rules.group_ids().collect();
+    for (id, groups, all) in memberships {
+        // In a rule group through a group the mirror does not know: the mirror cannot place
+        // them (a group nested since the last run).
+        if nested
+            && all
+                .iter()
+                .filter(|g| rule_groups.contains(*g))
+                .any(|g| !reaches(&mirror, *g, &groups))
+        {
+            return Ok(ForUser::Full);
+        }
         let mut member = false;
         for (group_id, group) in mirror.groups.iter_mut() {
             if groups.contains(group_id) {
@@ -120,7 +156,7 @@ pub async fn for_user(
         }
     }
     fetch::check_permissions(&mirror)?;
-    Ok(Some(Refreshed {
+    Ok(ForUser::Read(Refreshed {
         mode: RunMode::User,
         snapshot: Some(mirror),
         cursors: cursors.clone(),
@@ -128,31 +164,66 @@ pub async fn for_user(
     }))
 }
 
+/// Whether `group`, through the groups nested in it as the mirror knows them, contains one
+/// of `direct`.
+fn reaches(mirror: &Snapshot, group: ObjectId, direct: &BTreeSet<ObjectId>) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![group];
+    while let Some(g) = stack.pop() {
+        if direct.contains(&g) {
+            return true;
+        }
+        if !seen.insert(g) {
+            continue;
+        }
+        if let Some(known) = mirror.groups.get(&g) {
+            stack.extend(
+                known
+                    .members
+                    .iter()
+                    .filter(|(_, k)| **k == MemberType::Group)
+                    .map(|(id, _)| *id),
+            );
+        }
+    }
+    false
+}
+
 fn user_path(id: ObjectId) -> String {
     format!("/users/{id}?$select={USER_SELECT}")
 }
 
-/// Users read by `$batch` (a 404 is someone deleted, or nobody by that name).
+/// Users read by `$batch`: single users or a filtered list (`value`). A 404 is someone
+/// deleted, or nobody by that name; the flag is false when a lookup got another error (a
+/// filter this Graph does not take), so nobody found is not proof of nobody there.
 async fn read_users(
     client: &GraphClient,
     paths: &[String],
     what: &str,
-) -> Result<BTreeMap<ObjectId, EntraUser>, GraphError> {
+) -> Result<(BTreeMap<ObjectId, EntraUser>, bool), GraphError> {
     let mut users = BTreeMap::new();
+    let mut complete = true;
     for (status, body) in client.batch_get(paths, what).await? {
         match status {
             200..=299 => {
-                if let Some(user) =
-                    parse_user(&body).map_err(|e| GraphError::not_a_guid(what, e))?
-                {
-                    users.insert(user.id, user);
+                let items = match body.get("value").and_then(serde_json::Value::as_array) {
+                    Some(list) => list.clone(),
+                    None => vec![body],
+                };
+                for item in items {
+                    if let Some(user) =
+                        parse_user(&item).map_err(|e| GraphError::not_a_guid(what, e))?
+                    {
+                        users.insert(user.id, user);
+                    }
                 }
             }
             404 => {}
+            400 => complete = false,
             other => return Err(GraphError::from_answer(what, other, &body)),
         }
     }
-    Ok(users)
+    Ok((users, complete))
 }
 
 /// What a path segment may not carry unescaped (`#EXT#` in guests' UPNs, `/`, `?`).

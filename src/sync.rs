@@ -239,23 +239,28 @@ impl Syncer {
             }
         };
         let turns = Turns::default();
-        let outcomes: Vec<Option<TenantOutcome>> = stream::iter(tenants.iter().enumerate())
-            .map(|(i, tenant)| {
-                let turn = Turn {
-                    turns: &turns,
-                    index: i,
-                };
-                async move {
-                    let outcome = run_tenant(config, tenant, opts, self, &turn).await;
-                    turn.done().await;
-                    outcome
-                }
-            })
-            .buffered(config.sync.tenant_concurrency.max(1))
-            .collect()
-            .await;
+        // Unordered: a slow tenant does not keep the tenants after it from starting their
+        // reads (the turns keep the writes in order); the summary is put back in config order.
+        let mut outcomes: Vec<(usize, Option<TenantOutcome>)> =
+            stream::iter(tenants.iter().enumerate())
+                .map(|(i, tenant)| {
+                    let turn = Turn {
+                        turns: &turns,
+                        index: i,
+                    };
+                    async move {
+                        let outcome = run_tenant(config, tenant, opts, self, &turn).await;
+                        turn.done().await;
+                        (i, outcome)
+                    }
+                })
+                .buffer_unordered(config.sync.tenant_concurrency.max(1))
+                .collect()
+                .await;
+        outcomes.sort_by_key(|(i, _)| *i);
         let mut user_found = false;
-        for outcome in outcomes.into_iter().flatten() {
+        for (_, outcome) in outcomes {
+            let Some(outcome) = outcome else { continue };
             user_found = true;
             summary.tenants.push(outcome);
         }
@@ -433,12 +438,16 @@ async fn tenant_run(
     let graph_result = async {
         if let Some((query, cursors, mirror, known, view)) = for_user {
             let holders = |users: &[&EntraUser]| {
-                names_held(&view, &directory, users)
+                names_held(&view, &directory, users, rules.email_source)
             };
             match refresh::for_user(&client, &rules, cursors, mirror, known, query, holders).await
             {
-                Ok(Some(r)) => return Ok(r),
-                Ok(None) => tracing::info!(tenant = %tenant.name, "reading the whole tenant for --user"),
+                Ok(refresh::ForUser::Read(r)) => return Ok(Some(r)),
+                // Not in this tenant: nothing to run here.
+                Ok(refresh::ForUser::Nobody) => return Ok(None),
+                Ok(refresh::ForUser::Full) => {
+                    tracing::info!(tenant = %tenant.name, "reading the whole tenant for --user")
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -458,7 +467,7 @@ async fn tenant_run(
                 None => Ok(Default::default()),
             };
             match refresh::incremental(&client, &rules, cursors, load_mirror, linked).await {
-                Ok(Some(r)) => return Ok(r),
+                Ok(Some(r)) => return Ok(Some(r)),
                 Ok(None) => tracing::info!(tenant = %tenant.name, "tracked groups changed; running a full sync"),
                 Err(GraphError::CursorExpired { what, code }) => {
                     tracing::warn!(tenant = %tenant.name, "{what}: delta cursor expired ({code}); running a full sync")
@@ -471,7 +480,7 @@ async fn tenant_run(
             Some(s) => s.mirror_group_ids(&tenant.name).unwrap_or_default(),
             None => Default::default(),
         };
-        refresh::full(&client, &rules, &mirror_groups).await
+        refresh::full(&client, &rules, &mirror_groups).await.map(Some)
     }
     .await;
     outcome.graph_requests = client.stats.requests() - requests_before;
@@ -489,7 +498,9 @@ async fn tenant_run(
     if opts.user.is_none() {
         outcome.mode = attempting;
     }
-    let mut refreshed = graph_result.map_err(|e| anyhow::anyhow!(e))?;
+    let Some(mut refreshed) = graph_result.map_err(|e| anyhow::anyhow!(e))? else {
+        return Ok(None); // `--user` names nobody in this tenant
+    };
     phase.done(&tenant.name, "graph read");
     // From here on the run reads and writes the store: in config order with the others.
     turn.take().await;
@@ -618,20 +629,25 @@ async fn tenant_run(
     Ok(Some(plan))
 }
 
-/// The users whose records hold a name `users` may want: a username equal to the local part of
-/// their UPN or mail, or an email equal to their UPN or mail (case-insensitive).
-fn names_held(view: &StoreView, directory: &str, users: &[&EntraUser]) -> BTreeSet<ObjectId> {
+/// The users whose records hold a name `users` may want: the username and the email the
+/// planner would give them (SPEC 4.8, 4.11), compared case-insensitively.
+fn names_held(
+    view: &StoreView,
+    directory: &str,
+    users: &[&EntraUser],
+    source: entra_sync_core::rules::EmailSource,
+) -> BTreeSet<ObjectId> {
     let mut names = BTreeSet::new();
     for user in users {
-        for name in [&user.user_principal_name, &user.mail]
-            .into_iter()
-            .flatten()
+        if let Some(name) = user
+            .user_principal_name
+            .as_deref()
+            .and_then(resolve::username_of)
         {
-            let name = name.to_lowercase();
-            if let Some((local, _)) = name.split_once('@') {
-                names.insert(local.to_string());
-            }
-            names.insert(name);
+            names.insert(name.to_lowercase());
+        }
+        if let Some(email) = resolve::email_of(user, source) {
+            names.insert(email.to_lowercase());
         }
     }
     let held = |value: Option<&str>| value.is_some_and(|v| names.contains(&v.to_lowercase()));

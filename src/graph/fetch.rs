@@ -166,8 +166,24 @@ pub async fn member_of(
     client: &GraphClient,
     user: ObjectId,
 ) -> Result<BTreeSet<ObjectId>, GraphError> {
+    groups_of(client, user, "memberOf").await
+}
+
+/// The groups `user` is in directly or through others (`/users/{id}/transitiveMemberOf`).
+pub async fn transitive_member_of(
+    client: &GraphClient,
+    user: ObjectId,
+) -> Result<BTreeSet<ObjectId>, GraphError> {
+    groups_of(client, user, "transitiveMemberOf").await
+}
+
+async fn groups_of(
+    client: &GraphClient,
+    user: ObjectId,
+    relation: &str,
+) -> Result<BTreeSet<ObjectId>, GraphError> {
     let what = format!("groups of user {user}");
-    let mut next = Some(client.url(&format!("/users/{user}/memberOf?$select=id&$top=999")));
+    let mut next = Some(client.url(&format!("/users/{user}/{relation}?$select=id&$top=999")));
     let mut groups = BTreeSet::new();
     while let Some(url) = next.take() {
         let page = client.get_page::<Member>(&url, &what).await?;

@@ -20,6 +20,8 @@ use crate::clock::Instant;
 const WINDOW: Duration = Duration::from_secs(10);
 /// The share of the estimated budget the pacer lets requests use.
 pub const TARGET: f64 = 0.75;
+/// Graph's largest per-app-and-tenant budget (RU per 10 s): no estimate grows past it.
+const LARGEST_BUDGET: f64 = 8_000.0;
 
 #[derive(Debug, Default)]
 pub struct Pacer {
@@ -36,6 +38,7 @@ struct State {
     tokens: f64,
     refilled: Option<Instant>,
     last_signal: Option<Instant>,
+    last_throttle: Option<Instant>,
     /// What each kind of request cost last time.
     costs: HashMap<String, u32>,
 }
@@ -60,12 +63,13 @@ impl State {
             .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
         self.tokens = (self.tokens + elapsed * rate).min(TARGET * budget);
         self.refilled = Some(now);
-        // A quiet window: the budget may be larger than feared.
-        if self
+        // A quiet window in which the client spent near its target: the budget may be larger
+        // than feared. (An idle client learns nothing, and never past Graph's largest.)
+        let quiet = self
             .last_signal
-            .is_some_and(|at| now.saturating_duration_since(at) > WINDOW)
-        {
-            self.budget = Some(budget * 1.1);
+            .is_some_and(|at| now.saturating_duration_since(at) > WINDOW);
+        if quiet && self.spent_in_window(now) >= 0.5 * TARGET * budget {
+            self.budget = Some((budget * 1.1).min(LARGEST_BUDGET));
             self.last_signal = Some(now);
         }
     }
@@ -108,13 +112,22 @@ impl Pacer {
             return Duration::ZERO;
         };
         s.refill(now);
-        let cost = f64::from(s.costs.get(kind).copied().unwrap_or(1) * requests.max(1));
+        let cost = f64::from(
+            s.costs
+                .get(kind)
+                .copied()
+                .unwrap_or(1)
+                .saturating_mul(requests.max(1)),
+        );
         s.tokens -= cost;
         if s.tokens >= 0.0 {
             Duration::ZERO
         } else {
+            // Each reservation waits its own place in the queue: waiters are staggered.
             let rate = TARGET * budget / WINDOW.as_secs_f64();
-            Duration::from_secs_f64((-s.tokens / rate).min(WINDOW.as_secs_f64()))
+            Duration::try_from_secs_f64(-s.tokens / rate)
+                .unwrap_or(Duration::MAX)
+                .min(Duration::from_secs(60))
         }
     }
 
@@ -132,19 +145,19 @@ impl Pacer {
         }
     }
 
-    /// Graph answered 429 for the budget: whatever was estimated was too much. The 429s of
-    /// one burst of concurrent requests count once.
+    /// Graph answered 429: an estimated budget was too much, and is halved. The 429s of one
+    /// burst of concurrent requests count once; a 429 before any estimate says nothing of
+    /// its size (its `Retry-After` is what the client honours).
     pub fn throttled(&self, now: Instant) {
         let mut s = self.state();
-        let recent = s
-            .last_signal
-            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1));
-        if recent && s.budget.is_some() {
+        let Some(budget) = s.budget else { return };
+        if s.last_throttle
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1))
+        {
             return;
         }
-        let spent = s.spent_in_window(now).max(1.0);
-        let budget = s.budget.map_or(spent, |b| b * 0.5);
-        s.set_budget(budget, now);
+        s.last_throttle = Some(now);
+        s.set_budget(budget * 0.5, now);
     }
 
     /// The budget the pacer works with now (RU per 10 s), if Graph has shown one.
@@ -200,8 +213,16 @@ mod tests {
         pacer.throttled(now);
         let halved = pacer.budget().unwrap_or_default();
         assert!((110.0..113.0).contains(&halved), "{halved}");
-        // A quiet window lets it grow back by a tenth.
+        // A quiet window in which it spent near its target lets it grow back by a tenth; an
+        // idle one does not.
         tokio::time::advance(Duration::from_secs(11)).await;
+        let _ = pacer.reserve("/users/delta", 1, Instant::now());
+        assert_eq!(pacer.budget(), Some(halved), "idle: nothing learned");
+        let now = Instant::now();
+        for _ in 0..60 {
+            pacer.charged("/users/delta", 1, None, now);
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
         let _ = pacer.reserve("/users/delta", 1, Instant::now());
         let grown = pacer.budget().unwrap_or_default();
         assert!(grown > halved * 1.09, "{grown} after {halved}");

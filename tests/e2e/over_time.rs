@@ -642,3 +642,46 @@ async fn a_user_run_reads_that_person_not_the_tenant() {
     assert_eq!(tenant(&s, "t0")["updated"], 0, "{s}");
     assert_eq!(tenant(&s, "t0")["created"], 0, "{s}");
 }
+
+/// `--user` finds someone no run has seen by mail in a handful of requests; a membership the
+/// mirror cannot place (a group nested since the last run) sends it to a full read; a tenant
+/// the person is not in is not read in full.
+#[tokio::test]
+async fn a_user_run_finds_a_new_hire_by_mail_and_reads_in_full_only_when_it_must() {
+    let mut env = TestEnv::with_tenants(2).await;
+    let staff = env.group("Staff", 1);
+    let ada = env.user("ada");
+    env.add(&staff, &ada);
+    env.employee_rule(&staff, 10, None);
+    let other = env.group_in(1, "Other", 1);
+    env.rule(1, &other, 10, "employee", String::new());
+    env.sync_ok(&[]).await;
+
+    let carol = person(&env, "carol.x@contoso.com", "carol@mail.contoso.com");
+    env.add(&staff, &carol);
+    env.sims[1].control().reset_stats();
+    let s = env.sync_ok(&["--user", "carol@mail.contoso.com"]).await;
+    let requests = tenant(&s, "t0")["graph_requests"].as_u64().unwrap();
+    assert!(requests <= 5, "{requests} Graph requests: {s}");
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE email = 'carol@mail.contoso.com'"),
+        vec![vec!["1"]]
+    );
+    let other_tenant = env.sims[1].control().stats();
+    assert!(
+        other_tenant.matching("/members") == 0,
+        "the tenant she is not in was read in full: {other_tenant:?}"
+    );
+
+    // Dan is only in a group nested into Staff after the last run.
+    let nested = env.group("Nested later", 2);
+    let dan = env.user("dan");
+    env.add(&nested, &dan);
+    env.add(&staff, &nested);
+    env.sync_ok(&["--user", "dan@contoso.com"]).await;
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE username = 'dan' AND active = 1"),
+        vec![vec!["1"]],
+        "the same outcome a full run gives him"
+    );
+}

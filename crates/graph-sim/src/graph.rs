@@ -88,6 +88,7 @@ pub(crate) enum Route {
     UsersCount,
     User(String),
     UserMemberOf(String),
+    UserTransitiveMemberOf(String),
     UserOther(String),
     Groups,
     GroupsCount,
@@ -159,6 +160,10 @@ pub(crate) fn route(path: &str) -> (String, Route) {
         [u, key, m] if eq(u, "users") && eq(m, "memberOf") => (
             t("/users/{id}/memberOf"),
             Route::UserMemberOf((*key).to_owned()),
+        ),
+        [u, key, m] if eq(u, "users") && eq(m, "transitiveMemberOf") => (
+            t("/users/{id}/transitiveMemberOf"),
+            Route::UserTransitiveMemberOf((*key).to_owned()),
         ),
         [u, _key, rest @ ..] if eq(u, "users") => (
             t(&format!("/users/{{id}}/{}", rest.join("/"))),
@@ -432,6 +437,13 @@ fn answer(sh: &Shared, req: &GraphReq<'_>, route: &Route) -> Result<Answer, ApiE
             let uid = Uuid::parse_str(&user.id).map_err(|_| ApiError::not_found(key))?;
             list(sh, &dir, &ListKind::MemberOf(uid), &q, req)
         }
+        Route::UserTransitiveMemberOf(key) => {
+            get_only(&method)?;
+            let dir = sh.read();
+            let user = dir.find_user(key).ok_or_else(|| ApiError::not_found(key))?;
+            let uid = Uuid::parse_str(&user.id).map_err(|_| ApiError::not_found(key))?;
+            list(sh, &dir, &ListKind::TransitiveMemberOf(uid), &q, req)
+        }
         Route::DeletedItems(kind) => {
             get_only(&method)?;
             let Some(kind) = kind else {
@@ -637,6 +649,7 @@ pub(crate) enum ListKind {
         cast: Option<ObjectKind>,
     },
     MemberOf(Uuid),
+    TransitiveMemberOf(Uuid),
     DeletedUsers,
     DeletedGroups,
 }
@@ -773,7 +786,10 @@ fn plan(sh: &Shared, kind: &ListKind, q: &Query, req: &GraphReq<'_>) -> Result<L
         (_, Some(ObjectKind::OrgContact)) => ("contacts", "OrgContact"),
         _ => ("directoryObjects", "DirectoryObject"),
     };
-    let is_member_listing = matches!(kind, ListKind::Members { .. } | ListKind::MemberOf(_));
+    let is_member_listing = matches!(
+        kind,
+        ListKind::Members { .. } | ListKind::MemberOf(_) | ListKind::TransitiveMemberOf(_)
+    );
     let advanced_hint = |op: &str| {
         ApiError::unsupported(format!(
             "Operator '{op}' is not supported because the required parameters might be missing. Try adding $count=true query parameter and ConsistencyLevel:eventual header. Refer to https://aka.ms/graph-docs/advanced-queries for more information"
@@ -908,8 +924,12 @@ fn source<'d>(
                     .map(|o| (id, o))
             }))
         }
-        ListKind::MemberOf(user) => {
-            let groups = dir.member_of(user);
+        ListKind::MemberOf(user) | ListKind::TransitiveMemberOf(user) => {
+            let groups = if matches!(kind, ListKind::MemberOf(_)) {
+                dir.member_of(user)
+            } else {
+                dir.transitive_member_of(user)
+            };
             Box::new(
                 groups
                     .into_iter()

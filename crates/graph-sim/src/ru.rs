@@ -27,7 +27,7 @@ pub(crate) fn cost(route: &Route, raw_query: &str) -> u32 {
             transitive: true, ..
         } => 5,
         Route::GetByIds => 5,
-        Route::UserMemberOf(_) => 2,
+        Route::UserMemberOf(_) | Route::UserTransitiveMemberOf(_) => 2,
         _ => 1,
     };
     let params: Vec<(String, String)> = url::form_urlencoded::parse(raw_query.as_bytes())

@@ -318,6 +318,18 @@ impl Directory {
             .collect()
     }
 
+    /// The groups `member` is in directly or through nested groups, each once (sorted).
+    pub(crate) fn transitive_member_of(&self, member: &Uuid) -> Vec<Uuid> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut queue = self.member_of(member);
+        while let Some(group) = queue.pop() {
+            if seen.insert(group) {
+                queue.extend(self.member_of(&group));
+            }
+        }
+        seen.into_iter().collect()
+    }
+
     // --- mutations -------------------------------------------------------------------------
 
     pub(crate) fn add_user(&mut self, new: NewUser) -> SimUser {
