@@ -1,7 +1,8 @@
-//! Bringing a tenant's view of Entra up to date: a full read of every tracked group, or the
-//! delta rounds since the stored cursors applied to the stored mirror (SPEC 5.1).
+//! Bringing a tenant's view of Entra up to date: a full read of every tracked group, the delta
+//! rounds since the stored cursors applied to the stored mirror (SPEC 5.1), or, for `--user`,
+//! the stored mirror with the named people read fresh.
 //!
-//! Owns the choice between the two (no cursors, changed scope, an expired cursor, a new nested
+//! Owns the choice between them (no cursors, changed scope, an expired cursor, a new nested
 //! group → full) and the new cursors. Talks to Graph through [`crate::graph`]; reads nothing
 //! from the store itself and writes nothing — the caller passes the mirror in and commits the
 //! result with the run.

@@ -2,8 +2,10 @@
 //!
 //! The single entry point that `sync`, `demo`, the scheduler and `POST /resync` share. Tenants
 //! run independently: one tenant's failure is recorded and never blocks or rolls back another
-//! (SPEC 4.11). The store's writer lock covers a tenant's whole run, Graph reads included; the
-//! plan is made from a view read in the run's own transaction. The decisions are
+//! (SPEC 4.11); up to `sync.tenant_concurrency` of them read Graph at once and take turns, in
+//! config order, for everything they read from and write to the store after that. The store's
+//! writer lock covers the whole run, Graph reads included; the plan is made from a view read
+//! in the run's own transaction. The decisions are
 //! [`entra_sync_core`]'s; this module reads, hands over and writes.
 
 use std::collections::{BTreeSet, HashMap};
