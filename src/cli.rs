@@ -67,6 +67,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The change log, newest first: each field old → new.
+    Changes {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this person: object id, UPN or email (as `sync --user`).
+        #[arg(long, value_name = "UPN|EMAIL|OBJECT-ID")]
+        user: Option<String>,
+        /// Only this run (its id in `status`).
+        #[arg(long)]
+        run: Option<i64>,
+        /// Only changes at or after this time (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many changes.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a full demo against a built-in simulated tenant (no network, no credentials).
     Demo,
 }
@@ -192,6 +213,89 @@ pub async fn check_command(config: &Config) -> ExitCode {
     } else {
         ExitCode::from(EXIT_FAILED)
     }
+}
+
+/// `entra-sync changes`: the change log as people read it, or as JSON.
+pub fn changes_command(
+    config: &Config,
+    mut query: crate::store::ChangeQuery,
+    json: bool,
+) -> ExitCode {
+    if let Some(since) = &query.since {
+        match chrono::DateTime::parse_from_rfc3339(since) {
+            Ok(t) => query.since = Some(crate::clock::rfc3339(t.with_timezone(&chrono::Utc))),
+            Err(_) => {
+                return fail(
+                    EXIT_USAGE,
+                    format!(
+                        "--since {since}: not an RFC 3339 time; write e.g. 2026-12-01T00:00:00Z"
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(t) = &query.tenant
+        && config.tenant(t).is_none()
+    {
+        return fail(EXIT_USAGE, format!("no tenant named \"{t}\" in the config"));
+    }
+    let store = match Store::open_read_only(&config.store.path) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            println!(
+                "{}",
+                if json {
+                    "[]"
+                } else {
+                    "no store yet: no sync has run"
+                }
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return fail(EXIT_FAILED, e),
+    };
+    let entries = match store.changes(&query) {
+        Ok(e) => e,
+        Err(e) => return fail(EXIT_FAILED, e),
+    };
+    if json {
+        return match serde_json::to_string_pretty(&entries) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_FAILED, e),
+        };
+    }
+    if entries.is_empty() {
+        println!("no changes match");
+    }
+    for e in &entries {
+        println!(
+            "{}  run {}  {}  {} {} {}{}",
+            e.at,
+            e.run,
+            e.tenant.as_deref().unwrap_or("-"),
+            e.action,
+            e.record_kind,
+            e.record_id.map_or("-".to_string(), |id| id.to_string()),
+            e.email
+                .as_deref()
+                .map_or(String::new(), |m| format!(" ({m})")),
+        );
+        match &e.changes {
+            serde_json::Value::Object(fields) => {
+                for (field, value) in fields {
+                    match value.as_array().map(Vec::as_slice) {
+                        Some([old, new]) => println!("    {field}: {old} → {new}"),
+                        _ => println!("    {field}: {value}"),
+                    }
+                }
+            }
+            other => println!("    {other}"),
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 pub fn status_command(config: &Config, json: bool) -> ExitCode {

@@ -108,6 +108,26 @@ fn main() -> ExitCode {
                 Ok(config) => cli::status_command(&config, json),
                 Err(code) => code,
             },
+            Command::Changes {
+                tenant,
+                user,
+                run,
+                since,
+                limit,
+                json,
+            } => match cli::load_config_without_secrets(&cli.config) {
+                Ok(config) => {
+                    let query = entra_sync::store::ChangeQuery {
+                        tenant,
+                        user,
+                        run,
+                        since,
+                        limit,
+                    };
+                    cli::changes_command(&config, query, json)
+                }
+                Err(code) => code,
+            },
         }
     })
 }

@@ -6,9 +6,11 @@
 //! status reads.
 //! It must not decide anything about records.
 
+mod changes;
 mod mirror;
 mod state;
 
+pub use changes::{ChangeEntry, ChangeQuery};
 pub(crate) use mirror::write_mirror;
 pub use mirror::{Cursors, MirrorWrite, RESTORABLE_DAYS};
 pub(crate) use state::write_state;

@@ -185,3 +185,83 @@ async fn every_kind_of_bad_config_exits_2_with_one_line_naming_the_key() {
         assert!(errors[0].contains(key), "{key}: {stderr}");
     }
 }
+
+/// `changes`: the change log newest first, each field old → new, filtered by person, run,
+/// time and tenant — what support reads to answer "what changed for Ada, and when?".
+#[tokio::test]
+async fn changes_lists_what_each_run_did_to_a_person_newest_first() {
+    let mut env = TestEnv::new().await;
+    let g = env.group("Staff", 1);
+    let ada = env.user("ada");
+    let bob = env.user("bob");
+    env.add(&g, &ada);
+    env.add(&g, &bob);
+    env.employee_rule(&g, 10, None);
+    env.sync_ok(&[]).await;
+    env.sim()
+        .update_user(
+            &ada,
+            graph_sim::UserPatch {
+                job_title: Some(Some("Lead".into())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    env.sync_ok(&[]).await;
+
+    let out = env
+        .run(&["changes", "--user", "ADA@contoso.com", "--json"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let list = out.json();
+    let actions: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["update", "create"],
+        "newest first, only Ada: {list}"
+    );
+    assert_eq!(
+        list[0]["changes"]["job_title"],
+        serde_json::json!(["Engineer", "Lead"])
+    );
+    assert_eq!(list[0]["email"], "ada@contoso.com");
+    assert_eq!(list[0]["object_id"], ada.as_str());
+
+    let human = env.run(&["changes", "--user", &ada]).await;
+    assert!(
+        human.stdout.contains("job_title: \"Engineer\" → \"Lead\""),
+        "{}",
+        human.stdout
+    );
+    let first_run = list[1]["run"].as_i64().unwrap().to_string();
+    let out = env.run(&["changes", "--run", &first_run, "--json"]).await;
+    let created: Vec<String> = out
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "create" && c["record_kind"] == "employee")
+        .map(|c| c["email"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        created,
+        ["bob@contoso.com", "ada@contoso.com"],
+        "run {first_run}"
+    );
+    let out = env.run(&["changes", "--limit", "1", "--json"]).await;
+    assert_eq!(out.json().as_array().unwrap().len(), 1);
+    let out = env
+        .run(&["changes", "--since", "2999-01-01T00:00:00Z", "--json"])
+        .await;
+    assert_eq!(out.json(), serde_json::json!([]));
+    let out = env.run(&["changes", "--since", "yesterday"]).await;
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--since yesterday"), "{}", out.stderr);
+    let out = env.run(&["changes", "--tenant", "nope"]).await;
+    assert_eq!(out.code, 2);
+}
