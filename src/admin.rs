@@ -1,5 +1,5 @@
 //! The daemon's admin endpoint (axum, loopback by default): `GET /healthz`, `GET /status`,
-//! `GET /metrics` (Prometheus text from the `metrics` recorder) and `POST /resync`.
+//! `GET /metrics` (Prometheus text from the `metrics` recorder), `GET /changes` and `POST /resync`.
 //!
 //! Owns what it serves ([`AdminState`]), the resync requests it hands to the daemon's worker
 //! ([`ResyncRequest`]) and its trust boundary (SPEC 5.8): only `Host` names it is known by (no
@@ -99,6 +99,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/resync", post(resync))
+        .route("/changes", get(changes))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
         .with_state(state)
 }
@@ -322,6 +323,54 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
             body["tenants"] = json!(tenants);
             (StatusCode::OK, axum::Json(body)).into_response()
         }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// `GET /changes?tenant=&user=&run=&since=&limit=`: `entra-sync changes --json`.
+async fn changes(
+    State(state): State<Arc<AdminState>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let bad = |e: String| (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+    let number = |name: &str| -> Result<Option<i64>, String> {
+        params
+            .get(name)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| format!("{name}={v}: expected a number"))
+            })
+            .transpose()
+    };
+    let (run, limit) = match (number("run"), number("limit")) {
+        (Ok(r), Ok(l)) => (r, l),
+        (Err(e), _) | (_, Err(e)) => return bad(e),
+    };
+    let since = match params.get("since") {
+        None => None,
+        Some(v) => match chrono::DateTime::parse_from_rfc3339(v) {
+            Ok(t) => Some(crate::clock::rfc3339(t.with_timezone(&chrono::Utc))),
+            Err(_) => return bad(format!("since={v}: expected an RFC 3339 time")),
+        },
+    };
+    let query = crate::store::ChangeQuery {
+        tenant: params.get("tenant").cloned(),
+        user: params.get("user").cloned(),
+        run,
+        since,
+        limit: limit.map_or(50, |l| l.clamp(1, 10_000) as usize),
+    };
+    let path = state.config().store.path.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        match Store::open_read_only(&path).map_err(|e| e.to_string())? {
+            Some(store) => store.changes(&query).map_err(|e| e.to_string()),
+            None => Ok(Vec::new()),
+        }
+    })
+    .await;
+    match read {
+        Ok(Ok(entries)) => (StatusCode::OK, axum::Json(entries)).into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }

@@ -567,3 +567,40 @@ async fn a_held_real_run_keeps_every_record_until_a_resync_allows_it() {
     })
     .await;
 }
+
+/// `GET /changes` answers what `entra-sync changes --json` does, with the same filters.
+#[tokio::test]
+async fn get_changes_answers_the_change_log_as_json() {
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    let ada = env.user("ada");
+    let bob = env.user("bob");
+    env.add(&staff, &ada);
+    env.add(&staff, &bob);
+    env.employee_rule(&staff, 10, None);
+    let daemon = real(&env).await;
+    with_daemon(daemon, async |d| {
+        rounds(&d, 1).await;
+        let (code, body) = call(&d, "GET", "/changes?user=ada@contoso.com", None).await;
+        assert_eq!(code, 200, "{body}");
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let list = list.as_array().unwrap();
+        assert_eq!(list.len(), 1, "{body}");
+        assert_eq!(list[0]["action"], "create");
+        assert_eq!(list[0]["email"], "ada@contoso.com");
+        let (code, body) = call(&d, "GET", "/changes?limit=1", None).await;
+        assert_eq!(code, 200);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        let (code, body) = call(&d, "GET", "/changes?since=yesterday", None).await;
+        assert_eq!(code, 400);
+        assert!(body.contains("since=yesterday"), "{body}");
+    })
+    .await;
+}
