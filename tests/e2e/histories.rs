@@ -676,13 +676,34 @@ async fn play(start: Vec<Option<Group>>, steps: Vec<Step>) -> Result<(), TestCas
     // any run saw the rename (usernames stay unique across inactive records too, SPEC 4.8,
     // and a departed user's new UPN is not readable).
     if !swapped {
+        // Retention dates a deactivation by the run that saw it, so a person whose record one
+        // store purged (and later made anew) and the other kept (with its local edits) may
+        // differ by design (SPEC 4.14): they are left out; everyone else must match.
+        let purged_in_one = purged_people(&world.plain)
+            .symmetric_difference(&purged_people(&world.seldom))
+            .cloned()
+            .collect::<BTreeSet<String>>();
+        let keep = |rows: Vec<Vec<String>>| -> Vec<Vec<String>> {
+            rows.into_iter()
+                .filter(|r| !purged_in_one.contains(&r[0]))
+                .collect()
+        };
         prop_assert_eq!(
-            live(&world.plain),
-            live(&world.seldom),
+            keep(live(&world.plain)),
+            keep(live(&world.seldom)),
             "the same history split into other runs left another store"
         );
     }
     Ok(())
+}
+
+/// The object ids whose records the store purged.
+fn purged_people(store: &Store) -> BTreeSet<String> {
+    store
+        .rows("SELECT DISTINCT object_id FROM change_log WHERE action = 'purge' AND object_id IS NOT NULL")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect()
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -777,6 +798,24 @@ fn histories_found_before_stay_fixed() {
                 Step::FullSync,
                 Step::Age,
                 Step::Restore(4),
+            ],
+        ),
+        (
+            // A harness limit, not the product's: the store that saw a kind change 40 days
+            // earlier purged the archived contact (and later made it anew without the local
+            // edit); the store that saw it late kept it. Retention dates a deactivation by the
+            // run that saw it (SPEC 4.14).
+            vec![None; PEOPLE],
+            vec![
+                Step::Join(1, Group::Customers),
+                Step::SwapRuleOrder,
+                Step::LocalEdit(1),
+                Step::SwapRuleOrder,
+                Step::Join(1, Group::Nested),
+                Step::Sync,
+                Step::Age,
+                Step::LocalEdit(0),
+                Step::SwapRuleOrder,
             ],
         ),
     ];
