@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use entra_sync::admin::Limits;
-use entra_sync::config::Config;
-use entra_sync::daemon::{Daemon, Schedule};
+use entra_sync::daemon::Daemon;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::daemon::{
-    Script, Scripted, call, listener, metrics, rounds, scripted, send, with_daemon,
+    Script, Scripted, call, listener, rounds, scripted, scripted_on, send, with_daemon,
 };
 use crate::support::TestEnv;
 
@@ -170,21 +169,12 @@ async fn on_socket(
     script: &Arc<Script>,
     limits: Limits,
 ) -> (Daemon<Scripted>, SocketAddr) {
-    env.write_config();
-    let config = Config::load(&env.config_path()).unwrap();
     let listener = listener().await;
     let addr = listener.local_addr().unwrap();
-    let daemon = Daemon::build(
-        config,
-        env.config_path(),
-        listener,
-        metrics(),
-        Scripted(Arc::clone(script)),
-        Schedule::Manual,
+    (
+        scripted_on(env, script, listener).with_admin_limits(limits),
+        addr,
     )
-    .unwrap()
-    .with_admin_limits(limits);
-    (daemon, addr)
 }
 
 /// Whether the server closed `stream` within `wait` (EOF or reset, after any answer).
@@ -227,18 +217,8 @@ async fn a_reload_cannot_drop_the_token_of_an_endpoint_off_loopback() {
     let mut env = TestEnv::new().await;
     with_token(&mut env, "listen = \"0.0.0.0:0\"");
     let script = Script::new([]);
-    env.write_config();
-    let config = Config::load(&env.config_path()).unwrap();
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let daemon = Daemon::build(
-        config,
-        env.config_path(),
-        listener,
-        metrics(),
-        Scripted(Arc::clone(&script)),
-        Schedule::Manual,
-    )
-    .unwrap();
+    let daemon = scripted_on(&env, &script, listener);
     with_daemon(daemon, async |d| {
         rounds(&d, 1).await;
         // The operator moves listen to loopback and drops the token in the same edit.

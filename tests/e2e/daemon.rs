@@ -228,12 +228,21 @@ async fn real(env: &TestEnv) -> Daemon<Syncer> {
 }
 
 pub async fn scripted(env: &TestEnv, script: &Arc<Script>) -> Daemon<Scripted> {
+    scripted_on(env, script, listener().await)
+}
+
+/// [`scripted`] serving the admin endpoint on `listener`.
+pub fn scripted_on(
+    env: &TestEnv,
+    script: &Arc<Script>,
+    listener: tokio::net::TcpListener,
+) -> Daemon<Scripted> {
     env.write_config();
     let config = Config::load(&env.config_path()).unwrap();
     Daemon::build(
         config,
         env.config_path(),
-        listener().await,
+        listener,
         metrics(),
         Scripted(Arc::clone(script)),
         Schedule::Manual,
