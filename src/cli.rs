@@ -163,6 +163,12 @@ pub fn render_summary(summary: &SyncSummary, dry_run: bool) -> String {
         for r in &t.reports {
             out.push_str(&format!("  report: {}: {}\n", r.user, r.message));
         }
+        for p in &t.pending {
+            out.push_str(&format!(
+                "  pending: {} out of scope since {}; deactivated at {} unless they come back\n",
+                p.user, p.since, p.due
+            ));
+        }
         if dry_run && let Some(plan) = &t.plan {
             for change in &plan.changes {
                 if change.action != Action::Resnapshot {
@@ -385,6 +391,12 @@ pub fn status_command(config: &Config, json: bool) -> ExitCode {
                         h.since, h.action, h.record_kind, h.user
                     );
                 }
+            }
+            for p in state.pending() {
+                println!(
+                    "tenant {}: pending deactivation: {} out of scope since {}; deactivated at {} unless they come back",
+                    tenant.name, p.user, p.since, p.due
+                );
             }
             for r in &state.reports {
                 println!(

@@ -128,6 +128,9 @@ impl Default for SyncConfig {
 pub struct SafetyConfig {
     pub max_deactivations: u64,
     pub max_deactivation_percent: u64,
+    /// The grace period: minutes a user stays out of scope before their records leave
+    /// service (0: at once).
+    pub deactivate_after_minutes: u64,
 }
 
 impl Default for SafetyConfig {
@@ -135,6 +138,7 @@ impl Default for SafetyConfig {
         SafetyConfig {
             max_deactivations: 50,
             max_deactivation_percent: 20,
+            deactivate_after_minutes: 0,
         }
     }
 }
@@ -329,7 +333,14 @@ fn known_env_key(rest: &str) -> bool {
                     "retry_base_ms",
                 ],
             ),
-            ("safety", &["max_deactivations", "max_deactivation_percent"]),
+            (
+                "safety",
+                &[
+                    "max_deactivations",
+                    "max_deactivation_percent",
+                    "deactivate_after_minutes",
+                ],
+            ),
             ("retention", &["purge_deactivated_after_days"]),
             ("admin", &["listen", "token_file", "allowed_hosts"]),
             (

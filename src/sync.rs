@@ -25,7 +25,10 @@ use crate::clock::{Clock, Instant, SystemClock};
 use crate::config::{Config, TenantConfig};
 use crate::graph::{GraphClient, GraphError};
 use crate::refresh;
-use crate::store::{HeldChange, MirrorWrite, OpenState, RunRecord, Store, StoreError, WriterLock};
+use crate::store::{
+    HeldChange, MirrorWrite, OpenState, PendingDeactivation, RunRecord, Store, StoreError,
+    WriterLock,
+};
 use futures_util::{StreamExt, stream};
 
 #[derive(Debug, Clone, Default)]
@@ -57,6 +60,8 @@ pub struct TenantOutcome {
     pub error: Option<String>,
     pub hold_reason: Option<String>,
     pub reports: Vec<Report>,
+    /// Deactivations waiting out the grace period after the run (SPEC 2).
+    pub pending: Vec<PendingDeactivation>,
     /// The planned changes (printed by `--dry-run`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
@@ -78,6 +83,7 @@ impl TenantOutcome {
             error: None,
             hold_reason: None,
             reports: Vec::new(),
+            pending: Vec::new(),
             plan: None,
         }
     }
@@ -536,6 +542,10 @@ async fn tenant_run(
         held: !open_before.held.is_empty(),
         releasing: opts.allow_mass_deactivation,
         purge_due: matches!((&purge_watch, &cutoff), (Some(watch), Some(cutoff)) if watch < cutoff),
+        grace_due: open_before.out_of_scope.iter().any(|p| {
+            let minutes = config.safety.deactivate_after_minutes;
+            plan::grace_reached(&p.since, &crate::clock::rfc3339(now), minutes)
+        }),
     };
     let snapshot = match (
         run::basis(fresh, pending),
@@ -586,6 +596,7 @@ async fn tenant_run(
             max_deactivations: config.safety.max_deactivations,
             max_deactivation_percent: config.safety.max_deactivation_percent,
             allow_mass_deactivation: opts.allow_mass_deactivation,
+            deactivate_after_minutes: config.safety.deactivate_after_minutes,
         },
         scope: scope.clone(),
         purge_before: cutoff.as_deref(),
@@ -737,6 +748,7 @@ fn apply_recorded(
     outcome.counts.held = open.held_removals();
     outcome.counts.reports = open.reports.len() as i64;
     outcome.hold_reason = plan.hold_reason.clone().or_else(|| open.hold_reason());
+    outcome.pending = open.pending().cloned().collect();
     outcome.reports = open.reports;
     outcome.status = if run.opts.dry_run {
         RunStatus::DryRun
@@ -774,6 +786,7 @@ fn open_after(plan: &Plan, scope: Option<&Scope>, before: OpenState) -> OpenStat
                 .iter()
                 .map(|c| HeldChange::of(c, plan.hold_reason.as_deref()))
                 .collect(),
+            out_of_scope: plan.waiting.iter().map(PendingDeactivation::of).collect(),
         },
         Some(scope @ Scope::Users(_)) => {
             let mut reports: Vec<Report> = before
@@ -792,7 +805,17 @@ fn open_after(plan: &Plan, scope: Option<&Scope>, before: OpenState) -> OpenStat
                     .iter()
                     .map(|c| HeldChange::of(c, plan.hold_reason.as_deref())),
             );
-            OpenState { reports, held }
+            let mut out_of_scope: Vec<PendingDeactivation> = before
+                .out_of_scope
+                .into_iter()
+                .filter(|p| !ObjectId::parse(&p.object_id).is_ok_and(|id| scope.names(id)))
+                .collect();
+            out_of_scope.extend(plan.waiting.iter().map(PendingDeactivation::of));
+            OpenState {
+                reports,
+                held,
+                out_of_scope,
+            }
         }
     }
 }

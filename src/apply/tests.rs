@@ -335,6 +335,7 @@ fn mass_deactivation_is_held_until_allowed_and_creates_still_apply() {
         max_deactivations: 2,
         max_deactivation_percent: 0,
         allow_mass_deactivation: false,
+        deactivate_after_minutes: 0,
     };
     keep(w.members.get_mut(&EMP).unwrap(), &[1, 2]);
     w.add(user(11), EMP);
@@ -368,6 +369,7 @@ fn percent_limit_counts_active_synced_records_and_holds_kind_changes_whole() {
         max_deactivations: 0,
         max_deactivation_percent: 20,
         allow_mass_deactivation: false,
+        deactivate_after_minutes: 0,
     };
     keep(w.members.get_mut(&EMP).unwrap(), &[2, 3, 4]);
     w.members.get_mut(&CON).unwrap().push(user(1).id);
@@ -404,6 +406,7 @@ fn a_hold_leaves_group_memberships_as_they_are_until_it_is_released() {
         max_deactivations: 1,
         max_deactivation_percent: 0,
         allow_mass_deactivation: false,
+        deactivate_after_minutes: 0,
     };
     // User 1 moves to the contact group (a kind change); users 2 and 3 leave scope.
     keep(w.members.get_mut(&EMP).unwrap(), &[4]);

@@ -14,7 +14,7 @@ pub use changes::{ChangeEntry, ChangeQuery};
 pub(crate) use mirror::write_mirror;
 pub use mirror::{Cursors, MirrorWrite, RESTORABLE_DAYS};
 pub(crate) use state::write_state;
-pub use state::{HeldChange, OpenState};
+pub use state::{HeldChange, OpenState, PendingDeactivation};
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -274,6 +274,17 @@ pub(crate) fn view_of(conn: &Connection, tenant: &str) -> Result<StoreView, Stor
     for row in rows {
         let (directory, name) = row?;
         view.directory_names.insert(directory, name);
+    }
+    let mut stmt =
+        conn.prepare("SELECT object_id, since FROM pending_deactivations WHERE tenant = ?1")?;
+    let rows = stmt.query_map([tenant], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (object_id, since) = row?;
+        if let Ok(object_id) = ObjectId::parse(&object_id) {
+            view.out_of_scope_since.insert(object_id, since);
+        }
     }
     let mut groups: BTreeMap<i64, StoredGroup> = BTreeMap::new();
     let mut stmt =

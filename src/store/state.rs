@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use entra_sync_core::ObjectId;
-use entra_sync_core::plan::{Change, Plan, RecordRef, Scope};
+use entra_sync_core::plan::{Change, Plan, RecordRef, Scope, Waiting};
 use entra_sync_core::resolve::{Report, ReportKind};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
@@ -23,6 +23,7 @@ const BY_TENANT_NAME: &[&str] = &[
     "delta_cursors",
     "open_reports",
     "held_changes",
+    "pending_deactivations",
     "tenant_state",
     "entra_departed",
     "sync_runs",
@@ -65,17 +66,50 @@ impl HeldChange {
     }
 }
 
-/// A tenant's open reports and held changes.
+/// A user out of scope whose records have not left service yet (SPEC 2, the grace period):
+/// waiting until `due`, or fallen due and held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingDeactivation {
+    pub object_id: String,
+    pub user: String,
+    /// When a run first saw them out of scope.
+    pub since: String,
+    /// When their records leave service (with the grace period of the last run).
+    pub due: String,
+}
+
+impl PendingDeactivation {
+    /// A plan's waiting user, as it is kept.
+    pub fn of(w: &Waiting) -> PendingDeactivation {
+        PendingDeactivation {
+            object_id: w.object_id.to_string(),
+            user: w.user.clone(),
+            since: w.since.clone(),
+            due: w.due.clone(),
+        }
+    }
+}
+
+/// A tenant's open reports, held changes and pending deactivations.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OpenState {
     pub reports: Vec<Report>,
     pub held: Vec<HeldChange>,
+    /// Every user out of scope whose records still serve, held ones included.
+    pub out_of_scope: Vec<PendingDeactivation>,
 }
 
 impl OpenState {
     /// Held deactivations and archives (what the summary's `held` counts).
     pub fn held_removals(&self) -> i64 {
         self.held.iter().filter(|h| h.removes()).count() as i64
+    }
+
+    /// The deactivations waiting out the grace period (held ones aside).
+    pub fn pending(&self) -> impl Iterator<Item = &PendingDeactivation> {
+        self.out_of_scope
+            .iter()
+            .filter(|p| !self.held.iter().any(|h| h.object_id == p.object_id))
     }
 
     /// Why they are held (the reason of the latest hold).
@@ -89,6 +123,7 @@ impl OpenState {
             "held": self.held_removals(),
             "hold_reason": self.hold_reason(),
             "held_changes": self.held,
+            "pending_deactivations": self.pending().collect::<Vec<_>>(),
             "reports": self.reports,
         })
     }
@@ -279,6 +314,19 @@ fn read_state(conn: &Connection, tenant: &str) -> Result<OpenState, StoreError> 
         })
     })?;
     state.held = rows.collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT object_id, user, since, due FROM pending_deactivations WHERE tenant = ?1
+         ORDER BY due, object_id",
+    )?;
+    let rows = stmt.query_map([tenant], |r| {
+        Ok(PendingDeactivation {
+            object_id: r.get(0)?,
+            user: r.get(1)?,
+            since: r.get(2)?,
+            due: r.get(3)?,
+        })
+    })?;
+    state.out_of_scope = rows.collect::<Result<_, _>>()?;
     Ok(state)
 }
 
@@ -321,6 +369,10 @@ pub(crate) fn write_state(
             tx.execute("DELETE FROM open_reports WHERE tenant = ?1", [tenant])?;
             tx.execute("DELETE FROM held_changes WHERE tenant = ?1", [tenant])?;
             tx.execute(
+                "DELETE FROM pending_deactivations WHERE tenant = ?1",
+                [tenant],
+            )?;
+            tx.execute(
                 "INSERT INTO tenant_state (tenant, purge_watch) VALUES (?1, ?2)
                  ON CONFLICT (tenant) DO UPDATE SET purge_watch = excluded.purge_watch",
                 params![tenant, plan.purge_watch],
@@ -335,6 +387,10 @@ pub(crate) fn write_state(
                 )?;
                 tx.execute(
                     "DELETE FROM held_changes WHERE tenant = ?1 AND object_id = ?2",
+                    params![tenant, id],
+                )?;
+                tx.execute(
+                    "DELETE FROM pending_deactivations WHERE tenant = ?1 AND object_id = ?2",
                     params![tenant, id],
                 )?;
             }
@@ -377,6 +433,19 @@ pub(crate) fn write_state(
             h.user,
             h.reason,
             since
+        ])?;
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO pending_deactivations (tenant, object_id, user, since, due)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for w in &plan.waiting {
+        insert.execute(params![
+            tenant,
+            IdText::of(w.object_id),
+            w.user,
+            w.since,
+            w.due
         ])?;
     }
     Ok(())

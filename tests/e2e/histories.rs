@@ -1,7 +1,8 @@
 //! Random histories over graph-sim, the backbone of SPEC 4.13: people join and leave employee,
 //! contact and nested groups, change, are disabled, deleted, restored, deleted for good and
 //! re-created with the same UPN and mail; rules change; admins edit and deactivate records;
-//! runs fail, are held and released, resync one person, and time passes past retention.
+//! runs fail, are held and released, resync one person, and time passes past the grace period
+//! (half the histories have one) and past retention.
 //!
 //! Three stores follow each history against the same simulated tenant, in-process:
 //! - `plain`: the runs as given (incremental where cursors allow);
@@ -84,6 +85,8 @@ enum Step {
     /// 40 days pass: records deactivated before are due for the 30-day retention purge, and
     /// Entra has deleted for good whoever was soft-deleted.
     Age,
+    /// 31 minutes pass: past the grace period of histories that have one.
+    Wait,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -114,6 +117,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => p.prop_map(Step::UserRun),
         1 => Just(Step::Release),
         1 => Just(Step::Age),
+        1 => Just(Step::Wait),
     ]
 }
 
@@ -156,6 +160,9 @@ struct World {
     /// Each person's current UPN (their mail stays the one they were created with).
     upns: Vec<String>,
     contact_first: bool,
+    /// Whether `plain` and `full` wait 30 minutes before deactivating a user out of scope
+    /// (`seldom`, whose runs see departures late anyway, never does).
+    grace: bool,
     plain: Store,
     full: Store,
     seldom: Store,
@@ -182,7 +189,7 @@ const ROOT: &str = "INSERT INTO employees (id, username, email, first_name, acti
                     VALUES (1000, 'root', 'root@contoso.com', 'Root', 1, 1)";
 
 impl World {
-    async fn new() -> World {
+    async fn new(grace: bool) -> World {
         let env = TestEnv::new().await;
         let clock = Arc::new(ManualClock::new(
             chrono::Utc
@@ -219,6 +226,7 @@ impl World {
             accounts,
             upns: (0..PEOPLE).map(upn).collect(),
             contact_first: false,
+            grace,
             root: Vec::new(),
         };
         world.write_configs();
@@ -245,15 +253,13 @@ impl World {
         self.env.write_config();
         let text = std::fs::read_to_string(self.env.config_path()).unwrap();
         let default_store = self.env.store_path().display().to_string();
+        let guarded = format!(
+            "max_deactivations = 2\nmax_deactivation_percent = 0\ndeactivate_after_minutes = {}",
+            if self.grace { 30 } else { 0 }
+        );
         for (store, guard) in [
-            (
-                &self.plain,
-                "max_deactivations = 2\nmax_deactivation_percent = 0",
-            ),
-            (
-                &self.full,
-                "max_deactivations = 2\nmax_deactivation_percent = 0",
-            ),
+            (&self.plain, guarded.as_str()),
+            (&self.full, guarded.as_str()),
             (
                 &self.seldom,
                 "max_deactivations = 0\nmax_deactivation_percent = 0",
@@ -405,6 +411,10 @@ fn tables(store: &Store) -> Vec<Vec<String>> {
             "held",
             "SELECT tenant, object_id, record_kind, action FROM held_changes",
         ),
+        (
+            "pending",
+            "SELECT tenant, object_id, since, due FROM pending_deactivations",
+        ),
     ] {
         for row in store.rows(sql) {
             let mut r = vec![name.to_string()];
@@ -488,6 +498,7 @@ struct Seen {
     archived: AtomicU64,
     purged: AtomicU64,
     reports: AtomicU64,
+    pending: AtomicU64,
 }
 
 static SEEN: Seen = Seen {
@@ -499,6 +510,7 @@ static SEEN: Seen = Seen {
     archived: AtomicU64::new(0),
     purged: AtomicU64::new(0),
     reports: AtomicU64::new(0),
+    pending: AtomicU64::new(0),
 };
 
 impl Seen {
@@ -513,16 +525,18 @@ impl Seen {
             add(&self.archived, t.counts.archived);
             add(&self.purged, t.counts.purged);
             add(&self.reports, i64::from(!t.reports.is_empty()));
+            add(&self.pending, i64::from(!t.pending.is_empty()));
         }
     }
 
     fn line(&self) -> String {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "{} runs: {} held, {} with reports; records created {}, reactivated {}, deactivated {}, archived {}, purged {}",
+            "{} runs: {} held, {} with reports, {} with deactivations pending; records created {}, reactivated {}, deactivated {}, archived {}, purged {}",
             n(&self.runs),
             n(&self.held),
             n(&self.reports),
+            n(&self.pending),
             n(&self.created),
             n(&self.reactivated),
             n(&self.deactivated),
@@ -557,8 +571,12 @@ fn expect_ran(summary: &SyncSummary, store: &Store, step: &Step) -> Result<(), T
     Ok(())
 }
 
-async fn play(start: Vec<Option<Group>>, steps: Vec<Step>) -> Result<(), TestCaseError> {
-    let mut world = World::new().await;
+async fn play(
+    start: Vec<Option<Group>>,
+    steps: Vec<Step>,
+    grace: bool,
+) -> Result<(), TestCaseError> {
+    let mut world = World::new(grace).await;
     // Where everybody starts, synced by every store.
     let swapped = steps
         .iter()
@@ -570,6 +588,10 @@ async fn play(start: Vec<Option<Group>>, steps: Vec<Step>) -> Result<(), TestCas
         .collect();
     last.push(Step::FullSync);
     last.extend(steps);
+    // Whatever waits out the grace period falls due by the end: a run sees every departure,
+    // and the grace period passes.
+    last.push(Step::Sync);
+    last.push(Step::Wait);
     last.push(Step::Release);
     for step in last {
         world.entra(step);
@@ -657,6 +679,7 @@ async fn play(start: Vec<Option<Group>>, steps: Vec<Step>) -> Result<(), TestCas
                 }
             }
             Step::Age => world.clock.advance(chrono::Duration::days(40)),
+            Step::Wait => world.clock.advance(chrono::Duration::minutes(31)),
             _ => {}
         }
         check(&world.root, &mut world.plain, &step)?;
@@ -740,9 +763,10 @@ fn random_histories_keep_every_store_consistent_and_independent_of_how_runs_were
     let histories = (
         proptest::collection::vec(group, PEOPLE),
         proptest::collection::vec(step(), 1..20),
+        any::<bool>(),
     );
-    let result = runner.run(&histories, |(start, steps)| {
-        runtime().block_on(play(start, steps))
+    let result = runner.run(&histories, |(start, steps, grace)| {
+        runtime().block_on(play(start, steps, grace))
     });
     eprintln!("histories: {}", SEEN.line());
     if let Err(e) = result {
@@ -821,7 +845,7 @@ fn histories_found_before_stay_fixed() {
     ];
     for (start, steps) in found {
         let replay = format!("{start:?} {steps:?}");
-        if let Err(e) = runtime().block_on(play(start, steps)) {
+        if let Err(e) = runtime().block_on(play(start, steps, false)) {
             panic!("{replay}: {e}");
         }
     }

@@ -298,3 +298,150 @@ fn records(env: &TestEnv) -> Vec<Vec<String>> {
          SELECT 'c', id, email, portal_access, active FROM contacts ORDER BY 1, 2",
     )
 }
+
+/// Six employees under a grace period of `minutes` and the default safety limits (20 %: three
+/// leaving at once is held).
+async fn six_with_grace(minutes: u64) -> (TestEnv, String, Vec<String>) {
+    let mut env = TestEnv::new().await;
+    env.extra_config = format!("[safety]\ndeactivate_after_minutes = {minutes}\n");
+    let staff = env.group("Staff", 1);
+    let users: Vec<String> = (0..6).map(|i| env.user(&format!("u{i}"))).collect();
+    for u in &users {
+        env.add(&staff, u);
+    }
+    env.employee_rule(&staff, 10, Some("Tech"));
+    env.sync_ok(&[]).await;
+    (env, staff, users)
+}
+
+/// The store's people and groups, as a PSA user sees them.
+fn store_dump(env: &TestEnv) -> Vec<Vec<String>> {
+    let mut rows = env.rows(
+        "SELECT id, username, email, security_role, active, deactivated_at, updated_at FROM employees ORDER BY id",
+    );
+    rows.extend(
+        env.rows("SELECT group_id, member_kind, member_id FROM group_members ORDER BY 1, 2, 3"),
+    );
+    rows
+}
+
+/// Moves the start of every pending grace period back by `minutes`, as time passing would.
+fn age_pending(env: &TestEnv, minutes: u64) {
+    env.exec(&format!(
+        "UPDATE pending_deactivations SET since = strftime('%Y-%m-%dT%H:%M:%SZ', since, '-{minutes} minutes')"
+    ));
+}
+
+#[tokio::test]
+async fn a_user_removed_and_added_back_within_the_grace_period_changes_nothing() {
+    let (env, staff, users) = six_with_grace(60).await;
+    let before = store_dump(&env);
+    env.remove(&staff, &users[0]);
+    env.sim().disable_user(&users[1]).unwrap();
+    let s = env.sync_ok(&[]).await;
+    let t = tenant(&s, "t0");
+    assert_eq!(
+        (t["deactivated"].as_i64(), t["updated"].as_i64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    let pending: Vec<&str> = t["pending"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["user"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(pending, ["u0@contoso.com", "u1@contoso.com"], "{s}");
+    assert_eq!(store_dump(&env), before, "nothing moved yet");
+    let human = env.run(&["status"]).await;
+    assert!(
+        human
+            .stdout
+            .contains("pending deactivation: u0@contoso.com out of scope since"),
+        "{}",
+        human.stdout
+    );
+
+    // Back within the grace period (40 minutes later): nothing changes, nothing is pending.
+    age_pending(&env, 40);
+    env.add(&staff, &users[0]);
+    env.sim()
+        .update_user(
+            &users[1],
+            graph_sim::UserPatch {
+                account_enabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["pending"], serde_json::json!([]), "{s}");
+    assert_eq!(store_dump(&env), before, "as if they had never left");
+    let status = env.run(&["status", "--json"]).await.json();
+    assert_eq!(
+        status["tenants"]["t0"]["pending_deactivations"],
+        serde_json::json!([]),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_out_of_scope_past_the_grace_period_is_deactivated_by_a_no_change_run() {
+    let (env, staff, users) = six_with_grace(30).await;
+    env.remove(&staff, &users[0]);
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["deactivated"], 0, "{s}");
+    age_pending(&env, 29);
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["deactivated"], 0, "29 minutes out: {s}");
+    age_pending(&env, 1);
+    // Nothing changed in Entra since: the idle incremental run applies what fell due.
+    env.sim().reset_stats();
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(env.sim().stats().matching("/v1.0/"), 2, "an idle round");
+    assert_eq!(tenant(&s, "t0")["deactivated"], 1, "30 minutes out: {s}");
+    assert_eq!(tenant(&s, "t0")["pending"], serde_json::json!([]), "{s}");
+    assert_eq!(
+        env.rows("SELECT username, active, security_role FROM employees WHERE username = 'u0'"),
+        vec![vec!["u0", "0", "NULL"]]
+    );
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["deactivated"], 0, "once: {s}");
+}
+
+#[tokio::test]
+async fn deactivations_falling_due_together_are_held_and_applied_only_when_allowed() {
+    let (env, staff, users) = six_with_grace(10).await;
+    for u in &users[..3] {
+        env.remove(&staff, u);
+    }
+    let (code, s) = {
+        let out = env.run(&["sync", "--json"]).await;
+        (out.code, out.json())
+    };
+    assert_eq!(code, 0, "not due: nothing to hold yet: {s}");
+    assert_eq!(
+        tenant(&s, "t0")["pending"].as_array().map(Vec::len),
+        Some(3)
+    );
+    age_pending(&env, 10);
+    let out = env.run(&["sync", "--json"]).await;
+    let s = out.json();
+    assert_eq!(out.code, 3, "three fall due together, above 20 %: {s}");
+    assert_eq!(tenant(&s, "t0")["held"], 3, "{s}");
+    assert_eq!(active(&env), "6");
+    // Held, not pending; still held by the next idle run.
+    let out = env.run(&["sync", "--json"]).await;
+    assert_eq!(
+        (out.code, tenant(&out.json(), "t0")["held"].as_i64()),
+        (3, Some(3))
+    );
+    let status = env.run(&["status", "--json"]).await.json();
+    assert_eq!(status["tenants"]["t0"]["held"], 3, "{status}");
+    assert_eq!(
+        status["tenants"]["t0"]["pending_deactivations"],
+        serde_json::json!([]),
+        "{status}"
+    );
+    let s = env.sync_ok(&["--allow-mass-deactivation"]).await;
+    assert_eq!(tenant(&s, "t0")["deactivated"], 3, "{s}");
+    assert_eq!(active(&env), "3");
+}

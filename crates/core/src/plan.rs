@@ -110,6 +110,9 @@ pub struct StoreView {
     pub ticketed: BTreeSet<(RecordKind, i64)>,
     /// The config's names of the directories links belong to, for messages.
     pub directory_names: BTreeMap<String, String>,
+    /// Users of the tenant being planned that a run saw out of scope, and since when (RFC
+    /// 3339): their grace period counts from it (SPEC 2, `safety.deactivate_after_minutes`).
+    pub out_of_scope_since: BTreeMap<ObjectId, String>,
 }
 
 impl StoreView {
@@ -126,6 +129,9 @@ pub struct Safety {
     pub max_deactivations: u64,
     pub max_deactivation_percent: u64,
     pub allow_mass_deactivation: bool,
+    /// The grace period: how long a user stays out of scope before their records leave
+    /// service (0: at once).
+    pub deactivate_after_minutes: u64,
 }
 
 /// Whose records a run may change.
@@ -348,6 +354,45 @@ pub struct GroupChange {
     pub remove: Vec<(RecordKind, i64)>,
 }
 
+/// A user out of scope whose records wait out the grace period (SPEC 2,
+/// `safety.deactivate_after_minutes`), or whose deactivation fell due and is held (5.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Waiting {
+    pub object_id: ObjectId,
+    /// The user's UPN as last synced, or their record's email.
+    pub user: String,
+    /// When a run first saw them out of scope.
+    pub since: String,
+    /// When their records leave service, unless they come back first.
+    pub due: String,
+}
+
+/// When a user out of scope since `since` falls due for deactivation after a grace period of
+/// `minutes` (RFC 3339, seconds, UTC); an unreadable `since` counts as `now`.
+pub fn grace_due(since: &str, now: &str, minutes: u64) -> String {
+    let parse = |t: &str| DateTime::parse_from_rfc3339(t).ok().map(|t| t.to_utc());
+    let Some(start) = parse(since).or_else(|| parse(now)) else {
+        return now.to_string();
+    };
+    let minutes = minutes.min(100 * 366 * 24 * 60) as i64;
+    (start + chrono::Duration::minutes(minutes)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Whether a user out of scope since `since` has waited out a grace period of `minutes` at
+/// `now`.
+pub fn grace_reached(since: &str, now: &str, minutes: u64) -> bool {
+    reached(&grace_due(since, now, minutes), now)
+}
+
+/// Whether `due` (RFC 3339) is at or before `now`.
+fn reached(due: &str, now: &str) -> bool {
+    let parse = |t: &str| DateTime::parse_from_rfc3339(t).ok().map(|t| t.to_utc());
+    match (parse(due), parse(now)) {
+        (Some(due), Some(now)) => due <= now,
+        _ => true,
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Plan {
     pub tenant: String,
@@ -363,6 +408,9 @@ pub struct Plan {
     /// Entra plans only when it is due.
     pub purge_watch: Option<String>,
     pub hold_reason: Option<String>,
+    /// Users out of scope whose deactivation waits (the grace period) or is held: what stays
+    /// pending after the run, with when it started (SPEC 2).
+    pub waiting: Vec<Waiting>,
     pub groups: Vec<GroupChange>,
     pub reports: Vec<Report>,
 }
@@ -407,14 +455,17 @@ pub fn plan(
         reports,
     } = resolution;
     let decisions = Decisions::new(run, store, desired, &untouchable);
-    let scoped = match &run.scope {
-        Scope::All => BTreeSet::new(),
-        Scope::Users(targets) => decisions.everybody_but(targets),
-    };
-    let decided = decisions.decide(&scoped);
-    let (decided, held, hold_reason) = match &run.scope {
-        Scope::All => guard_5_3(&decisions, decided, &run.safety),
-        Scope::Users(targets) => user_run_1(&decisions, decided, targets, &run.safety),
+    let (decided, held, hold_reason, waiting) = match &run.scope {
+        Scope::All => {
+            let (first, waiting) = grace_2(&decisions, &BTreeSet::new());
+            let (decided, held, reason) = guard_5_3(&decisions, first, &run.safety, &waiting);
+            (decided, held, reason, waiting)
+        }
+        Scope::Users(targets) => {
+            let (alone, waiting) = grace_2(&decisions, &decisions.everybody_but(targets));
+            let (decided, held, reason) = user_run_1(&decisions, alone, targets, &run.safety);
+            (decided, held, reason, waiting)
+        }
     };
     let mut plan = Plan {
         tenant: run.tenant.to_string(),
@@ -426,6 +477,7 @@ pub fn plan(
         store,
         &decided,
         &held,
+        &waiting,
         &group_members,
         group_names,
         &decisions,
@@ -438,9 +490,10 @@ pub fn plan(
     all_reports.sort();
     all_reports.dedup();
     plan.reports = all_reports;
+    plan.waiting = decisions.waiting(&waiting, &held);
     plan.held = held;
     let purgeable = match &run.scope {
-        Scope::All => decisions.purgeable(&decided),
+        Scope::All => decisions.purgeable(&decided, &waiting),
         Scope::Users(_) => Vec::new(),
     };
     plan.changes = decisions.into_changes(&decided);
@@ -464,13 +517,15 @@ fn guard_5_3(
     decisions: &Decisions<'_>,
     first: Decided,
     safety: &Safety,
+    waiting: &BTreeSet<ObjectId>,
 ) -> (Decided, Vec<Change>, Option<String>) {
     let removals = decisions.removals(&first);
     let Some(reason) = over_limit(removals, decisions.active_synced(), safety) else {
         return (first, Vec::new(), None);
     };
     let mut held_users: BTreeSet<ObjectId> = decisions.removing_users(&first);
-    let mut decided = decisions.decide(&held_users);
+    let kept = |held: &BTreeSet<ObjectId>| held.union(waiting).copied().collect();
+    let mut decided = decisions.decide(&kept(&held_users));
     loop {
         let more: BTreeSet<ObjectId> = decisions
             .removing_users(&decided)
@@ -481,7 +536,7 @@ fn guard_5_3(
             break;
         }
         held_users.extend(more);
-        decided = decisions.decide(&held_users);
+        decided = decisions.decide(&kept(&held_users));
     }
     // What the held users would have had, for the summary and `status`.
     let held = decisions.preview(&first, &held_users);
@@ -499,7 +554,8 @@ fn user_run_1(
     targets: &BTreeSet<ObjectId>,
     safety: &Safety,
 ) -> (Decided, Vec<Change>, Option<String>) {
-    let (full, held, reason) = guard_5_3(decisions, decisions.decide(&BTreeSet::new()), safety);
+    let (everybody, waiting) = grace_2(decisions, &BTreeSet::new());
+    let (full, held, reason) = guard_5_3(decisions, everybody, safety, &waiting);
     let theirs: Vec<Change> = held
         .into_iter()
         .filter(|c| targets.contains(&c.object_id))
@@ -513,6 +569,28 @@ fn user_run_1(
     }
     let reason = if theirs.is_empty() { None } else { reason };
     (alone, theirs, reason)
+}
+
+/// SPEC 2, the grace period (`safety.deactivate_after_minutes`): a user out of scope keeps
+/// their records as they are until they have been out of scope that long — planned as if they
+/// had not left, so a return within it changes nothing — and then leaves like anyone else
+/// (their deactivation counted by the guard, 5.3). Keeping a leaver can make another user
+/// leave (a returning account that would have taken their record over): repeated until
+/// nothing more waits. Decides everybody but `kept`; returns who waits.
+fn grace_2(decisions: &Decisions<'_>, kept: &BTreeSet<ObjectId>) -> (Decided, BTreeSet<ObjectId>) {
+    let mut waiting = BTreeSet::new();
+    loop {
+        let decided = decisions.decide(&kept.union(&waiting).copied().collect());
+        let more: BTreeSet<ObjectId> = decisions
+            .leaving_users(&decided)
+            .into_iter()
+            .filter(|u| !decisions.grace_over(*u))
+            .collect();
+        if more.is_empty() {
+            return (decided, waiting);
+        }
+        waiting.extend(more);
+    }
 }
 
 /// `Some(reason)` when `removals` exceeds a configured limit (SPEC 5.3).
@@ -538,23 +616,32 @@ fn over_limit(removals: usize, active_before: usize, safety: &Safety) -> Option<
 
 /// SPEC 4.9: each rule's group holds the records of its in-scope users, whichever rule decided
 /// them. What a hold keeps is not half done (5.3): held users keep the memberships they have
-/// and join no group until the hold is released.
+/// and join no group until the hold is released; so do users waiting out the grace period
+/// (SPEC 2), whose return then changes nothing.
 fn groups_4_9(
     store: &StoreView,
     decided: &Decided,
     held: &[Change],
+    waiting: &BTreeSet<ObjectId>,
     group_members: &BTreeMap<ObjectId, BTreeSet<ObjectId>>,
     names: &BTreeMap<ObjectId, Option<String>>,
     decisions: &Decisions<'_>,
 ) -> Vec<GroupChange> {
     let held_users: HashSet<ObjectId> = held.iter().map(|c| c.object_id).collect();
-    let held_records: HashSet<(RecordKind, i64)> = held
+    let mut held_records: HashSet<(RecordKind, i64)> = held
         .iter()
         .filter_map(|c| match c.record {
             RecordRef::Existing(id) => Some((c.kind, id)),
             RecordRef::New(_) => None,
         })
         .collect();
+    held_records.extend(
+        store
+            .links
+            .iter()
+            .filter(|l| l.directory == decisions.directory() && waiting.contains(&l.object_id))
+            .map(|l| (l.kind, l.record_id)),
+    );
     let mut out = Vec::new();
     for (group_id, users) in group_members {
         let wanted: BTreeSet<(RecordKind, RecordRef)> = users

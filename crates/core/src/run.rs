@@ -128,13 +128,20 @@ pub struct Pending {
     pub releasing: bool,
     /// A record is due for the retention purge.
     pub purge_due: bool,
+    /// A user out of scope has waited out the grace period (SPEC 2).
+    pub grace_due: bool,
 }
 
 /// Chooses the [`Basis`] of a run: `fresh` when Graph handed over a new snapshot.
 pub fn basis(fresh: bool, pending: Pending) -> Basis {
     if fresh {
         Basis::Fresh
-    } else if pending.rules_changed || pending.held || pending.releasing || pending.purge_due {
+    } else if pending.rules_changed
+        || pending.held
+        || pending.releasing
+        || pending.purge_due
+        || pending.grace_due
+    {
         Basis::Mirror
     } else {
         Basis::Unchanged
@@ -250,6 +257,10 @@ mod tests {
             },
             Pending {
                 purge_due: true,
+                ..Pending::default()
+            },
+            Pending {
+                grace_due: true,
                 ..Pending::default()
             },
         ] {

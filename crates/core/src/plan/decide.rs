@@ -120,6 +120,11 @@ impl<'a> Decisions<'a> {
         }
     }
 
+    /// The directory being planned.
+    pub(super) fn directory(&self) -> &str {
+        self.run.directory
+    }
+
     fn record(&self, kind: RecordKind, id: i64) -> Option<&'a StoredRecord> {
         self.store.records.get(&(kind, id))
     }
@@ -149,8 +154,13 @@ impl<'a> Decisions<'a> {
     }
 
     /// This directory's links retention may purge once their record is old enough: those of
-    /// users out of scope whose record this run does not take over, and archived ones.
-    pub(super) fn purgeable(&self, decided: &Decided) -> Vec<&'a Link> {
+    /// users out of scope whose record this run does not take over and who do not wait out the
+    /// grace period, and archived ones.
+    pub(super) fn purgeable(
+        &self,
+        decided: &Decided,
+        waiting: &BTreeSet<ObjectId>,
+    ) -> Vec<&'a Link> {
         let taken: HashSet<(RecordKind, i64)> = decided
             .outcomes
             .values()
@@ -158,6 +168,9 @@ impl<'a> Decisions<'a> {
             .collect();
         let mut out = Vec::new();
         for (user, links) in &self.mine {
+            if waiting.contains(user) {
+                continue;
+            }
             let out_of_scope = !self.in_scope(*user);
             out.extend(links.iter().copied().filter(|l| {
                 (out_of_scope || l.state.archived()) && !taken.contains(&(l.kind, l.record_id))
@@ -178,6 +191,68 @@ impl<'a> Decisions<'a> {
             .map(|l| (l.kind, l.record_id))
             .min()
             .map(|(kind, id)| (kind, RecordRef::Existing(id)))
+    }
+
+    /// Whether `user`, out of scope, has been so for the grace period (always, without one).
+    pub(super) fn grace_over(&self, user: ObjectId) -> bool {
+        let minutes = self.run.safety.deactivate_after_minutes;
+        if minutes == 0 {
+            return true;
+        }
+        let now = self.run.now;
+        let since = self
+            .store
+            .out_of_scope_since
+            .get(&user)
+            .map_or(now, String::as_str);
+        super::grace_reached(since, now, minutes)
+    }
+
+    /// The users out of scope whose deactivation stays pending after the run: those waiting
+    /// out the grace period and the leavers a hold keeps, each with when it started.
+    pub(super) fn waiting(
+        &self,
+        waiting: &BTreeSet<ObjectId>,
+        held: &[super::Change],
+    ) -> Vec<super::Waiting> {
+        let now = self.run.now;
+        let held_leavers = held
+            .iter()
+            .map(|c| c.object_id)
+            .filter(|u| !self.in_scope(*u));
+        let users: BTreeSet<ObjectId> = waiting.iter().copied().chain(held_leavers).collect();
+        users
+            .into_iter()
+            .map(|user| {
+                let since = self
+                    .store
+                    .out_of_scope_since
+                    .get(&user)
+                    .map_or(now, String::as_str);
+                super::Waiting {
+                    object_id: user,
+                    user: self.label(user),
+                    since: since.to_string(),
+                    due: super::grace_due(since, now, self.run.safety.deactivate_after_minutes),
+                }
+            })
+            .collect()
+    }
+
+    /// How to name a user who is out of scope: the UPN they were last synced from, else
+    /// their record's email, else their object id.
+    fn label(&self, user: ObjectId) -> String {
+        let links = self.mine.get(&user).map(Vec::as_slice).unwrap_or_default();
+        links
+            .iter()
+            .find_map(|l| l.upn.clone())
+            .or_else(|| {
+                links.iter().find_map(|l| {
+                    self.record(l.kind, l.record_id)
+                        .and_then(|r| r.values.email().map(str::to_string))
+                })
+            })
+            .unwrap_or_else(|| user.to_string())
     }
 
     /// A `--user` person whose outcome waits on somebody else's pending change: reported,
@@ -838,6 +913,16 @@ impl Decisions<'_> {
             .values()
             .map(|o| decided.removal_count(self.store, o))
             .sum()
+    }
+
+    /// The users out of scope whose records this decision takes out of service or strips.
+    pub(super) fn leaving_users(&self, decided: &Decided) -> BTreeSet<ObjectId> {
+        decided
+            .outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Leaving(_)))
+            .map(|(u, _)| *u)
+            .collect()
     }
 
     /// The users whose outcome takes a record out of service.

@@ -33,6 +33,10 @@ struct World {
     next_group: i64,
     /// Retention's cutoff, when on.
     purge_before: Option<String>,
+    /// Minutes since `NOW`: the clock of the runs.
+    minutes: i64,
+    /// Per tenant, the users out of scope whose deactivation waits, and since when.
+    waiting: BTreeMap<String, BTreeMap<ObjectId, String>>,
 }
 
 impl World {
@@ -79,7 +83,17 @@ impl World {
             groups: self.groups.get(tenant).cloned().unwrap_or_default(),
             ticketed: self.ticketed.clone(),
             directory_names: BTreeMap::new(),
+            out_of_scope_since: self.waiting.get(tenant).cloned().unwrap_or_default(),
         }
+    }
+
+    /// The time of the next run.
+    fn now(&self) -> String {
+        grace_due(NOW, NOW, self.minutes as u64)
+    }
+
+    fn wait(&mut self, minutes: i64) {
+        self.minutes += minutes;
     }
 
     /// A tenant's plan; in these tests a tenant's directory is its name.
@@ -90,13 +104,14 @@ impl World {
     fn plan_scoped(&self, tenant: &str, rules: &Rules, scope: Scope) -> Plan {
         let snapshot = self.snapshot();
         let names = group_names(rules, &snapshot);
+        let now = self.now();
         let run = Run {
             tenant,
             directory: tenant,
             safety: self.safety,
             scope,
             purge_before: self.purge_before.as_deref(),
-            now: NOW,
+            now: &now,
         };
         plan(&run, resolve(rules, &snapshot), &self.view(tenant), &names)
     }
@@ -115,8 +130,17 @@ impl World {
         self.sync_tenant("t")
     }
 
-    /// What `apply` does in SQLite: the record changes with their links, then the groups.
+    /// What `apply` does in SQLite: the record changes with their links, then the groups (and
+    /// the waiting users, replaced: these tests apply plans of every user).
     fn apply(&mut self, plan: &Plan) {
+        let now = self.now();
+        self.waiting.insert(
+            plan.tenant.clone(),
+            plan.waiting
+                .iter()
+                .map(|w| (w.object_id, w.since.clone()))
+                .collect(),
+        );
         let mut created: HashMap<(RecordKind, ObjectId), i64> = HashMap::new();
         for change in &plan.changes {
             let id = match (&change.record, change.action) {
@@ -162,7 +186,7 @@ impl World {
                         }
                         Action::Deactivate | Action::Archive => {
                             rec.active = false;
-                            rec.deactivated_at = Some(NOW.into());
+                            rec.deactivated_at = Some(now.clone());
                         }
                         _ => {}
                     }
@@ -648,6 +672,7 @@ fn mass_deactivation_is_held_until_allowed_and_creates_still_apply() {
         max_deactivations: 2,
         max_deactivation_percent: 0,
         allow_mass_deactivation: false,
+        deactivate_after_minutes: 0,
     };
     for n in 3..=10 {
         w.leave(n, EMP);
@@ -667,6 +692,107 @@ fn mass_deactivation_is_held_until_allowed_and_creates_still_apply() {
 }
 
 #[test]
+fn a_user_removed_and_added_back_within_the_grace_period_changes_nothing() {
+    let mut w = World::new();
+    for n in 1..=3 {
+        w.add(user(n), EMP);
+    }
+    w.safety.deactivate_after_minutes = 30;
+    w.sync();
+    let before = w.records.clone();
+    w.leave(1, EMP);
+    w.entra_user(2).account_enabled = Some(false);
+    let p = w.sync();
+    assert!(!p.writes_records(), "{:?}", p.changes);
+    let waiting: Vec<(ObjectId, &str, &str)> = p
+        .waiting
+        .iter()
+        .map(|x| (x.object_id, x.since.as_str(), x.due.as_str()))
+        .collect();
+    assert_eq!(
+        waiting,
+        [
+            (user(1).id, NOW, "2026-01-01T00:30:00Z"),
+            (user(2).id, NOW, "2026-01-01T00:30:00Z")
+        ]
+    );
+    assert_eq!(w.group_members("t", EMP).len(), 3, "memberships stay too");
+    w.wait(20);
+    let p = w.sync();
+    assert_eq!(p.waiting.len(), 2, "still waiting, since unchanged");
+    assert_eq!(p.waiting[0].since, NOW);
+    w.join(1, EMP);
+    w.entra_user(2).account_enabled = Some(true);
+    let p = w.sync();
+    assert!(!p.writes_records() && p.waiting.is_empty(), "{p:?}");
+    assert_eq!(w.records, before, "as if they had never left");
+}
+
+#[test]
+fn a_user_out_of_scope_past_the_grace_period_is_deactivated() {
+    let mut w = World::new();
+    for n in 1..=3 {
+        w.add(user(n), EMP);
+    }
+    w.safety.deactivate_after_minutes = 30;
+    w.sync();
+    w.leave(1, EMP);
+    w.wait(5);
+    w.sync();
+    w.wait(29);
+    assert_eq!(w.sync().count(Action::Deactivate), 0, "29 minutes out");
+    w.wait(1);
+    let p = w.sync();
+    assert_eq!(p.count(Action::Deactivate), 1, "30 minutes out");
+    assert!(p.waiting.is_empty());
+    assert_eq!(w.active(E), 2);
+    assert_eq!(w.group_members("t", EMP).len(), 2);
+    // Leaving again after a return starts a new grace period.
+    w.join(1, EMP);
+    w.sync();
+    w.leave(1, EMP);
+    let p = w.sync();
+    assert_eq!(p.waiting.len(), 1);
+    assert_eq!(p.waiting[0].since, w.now());
+}
+
+#[test]
+fn deactivations_falling_due_together_are_held_by_the_guard_and_keep_their_start() {
+    let mut w = World::new();
+    for n in 1..=10 {
+        w.add(user(n), EMP);
+    }
+    w.sync();
+    w.safety = Safety {
+        max_deactivations: 2,
+        max_deactivation_percent: 0,
+        allow_mass_deactivation: false,
+        deactivate_after_minutes: 10,
+    };
+    for n in 1..=3 {
+        w.leave(n, EMP);
+    }
+    let p = w.sync();
+    assert!(
+        p.hold_reason.is_none(),
+        "nothing falls due yet: nothing to hold"
+    );
+    assert_eq!(p.waiting.len(), 3);
+    w.wait(10);
+    let p = w.sync();
+    assert!(p.hold_reason.unwrap().contains("3 deactivations"));
+    assert_eq!(p.held.len(), 3);
+    assert_eq!(w.active(E), 10);
+    assert!(p.waiting.iter().all(|x| x.since == NOW), "{:?}", p.waiting);
+    w.wait(60);
+    assert_eq!(w.sync().held.len(), 3, "still held, still counted");
+    w.safety.allow_mass_deactivation = true;
+    let p = w.sync();
+    assert_eq!(p.count(Action::Deactivate), 3);
+    assert!(p.waiting.is_empty());
+}
+
+#[test]
 fn the_limits_are_exceeded_only_above_them() {
     let mut w = World::new();
     for n in 1..=10 {
@@ -677,6 +803,7 @@ fn the_limits_are_exceeded_only_above_them() {
         max_deactivations: 2,
         max_deactivation_percent: 20,
         allow_mass_deactivation: false,
+        deactivate_after_minutes: 0,
     };
     w.leave(1, EMP);
     w.leave(2, EMP);
@@ -702,6 +829,7 @@ fn percent_limit_counts_active_synced_records_and_holds_kind_changes_whole() {
         max_deactivations: 0,
         max_deactivation_percent: 20,
         allow_mass_deactivation: false,
+        deactivate_after_minutes: 0,
     };
     w.leave(1, EMP);
     w.join(1, CON);
@@ -732,6 +860,7 @@ fn a_hold_leaves_group_memberships_as_they_are_until_it_is_released() {
         max_deactivations: 1,
         max_deactivation_percent: 0,
         allow_mass_deactivation: false,
+        deactivate_after_minutes: 0,
     };
     // User 1 moves to the contact group (a kind change); users 2 and 3 leave scope.
     for n in 1..=3 {
@@ -951,7 +1080,14 @@ fn check_invariants(w: &World, plan: &Plan) -> Result<(), TestCaseError> {
                 prop_assert_eq!(live, vec![d.kind()], "user {}", u.id)
             }
             Some(_) => {}
-            None => prop_assert!(live.is_empty(), "out of scope but live: {}", u.id),
+            // Out of scope: live only while waiting out the grace period (SPEC 2).
+            None => match plan.waiting.iter().find(|p| p.object_id == u.id) {
+                Some(p) => prop_assert!(
+                    p.due > w.now() || !plan.held.is_empty(),
+                    "waiting past its due time: {p:?}"
+                ),
+                None => prop_assert!(live.is_empty(), "out of scope but live: {}", u.id),
+            },
         }
     }
     // No group member or link points at nothing.
@@ -980,6 +1116,8 @@ enum Step {
     /// The user's mail becomes another user's: a duplicate in Entra.
     CopyMail(u32, u32),
     RestoreMail(u32),
+    /// Time passes (minutes).
+    Wait(i64),
     Sync,
 }
 
@@ -993,6 +1131,7 @@ fn step() -> impl Strategy<Value = Step> {
         n.clone().prop_map(Step::Retitle),
         (n.clone(), n.clone()).prop_map(|(a, b)| Step::CopyMail(a, b)),
         n.prop_map(Step::RestoreMail),
+        (1i64..4).prop_map(|n| Step::Wait(n * 10)),
         Just(Step::Sync),
         Just(Step::Sync),
     ]
@@ -1034,6 +1173,7 @@ impl World {
             }
             Step::CopyMail(a, b) => self.entra_user(a).mail = user(b).mail,
             Step::RestoreMail(n) => self.entra_user(n).mail = user(n).mail,
+            Step::Wait(minutes) => self.wait(minutes),
             Step::Sync => {
                 self.sync();
             }
@@ -1100,12 +1240,14 @@ proptest! {
     #[test]
     fn every_run_of_a_random_history_leaves_a_consistent_store(
         steps in proptest::collection::vec(step(), 1..24),
+        grace in prop_oneof![Just(0u64), Just(25)],
     ) {
         let mut w = World::new();
         for n in 1..=6 {
             w.users.push(user(n));
         }
         w.safety.allow_mass_deactivation = true;
+        w.safety.deactivate_after_minutes = grace;
         let mut first_record: BTreeMap<(ObjectId, RecordKind), i64> = BTreeMap::new();
         for step in steps.into_iter().chain([Step::Sync]) {
             if !matches!(step, Step::Sync) {
