@@ -1,5 +1,6 @@
 //! The daemon's admin endpoint (axum, loopback by default): `GET /healthz`, `GET /status`,
-//! `GET /metrics` (Prometheus text from the `metrics` recorder), `GET /changes` and `POST /resync`.
+//! `GET /metrics` (Prometheus text from the `metrics` recorder), `GET /changes`, `GET /explain`
+//! and `POST /resync`.
 //!
 //! Owns what it serves ([`AdminState`]), the resync requests it hands to the daemon's worker
 //! ([`ResyncRequest`]) and its trust boundary (SPEC 5.8): only `Host` names it is known by (no
@@ -100,6 +101,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/resync", post(resync))
         .route("/changes", get(changes))
+        .route("/explain", get(explain))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
         .with_state(state)
 }
@@ -373,6 +375,53 @@ async fn changes(
         Ok(Ok(entries)) => (StatusCode::OK, axum::Json(entries)).into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// `GET /explain?user=…&tenant=…`: `entra-sync explain --json`, run by the daemon's worker
+/// (its clients and tokens) as a dry run: it writes nothing and waits for a running sync.
+async fn explain(
+    State(state): State<Arc<AdminState>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(user) = params.get("user").filter(|u| !u.trim().is_empty()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "user=: an object id, UPN or email is required\n",
+        )
+            .into_response();
+    };
+    let opts = SyncOptions {
+        tenant: params.get("tenant").cloned(),
+        user: Some(user.clone()),
+        dry_run: true,
+        explain: true,
+        ..SyncOptions::default()
+    };
+    let (reply, answer) = oneshot::channel();
+    if state
+        .resync
+        .send(ResyncRequest { opts, reply })
+        .await
+        .is_err()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping\n").into_response();
+    }
+    match answer.await {
+        Ok(Ok(summary)) => {
+            let tenants: Vec<serde_json::Value> = summary
+                .tenants
+                .iter()
+                .map(|t| json!({ "tenant": t.tenant, "error": t.error, "explanations": t.explanations }))
+                .collect();
+            (StatusCode::OK, axum::Json(json!({ "tenants": tenants }))).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon stopped before the explanation ran\n",
+        )
+            .into_response(),
     }
 }
 

@@ -88,6 +88,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Why a person is (or is not) what the store says: scope, groups, rules, record, what the
+    /// next run would change. Reads Graph for that person only; writes nothing.
+    Explain {
+        /// Entra object id, UPN or email (as `sync --user`).
+        #[arg(value_name = "UPN|EMAIL|OBJECT-ID")]
+        user: String,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the explanation as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a full demo against a built-in simulated tenant (no network, no credentials).
     Demo,
 }
@@ -134,6 +147,73 @@ pub async fn sync_command(config: &Config, opts: SyncOptions, json: bool) -> Exi
         print!("{}", render_summary(&summary, opts.dry_run));
     }
     ExitCode::from(summary.exit_code() as u8)
+}
+
+/// `explain USER`: a dry-run plan of each tenant that knows the person, explained. Exit 1 when
+/// no tenant knows them or a tenant's read failed.
+pub async fn explain_command(
+    config: &Config,
+    user: String,
+    tenant: Option<String>,
+    json: bool,
+) -> ExitCode {
+    let opts = SyncOptions {
+        tenant,
+        user: Some(user),
+        dry_run: true,
+        explain: true,
+        ..SyncOptions::default()
+    };
+    let summary = match sync::run(config, &opts).await {
+        Ok(s) => s,
+        Err(e @ sync::SyncError::UnknownTenant(_)) => return fail(EXIT_USAGE, e),
+        Err(e) => return fail(EXIT_FAILED, e),
+    };
+    let failed = summary
+        .tenants
+        .iter()
+        .any(|t| t.status == RunStatus::Failed);
+    if json {
+        let tenants: Vec<serde_json::Value> = summary
+            .tenants
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "tenant": t.tenant,
+                    "error": t.error,
+                    "explanations": t.explanations,
+                })
+            })
+            .collect();
+        println!("{:#}", serde_json::json!({ "tenants": tenants }));
+    } else {
+        print!("{}", render_explanations(&summary));
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The human `explain`: each person's sentences, a blank line between people.
+pub fn render_explanations(summary: &SyncSummary) -> String {
+    let mut out = String::new();
+    for t in &summary.tenants {
+        if let Some(e) = &t.error {
+            out.push_str(&format!("tenant {}: cannot explain: {e}\n", t.tenant));
+        }
+        for e in &t.explanations {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            for line in e.lines() {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// The human summary: one line per tenant, its reports, and with `dry_run` the plan.

@@ -441,7 +441,10 @@ async fn work(state: &AdminState, runner: &impl Runner, trigger: Trigger) {
         }
         Trigger::Resync(ResyncRequest { opts, reply }) => {
             let result = runner.run(&config, &opts).await;
-            if let Ok(summary) = &result {
+            // A dry run (`GET /explain`) wrote nothing: it says nothing of the tenants' health.
+            if let Ok(summary) = &result
+                && !opts.dry_run
+            {
                 record(state, runner, &config, summary);
             }
             let _ = reply.send(result);

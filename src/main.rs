@@ -100,6 +100,10 @@ fn main() -> ExitCode {
                 };
                 cli::sync_command(&config, opts, json).await
             }
+            Command::Explain { user, tenant, json } => match cli::load_config(&cli.config) {
+                Ok(config) => cli::explain_command(&config, user, tenant, json).await,
+                Err(code) => code,
+            },
             Command::Check => match cli::load_config(&cli.config) {
                 Ok(config) => cli::check_command(&config).await,
                 Err(code) => code,

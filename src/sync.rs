@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use entra_sync_core::ObjectId;
 use entra_sync_core::directory::{EntraUser, Snapshot};
+use entra_sync_core::explain::{self, Explanation};
 use entra_sync_core::plan::{self, Plan, Safety, Scope, StoreView};
 use entra_sync_core::resolve::{self, Report};
 use entra_sync_core::rules::Rules;
@@ -41,6 +42,9 @@ pub struct SyncOptions {
     /// Object id, UPN or mail of one user to resync.
     pub user: Option<String>,
     pub allow_mass_deactivation: bool,
+    /// With `user` and `dry_run`: plan the tenant as its next run would (not a forced
+    /// resync) and explain the people `user` names (`entra-sync explain`).
+    pub explain: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +66,9 @@ pub struct TenantOutcome {
     pub reports: Vec<Report>,
     /// Deactivations waiting out the grace period after the run (SPEC 2).
     pub pending: Vec<PendingDeactivation>,
+    /// `explain`: why each person the query names is what the store says.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub explanations: Vec<Explanation>,
     /// The planned changes (printed by `--dry-run`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
@@ -84,6 +91,7 @@ impl TenantOutcome {
             hold_reason: None,
             reports: Vec::new(),
             pending: Vec::new(),
+            explanations: Vec::new(),
             plan: None,
         }
     }
@@ -355,7 +363,10 @@ async fn run_tenant(
             for change in &plan.changes {
                 tracing::debug!(tenant = %tenant.name, "{change}");
             }
-            log_outcome(&outcome, syncer.clock());
+            // An explanation is not a run: nothing to log or count but what went wrong.
+            if !opts.explain {
+                log_outcome(&outcome, syncer.clock());
+            }
             outcome.plan = Some(plan);
             Some(outcome)
         }
@@ -588,6 +599,11 @@ async fn tenant_run(
         }
         None => Scope::All,
     };
+    // `explain` plans what the tenant's next run would do, and looks at its people in it.
+    let (scope, explained) = match scope {
+        Scope::Users(people) if opts.explain => (Scope::All, people),
+        scope => (scope, BTreeSet::new()),
+    };
     let now_text = crate::clock::rfc3339(now);
     let plan_run = plan::Run {
         tenant: &tenant.name,
@@ -633,6 +649,10 @@ async fn tenant_run(
         (plan, written)
     });
     mirror_written?;
+    outcome.explanations = explained
+        .iter()
+        .map(|person| explain::explain(&rules, &snapshot, &view, &plan, &directory, *person))
+        .collect();
     drop(snapshot);
     phase.done(&tenant.name, "wait for the plan, free snapshot");
     // The plan owns what it writes: free the rest before the write's own buffers.

@@ -123,7 +123,12 @@ async fn with_a_token_set_status_and_resync_need_it_and_probes_do_not() {
     let daemon = scripted(&env, &script).await;
     with_daemon(daemon, async |d| {
         rounds(&d, 1).await;
-        for (method, path) in [("GET", "/status"), ("POST", "/resync"), ("GET", "/explain")] {
+        for (method, path) in [
+            ("GET", "/status"),
+            ("POST", "/resync"),
+            ("GET", "/explain?user=ada"),
+            ("GET", "/changes"),
+        ] {
             let (code, body) = call(&d, method, path, None).await;
             assert_eq!(code, 401, "{path}: {body}");
             assert!(

@@ -577,6 +577,34 @@ async fn a_held_real_run_keeps_every_record_until_a_resync_allows_it() {
     .await;
 }
 
+/// `GET /explain` answers what `entra-sync explain --json` does, through the daemon's worker.
+#[tokio::test]
+async fn get_explain_answers_why_a_person_is_what_the_store_says() {
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    let ada = env.user("ada");
+    env.add(&staff, &ada);
+    env.employee_rule(&staff, 10, None);
+    let daemon = real(&env).await;
+    with_daemon(daemon, async |d| {
+        rounds(&d, 1).await;
+        let (code, body) = call(&d, "GET", "/explain?user=ada@contoso.com", None).await;
+        assert_eq!(code, 200, "{body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let e = &answer["tenants"][0]["explanations"][0];
+        assert_eq!(e["scope"], "in_scope", "{body}");
+        assert_eq!(e["mapping"]["how"], "linked", "{body}");
+        assert_eq!(e["rules"][0]["winner"], true, "{body}");
+        let (code, body) = call(&d, "GET", "/explain?user=nobody@contoso.com", None).await;
+        assert_eq!(code, 404, "{body}");
+        assert!(body.contains("no user matches"), "{body}");
+        let (code, _) = call(&d, "GET", "/explain", None).await;
+        assert_eq!(code, 400);
+        assert_eq!(call(&d, "GET", "/healthz", None).await.0, 200);
+    })
+    .await;
+}
+
 /// `GET /changes` answers what `entra-sync changes --json` does, with the same filters.
 #[tokio::test]
 async fn get_changes_answers_the_change_log_as_json() {

@@ -6,6 +6,7 @@
 mod admin;
 mod cli;
 mod daemon;
+mod explain;
 mod histories;
 mod hostile;
 mod incremental;

@@ -7,6 +7,7 @@
 //! - [`record`]: PSA records, their columns and diffs.
 //! - [`resolve`]: scope, precedence and field mapping → the record each user should become.
 //! - [`plan`]: matching with the store's records → the changes of one run, the safety hold.
+//! - [`explain`]: why one person is what the store says (`entra-sync explain`).
 //! - [`run`]: what a run is (mode, status, counts) and the choices that frame it: which users
 //!   a `--user` run means, what to resolve when Entra brought nothing new.
 //!
@@ -14,6 +15,7 @@
 //! lists no async runtime, HTTP client, database or clock: it cannot do I/O.
 
 pub mod directory;
+pub mod explain;
 pub mod id;
 pub mod plan;
 pub mod record;

@@ -166,7 +166,7 @@ pub fn resolve(rules: &Rules, snapshot: &Snapshot) -> Resolution {
 
 /// Lowest order, then the oldest group, then the smaller group id (SPEC 4.2). A group without
 /// a known creation time sorts after every dated one.
-fn precedence_key(
+pub(crate) fn precedence_key(
     rule: &Rule,
     snapshot: &Snapshot,
 ) -> (i64, bool, Option<chrono::DateTime<chrono::Utc>>, ObjectId) {
