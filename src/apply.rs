@@ -196,19 +196,39 @@ impl RunWrite<'_> {
         run: &RunRecord,
         state: Option<&Scope>,
     ) -> Result<i64, StoreError> {
+        let run_id = self.write(plan, run, state)?;
+        self.commit()?;
+        Ok(run_id)
+    }
+
+    /// Commits what was written: all of it becomes visible, or none.
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes `plan` and its `run` row into the transaction, uncommitted (`apply FILE` writes
+    /// several tenants' plans, then commits once). Returns the run id.
+    pub fn write(
+        &self,
+        plan: &Plan,
+        run: &RunRecord,
+        state: Option<&Scope>,
+    ) -> Result<i64, StoreError> {
         let RunWrite { tx, now } = self;
+        let now = now.as_str();
         let directory = plan.directory.as_str();
         // The snapshot is freed by now: give the plan's writes a page cache large enough
         // that dirty pages are not spilled to the WAL (and rewritten there) mid-transaction.
         // The connection lives for this run only.
         tx.pragma_update(None, "cache_size", -crate::store::APPLY_CACHE_KIB)?;
-        let run_id = insert_run(&tx, run)?;
-        let mut rows = RowStatements::prepare(&tx)?;
-        park_renamed_usernames(&tx, plan)?;
+        let run_id = insert_run(tx, run)?;
+        let mut rows = RowStatements::prepare(tx)?;
+        park_renamed_usernames(tx, plan)?;
         let mut created: HashMap<(RecordKind, ObjectId), i64> = HashMap::new();
         let mut phase = crate::phase::Phase::start();
         for change in &plan.changes {
-            let id = apply_change(&tx, &mut rows, change, &now)?;
+            let id = apply_change(tx, &mut rows, change, now)?;
             if let RecordRef::New(object_id) = change.record {
                 created.insert((change.kind, object_id), id);
             }
@@ -240,7 +260,7 @@ impl RunWrite<'_> {
             if !change.action.bookkeeping() {
                 rows.log(
                     run_id,
-                    &now,
+                    now,
                     &plan.tenant,
                     change.object_id,
                     change.kind.as_str(),
@@ -252,7 +272,7 @@ impl RunWrite<'_> {
         }
         phase.done(&plan.tenant, "apply records");
         for group in &plan.groups {
-            apply_group(&tx, &mut rows, run_id, &now, &plan.tenant, group, &created)?;
+            apply_group(tx, &mut rows, run_id, now, &plan.tenant, group, &created)?;
         }
         drop(rows);
         phase.done(&plan.tenant, "apply groups");
@@ -273,11 +293,9 @@ impl RunWrite<'_> {
             )?;
         }
         if let Some(scope) = state {
-            write_state(&tx, plan, scope, &now)?;
+            write_state(tx, plan, scope, now)?;
         }
         phase.done(&plan.tenant, "apply reports and open state");
-        tx.commit()?;
-        phase.done(&plan.tenant, "apply commit");
         Ok(run_id)
     }
 }

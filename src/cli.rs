@@ -59,6 +59,21 @@ pub enum Command {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+        /// Write the plan to this file to review, then `apply` it (implies --dry-run).
+        #[arg(long, value_name = "FILE")]
+        plan_out: Option<PathBuf>,
+    },
+    /// Apply a plan written by `sync --plan-out`, whole, or nothing if anything it was
+    /// planned from moved since.
+    Apply {
+        /// The plan file.
+        file: PathBuf,
+        /// Apply deactivations over the safety limits that the plan carries.
+        #[arg(long)]
+        allow_mass_deactivation: bool,
+        /// Print what was applied as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Validate the config and test every connection.
     Check,
@@ -126,12 +141,48 @@ pub fn load_config_without_secrets(flag: &Option<PathBuf>) -> Result<Config, Exi
     Config::load_without_secrets(&path).map_err(|e| fail(EXIT_USAGE, e))
 }
 
-pub async fn sync_command(config: &Config, opts: SyncOptions, json: bool) -> ExitCode {
+pub async fn sync_command(
+    config: &Config,
+    opts: SyncOptions,
+    json: bool,
+    plan_out: Option<PathBuf>,
+) -> ExitCode {
+    let opts = SyncOptions {
+        dry_run: opts.dry_run || plan_out.is_some(),
+        plan_out: plan_out.is_some(),
+        ..opts
+    };
     let summary = match sync::run(config, &opts).await {
         Ok(s) => s,
         Err(e @ sync::SyncError::UnknownTenant(_)) => return fail(EXIT_USAGE, e),
         Err(e) => return fail(EXIT_FAILED, e),
     };
+    if let Some(path) = &plan_out {
+        if summary
+            .tenants
+            .iter()
+            .any(|t| t.status == RunStatus::Failed)
+        {
+            print!("{}", render_summary(&summary, true));
+            return fail(
+                EXIT_FAILED,
+                format!("no plan written to {}: a tenant failed", path.display()),
+            );
+        }
+        let now = crate::clock::Clock::now_rfc3339(&crate::clock::SystemClock);
+        let file = crate::planfile::PlanFile::of(&summary, &now);
+        if let Err(e) = crate::planfile::write(path, &file) {
+            return fail(
+                EXIT_FAILED,
+                format!("cannot write the plan to {}: {e}", path.display()),
+            );
+        }
+        eprintln!(
+            "plan written to {}; review it, then `entra-sync apply {}`",
+            path.display(),
+            path.display()
+        );
+    }
     if json {
         let mut printable = summary.clone();
         if !opts.dry_run {
@@ -147,6 +198,49 @@ pub async fn sync_command(config: &Config, opts: SyncOptions, json: bool) -> Exi
         print!("{}", render_summary(&summary, opts.dry_run));
     }
     ExitCode::from(summary.exit_code() as u8)
+}
+
+/// `apply FILE`: the reviewed plan, whole, or nothing (exit 1 naming what moved, 3 for
+/// deactivations over the limits without the flag, 2 for a file that is not a plan).
+pub fn apply_command(
+    config: &Config,
+    path: &std::path::Path,
+    allow_mass_deactivation: bool,
+    json: bool,
+) -> ExitCode {
+    use crate::planfile::ApplyError;
+    let file = match crate::planfile::read(path) {
+        Ok(f) => f,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let now = crate::clock::Clock::now_rfc3339(&crate::clock::SystemClock);
+    match crate::planfile::apply(config, &file, allow_mass_deactivation, &now) {
+        Ok(applied) => {
+            if json {
+                println!("{:#}", serde_json::json!({ "applied": applied }));
+            } else {
+                for a in &applied {
+                    let c = &a.counts;
+                    println!(
+                        "tenant {}: plan of {} applied (run {}): {} created, {} updated, {} reactivated, {} deactivated, {} archived, {} purged",
+                        a.tenant,
+                        file.planned_at,
+                        a.run_id,
+                        c.created,
+                        c.updated,
+                        c.reactivated,
+                        c.deactivated,
+                        c.archived,
+                        c.purged
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ ApplyError::Held(_)) => fail(3, e),
+        Err(e @ ApplyError::Unreadable(_)) => fail(EXIT_USAGE, e),
+        Err(e) => fail(EXIT_FAILED, e),
+    }
 }
 
 /// `explain USER`: a dry-run plan of each tenant that knows the person, explained. Exit 1 when

@@ -19,6 +19,7 @@ pub mod demo;
 pub mod graph;
 pub mod health;
 pub mod phase;
+pub mod planfile;
 pub mod refresh;
 pub mod schedule;
 pub mod secret;

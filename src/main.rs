@@ -85,6 +85,7 @@ fn main() -> ExitCode {
                 user,
                 allow_mass_deactivation,
                 json,
+                plan_out,
             } => {
                 let config = match cli::load_config(&cli.config) {
                     Ok(c) => c,
@@ -98,8 +99,16 @@ fn main() -> ExitCode {
                     allow_mass_deactivation,
                     ..SyncOptions::default()
                 };
-                cli::sync_command(&config, opts, json).await
+                cli::sync_command(&config, opts, json, plan_out).await
             }
+            Command::Apply {
+                file,
+                allow_mass_deactivation,
+                json,
+            } => match cli::load_config_without_secrets(&cli.config) {
+                Ok(config) => cli::apply_command(&config, &file, allow_mass_deactivation, json),
+                Err(code) => code,
+            },
             Command::Explain { user, tenant, json } => match cli::load_config(&cli.config) {
                 Ok(config) => cli::explain_command(&config, user, tenant, json).await,
                 Err(code) => code,

@@ -25,6 +25,7 @@ use crate::apply::RunWrite;
 use crate::clock::{Clock, Instant, SystemClock};
 use crate::config::{Config, TenantConfig};
 use crate::graph::{GraphClient, GraphError};
+use crate::planfile::Fingerprint;
 use crate::refresh;
 use crate::store::{
     HeldChange, MirrorWrite, OpenState, PendingDeactivation, RunRecord, Store, StoreError,
@@ -45,6 +46,9 @@ pub struct SyncOptions {
     /// With `user` and `dry_run`: plan the tenant as its next run would (not a forced
     /// resync) and explain the people `user` names (`entra-sync explain`).
     pub explain: bool,
+    /// With `dry_run`: a plan to review and `apply` (`sync --plan-out`): planned with every
+    /// deactivation in it (those over the limits marked `released`), with its fingerprint.
+    pub plan_out: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +73,10 @@ pub struct TenantOutcome {
     /// `explain`: why each person the query names is what the store says.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub explanations: Vec<Explanation>,
+    /// `plan_out`: whose open state the plan replaces (`None`: a run that planned nothing
+    /// leaves it as it is), and what it was planned from.
+    #[serde(skip)]
+    pub reviewed: Option<(Option<Scope>, Fingerprint)>,
     /// The planned changes (printed by `--dry-run`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
@@ -92,6 +100,7 @@ impl TenantOutcome {
             reports: Vec::new(),
             pending: Vec::new(),
             explanations: Vec::new(),
+            reviewed: None,
             plan: None,
         }
     }
@@ -551,7 +560,7 @@ async fn tenant_run(
     let pending = Pending {
         rules_changed,
         held: !open_before.held.is_empty(),
-        releasing: opts.allow_mass_deactivation,
+        releasing: opts.allow_mass_deactivation || opts.plan_out,
         purge_due: matches!((&purge_watch, &cutoff), (Some(watch), Some(cutoff)) if watch < cutoff),
         grace_due: open_before.out_of_scope.iter().any(|p| {
             let minutes = config.safety.deactivate_after_minutes;
@@ -572,6 +581,15 @@ async fn tenant_run(
                 directory: directory.clone(),
                 ..Plan::default()
             };
+            if opts.plan_out {
+                let print = Fingerprint::of(
+                    &plan,
+                    &StoreView::default(),
+                    stored_cursors.as_ref(),
+                    &rules.fingerprint(),
+                );
+                outcome.reviewed = Some((None, print));
+            }
             let access = Access::open(&mut store, opts.dry_run, syncer.clock())?;
             access.write_mirror(&tenant.name, None, &refreshed.cursors, &refreshed.deleted)?;
             apply_recorded(access, &run, outcome, &plan, None, open_before)?;
@@ -611,7 +629,7 @@ async fn tenant_run(
         safety: Safety {
             max_deactivations: config.safety.max_deactivations,
             max_deactivation_percent: config.safety.max_deactivation_percent,
-            allow_mass_deactivation: opts.allow_mass_deactivation,
+            allow_mass_deactivation: opts.allow_mass_deactivation || opts.plan_out,
             deactivate_after_minutes: config.safety.deactivate_after_minutes,
         },
         scope: scope.clone(),
@@ -649,6 +667,10 @@ async fn tenant_run(
         (plan, written)
     });
     mirror_written?;
+    if opts.plan_out {
+        let print = Fingerprint::of(&plan, &view, stored_cursors.as_ref(), &rules.fingerprint());
+        outcome.reviewed = Some((Some(scope.clone()), print));
+    }
     outcome.explanations = explained
         .iter()
         .map(|person| explain::explain(&rules, &snapshot, &view, &plan, &directory, *person))
@@ -768,6 +790,10 @@ fn apply_recorded(
     outcome.counts.held = open.held_removals();
     outcome.counts.reports = open.reports.len() as i64;
     outcome.hold_reason = plan.hold_reason.clone().or_else(|| open.hold_reason());
+    if run.opts.plan_out && !run.opts.allow_mass_deactivation {
+        // The plan carries them; applying it will need the flag (SPEC 5.3, exit 3).
+        outcome.hold_reason = outcome.hold_reason.take().or(plan.released.clone());
+    }
     outcome.pending = open.pending().cloned().collect();
     outcome.reports = open.reports;
     outcome.status = if run.opts.dry_run {

@@ -87,6 +87,9 @@ enum Step {
     Age,
     /// 31 minutes pass: past the grace period of histories that have one.
     Wait,
+    /// A reviewed plan: `plain` writes `sync --plan-out` and applies it; `full` runs a full
+    /// sync that allows mass deactivation (what the applied plan carries).
+    Reviewed,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -118,6 +121,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Release),
         1 => Just(Step::Age),
         1 => Just(Step::Wait),
+        1 => Just(Step::Reviewed),
     ]
 }
 
@@ -677,6 +681,30 @@ async fn play(
                         expect_ran(&summary, s, &step)?;
                     }
                 }
+            }
+            Step::Reviewed => {
+                let planned = world
+                    .plain
+                    .sync(SyncOptions {
+                        dry_run: true,
+                        plan_out: true,
+                        ..SyncOptions::default()
+                    })
+                    .await;
+                let now = entra_sync::clock::Clock::now_rfc3339(&*world.clock);
+                let file = entra_sync::planfile::PlanFile::of(&planned, &now);
+                let config = Config::load(&world.plain.config_path).unwrap();
+                let applied = entra_sync::planfile::apply(&config, &file, true, &now);
+                prop_assert!(applied.is_ok(), "apply: {:?}", applied.err());
+                let b = world
+                    .full
+                    .sync(SyncOptions {
+                        full: true,
+                        allow_mass_deactivation: true,
+                        ..SyncOptions::default()
+                    })
+                    .await;
+                expect_ran(&b, &world.full, &step)?;
             }
             Step::Age => world.clock.advance(chrono::Duration::days(40)),
             Step::Wait => world.clock.advance(chrono::Duration::minutes(31)),

@@ -11,6 +11,7 @@ mod histories;
 mod hostile;
 mod incremental;
 mod over_time;
+mod plans;
 mod safety;
 mod service;
 mod spec4;

@@ -135,7 +135,8 @@ pub struct Safety {
 }
 
 /// Whose records a run may change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Everybody's (a full or incremental run).
     All,
@@ -168,7 +169,7 @@ pub struct Run<'a> {
     pub now: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "ref", content = "value", rename_all = "snake_case")]
 pub enum RecordRef {
     Existing(i64),
@@ -176,7 +177,7 @@ pub enum RecordRef {
     New(ObjectId),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Create,
@@ -222,7 +223,8 @@ impl Action {
 }
 
 /// What a change does to the link between its user and its record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "write", content = "value", rename_all = "snake_case")]
 pub enum LinkWrite {
     /// Nothing.
     Keep,
@@ -245,7 +247,8 @@ impl Change {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One record change, whole: what a reviewed plan file carries and `apply` writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     pub action: Action,
     pub kind: RecordKind,
@@ -253,11 +256,8 @@ pub struct Change {
     pub object_id: ObjectId,
     /// For reports and logs: the user's UPN, or the record's email.
     pub user: Arc<str>,
-    #[serde(skip)]
     pub before: Option<Values>,
-    #[serde(skip)]
     pub after: Values,
-    #[serde(skip)]
     pub link: LinkWrite,
 }
 
@@ -342,7 +342,7 @@ impl std::fmt::Display for Change {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupChange {
     pub object_id: ObjectId,
     /// The stored group, or `None` when this plan creates it.
@@ -356,7 +356,7 @@ pub struct GroupChange {
 
 /// A user out of scope whose records wait out the grace period (SPEC 2,
 /// `safety.deactivate_after_minutes`), or whose deactivation fell due and is held (5.3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Waiting {
     pub object_id: ObjectId,
     /// The user's UPN as last synced, or their record's email.
@@ -393,7 +393,7 @@ fn reached(due: &str, now: &str) -> bool {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Plan {
     pub tenant: String,
     /// The tenant's directory, which the plan's links belong to.
@@ -408,6 +408,9 @@ pub struct Plan {
     /// Entra plans only when it is due.
     pub purge_watch: Option<String>,
     pub hold_reason: Option<String>,
+    /// Why the limits would have held this plan's deactivations, which it applies because the
+    /// run allows them (`--allow-mass-deactivation`; a reviewed plan always carries them).
+    pub released: Option<String>,
     /// Users out of scope whose deactivation waits (the grace period) or is held: what stays
     /// pending after the run, with when it started (SPEC 2).
     pub waiting: Vec<Waiting>,
@@ -467,10 +470,17 @@ pub fn plan(
             (decided, held, reason, waiting)
         }
     };
+    // Over a limit with nothing held: the run allows the deactivations.
+    let (hold_reason, released) = if held.is_empty() {
+        (None, hold_reason)
+    } else {
+        (hold_reason, None)
+    };
     let mut plan = Plan {
         tenant: run.tenant.to_string(),
         directory: run.directory.to_string(),
         hold_reason,
+        released,
         ..Plan::default()
     };
     plan.groups = groups_4_9(
@@ -523,6 +533,9 @@ fn guard_5_3(
     let Some(reason) = over_limit(removals, decisions.active_synced(), safety) else {
         return (first, Vec::new(), None);
     };
+    if safety.allow_mass_deactivation {
+        return (first, Vec::new(), Some(reason));
+    }
     let mut held_users: BTreeSet<ObjectId> = decisions.removing_users(&first);
     let kept = |held: &BTreeSet<ObjectId>| held.union(waiting).copied().collect();
     let mut decided = decisions.decide(&kept(&held_users));
@@ -595,7 +608,7 @@ fn grace_2(decisions: &Decisions<'_>, kept: &BTreeSet<ObjectId>) -> (Decided, BT
 
 /// `Some(reason)` when `removals` exceeds a configured limit (SPEC 5.3).
 fn over_limit(removals: usize, active_before: usize, safety: &Safety) -> Option<String> {
-    if safety.allow_mass_deactivation || removals == 0 {
+    if removals == 0 {
         return None;
     }
     let removals64 = removals as u64;

@@ -28,7 +28,7 @@ pub enum ReportKind {
     WaitsForFullSync,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Report {
     pub kind: ReportKind,
     pub object_id: ObjectId,

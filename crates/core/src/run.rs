@@ -22,6 +22,8 @@ pub enum RunMode {
     Incremental,
     /// One person resynced (`sync --user`, `POST /resync?user=`); cursors untouched.
     User,
+    /// A reviewed plan applied (`apply FILE`); cursors untouched.
+    Apply,
 }
 
 /// How a run ended.
@@ -65,7 +67,8 @@ macro_rules! text_enum {
 text_enum!(RunMode {
     Full = "full",
     Incremental = "incremental",
-    User = "user"
+    User = "user",
+    Apply = "apply"
 });
 text_enum!(RunStatus {
     Success = "success",
@@ -224,7 +227,12 @@ mod tests {
 
     #[test]
     fn modes_and_statuses_read_back_what_they_store() {
-        for m in [RunMode::Full, RunMode::Incremental, RunMode::User] {
+        for m in [
+            RunMode::Full,
+            RunMode::Incremental,
+            RunMode::User,
+            RunMode::Apply,
+        ] {
             assert_eq!(RunMode::parse(m.as_str()), Some(m));
         }
         for s in [

@@ -688,6 +688,11 @@ fn mass_deactivation_is_held_until_allowed_and_creates_still_apply() {
     w.safety.allow_mass_deactivation = true;
     let p = w.sync();
     assert_eq!(p.count(Action::Deactivate), 8);
+    assert_eq!(p.hold_reason, None);
+    assert!(
+        p.released.unwrap().contains("max_deactivations = 2"),
+        "the allowed plan says what it releases"
+    );
     assert_eq!(w.active(E), 3);
 }
 
