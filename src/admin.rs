@@ -308,7 +308,8 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
                 let mut open = serde_json::Map::new();
                 for tenant in &config.tenants {
                     let state = store.open_state(&tenant.name).map_err(|e| e.to_string())?;
-                    open.insert(tenant.name.clone(), state.as_json());
+                    let edits = store.local_edits(&tenant.name).map_err(|e| e.to_string())?;
+                    open.insert(tenant.name.clone(), state.as_json(edits));
                 }
                 Ok(json!({
                     "runs": store.last_runs(5).map_err(|e| e.to_string())?,

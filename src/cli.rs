@@ -500,10 +500,17 @@ pub fn status_command(config: &Config, json: bool) -> ExitCode {
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(EXIT_FAILED, e),
         };
     let mut open = std::collections::BTreeMap::new();
+    let mut edits = std::collections::BTreeMap::new();
     for tenant in &config.tenants {
-        match store.open_state(&tenant.name) {
-            Ok(state) => open.insert(tenant.name.clone(), state),
-            Err(e) => return fail(EXIT_FAILED, e),
+        match (
+            store.open_state(&tenant.name),
+            store.local_edits(&tenant.name),
+        ) {
+            (Ok(state), Ok(n)) => {
+                open.insert(tenant.name.clone(), state);
+                edits.insert(tenant.name.clone(), n);
+            }
+            (Err(e), _) | (_, Err(e)) => return fail(EXIT_FAILED, e),
         };
     }
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
@@ -519,7 +526,10 @@ pub fn status_command(config: &Config, json: bool) -> ExitCode {
             .collect();
         let tenants: serde_json::Map<String, serde_json::Value> = open
             .iter()
-            .map(|(name, state)| (name.clone(), state.as_json()))
+            .map(|(name, state)| {
+                let local = edits.get(name).copied().unwrap_or_default();
+                (name.clone(), state.as_json(local))
+            })
             .collect();
         let value = serde_json::json!({
             "runs": runs,
@@ -550,6 +560,12 @@ pub fn status_command(config: &Config, json: bool) -> ExitCode {
                 "tenant {}: no delta cursors (the next sync is a full one)",
                 tenant.name
             ),
+        }
+        if let Some(n) = edits.get(&tenant.name).filter(|n| **n > 0) {
+            println!(
+                "tenant {}: {n} synced records carry local edits that the next Entra change of their user will overwrite (`entra-sync explain USER` shows them)",
+                tenant.name
+            );
         }
         if let Some(state) = open.get(&tenant.name) {
             if state.held_removals() > 0 {

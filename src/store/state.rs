@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use entra_sync_core::ObjectId;
 use entra_sync_core::plan::{Change, Plan, RecordRef, Scope, Waiting};
+use entra_sync_core::record::{RecordKind, Values};
 use entra_sync_core::resolve::{Report, ReportKind};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
@@ -117,9 +118,11 @@ impl OpenState {
         self.held.iter().map(|h| h.reason.clone()).max()
     }
 
-    /// How `status --json` and `/status` show it.
-    pub fn as_json(&self) -> serde_json::Value {
+    /// How `status --json` and `/status` show it, with the tenant's count of records
+    /// carrying local edits ([`Store::local_edits`]).
+    pub fn as_json(&self, local_edits: i64) -> serde_json::Value {
         serde_json::json!({
+            "local_edits": local_edits,
             "held": self.held_removals(),
             "hold_reason": self.hold_reason(),
             "held_changes": self.held,
@@ -257,6 +260,41 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// How many of the tenant's synced records differ from what the sync last wrote to them
+    /// (local edits, a local deactivation included): the next change of their user in Entra
+    /// overwrites them (SPEC 4.6). Read for `status`, not by runs.
+    pub fn local_edits(&self, tenant: &str) -> Result<i64, StoreError> {
+        let mut total = 0;
+        for kind in [RecordKind::Employee, RecordKind::Contact] {
+            let sample = match kind {
+                RecordKind::Employee => Values::Employee(Default::default()),
+                RecordKind::Contact => Values::Contact(Default::default()),
+            };
+            let differs: Vec<String> = sample
+                .cells()
+                .iter()
+                .map(|(c, _)| format!("json_extract(l.source, '$.{c}') IS NOT r.{c}"))
+                .collect();
+            let sql = format!(
+                "SELECT COUNT(*) FROM sync_links l
+                 JOIN {table} r ON r.id = l.record_id
+                 WHERE l.record_kind = ?2 AND l.state = 'synced'
+                   AND l.directory = (SELECT directory FROM tenant_directories WHERE name = ?1)
+                   AND (r.active = 0 OR {})",
+                differs.join(" OR "),
+                table = match kind {
+                    RecordKind::Employee => "employees",
+                    RecordKind::Contact => "contacts",
+                }
+            );
+            let n: i64 = self
+                .conn
+                .query_row(&sql, params![tenant, kind.as_str()], |r| r.get(0))?;
+            total += n;
+        }
+        Ok(total)
     }
 
     /// The directory names known to the store: directory → tenant name.

@@ -143,6 +143,20 @@ async fn what_the_next_run_changes_and_the_local_edits_it_will_overwrite() {
         "{text}"
     );
     assert!(text.contains("Next run: no change."), "{text}");
+    let local_edits = async || {
+        let status = env.run(&["status", "--json"]).await.json();
+        status["tenants"]["t0"]["local_edits"].as_i64()
+    };
+    assert_eq!(
+        local_edits().await,
+        Some(1),
+        "status counts the edited record"
+    );
+    let human = env.run(&["status"]).await.stdout;
+    assert!(
+        human.contains("1 synced records carry local edits"),
+        "{human}"
+    );
     env.sim()
         .update_user(
             &ada,
@@ -178,6 +192,18 @@ async fn what_the_next_run_changes_and_the_local_edits_it_will_overwrite() {
     assert_eq!(
         env.rows("SELECT job_title, phone FROM employees WHERE id = 1"),
         vec![vec!["Engineer", "+1 555 0199"]]
+    );
+    env.sync_ok(&[]).await;
+    assert_eq!(
+        local_edits().await,
+        Some(0),
+        "overwritten by the Entra change"
+    );
+    env.exec("UPDATE employees SET active = 0 WHERE id = 1");
+    assert_eq!(
+        local_edits().await,
+        Some(1),
+        "a local deactivation is a local edit"
     );
 }
 
