@@ -291,3 +291,21 @@ async fn nobody_by_that_name_exits_1() {
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn a_duplicate_email_in_entra_names_the_user_who_keeps_it() {
+    let (env, staff, _customers, ada) = staff_and_customers().await;
+    let copy = env.sim().add_user(graph_sim::NewUser {
+        user_principal_name: "ada.copy@contoso.com".into(),
+        display_name: "Ada Copy".into(),
+        mail: Some("ada@contoso.com".into()),
+        ..graph_sim::NewUser::default()
+    });
+    env.add(&staff, &copy.id);
+    let e = explain_json(&env, "ada.copy@contoso.com").await;
+    assert_eq!(e["mapping"]["reason"], "duplicate_email", "{e}");
+    assert!(
+        e["mapping"]["message"].as_str().unwrap().contains(&ada),
+        "names the holder {ada}: {e}"
+    );
+}
