@@ -1,5 +1,6 @@
-//! The entra-sync configuration that points at a running simulator (`config_toml`,
-//! `graph-sim --write-config`): one tenant, one rule per security group.
+//! The entra-sync configuration that points at running simulators (`config_toml`,
+//! `graph-sim --write-config`): one tenant (or, with `--tenants N`, each of them), one rule per
+//! security group.
 //!
 //! Writes only keys the daemon's config schema knows; never writes the secret itself.
 
@@ -47,22 +48,47 @@ pub(crate) fn config_toml(
     store_path: &Path,
     secret_file: &Path,
 ) -> String {
-    let control = SimControl { shared: sh.clone() };
+    let mut out = header(std::slice::from_ref(sh), store_path);
+    tenant_section(&mut out, sh, "sim", secret_file);
+    out
+}
+
+/// One config for several simulated tenants of one app (`graph-sim --tenants N`): tenants
+/// `sim0`, `sim1`, … each with its rules.
+pub(crate) fn fleet_config_toml(
+    sims: &[std::sync::Arc<Shared>],
+    store_path: &Path,
+    secret_file: &Path,
+) -> String {
+    let mut out = header(sims, store_path);
+    for (i, sh) in sims.iter().enumerate() {
+        tenant_section(&mut out, sh, &format!("sim{i}"), secret_file);
+    }
+    out
+}
+
+fn header(sims: &[std::sync::Arc<Shared>], store_path: &Path) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# entra-sync config for graph-sim at {}", sh.base_url);
+    for sh in sims {
+        let _ = writeln!(
+            out,
+            "# entra-sync config for graph-sim at {} (seed {}, {} users, {} groups)",
+            sh.base_url, sh.opts.seed, sh.opts.users, sh.opts.groups
+        );
+    }
     let _ = writeln!(
         out,
-        "# (seed {}, {} users, {} groups)\n",
-        sh.opts.seed, sh.opts.users, sh.opts.groups
-    );
-    let _ = writeln!(
-        out,
-        "[store]\npath = {}\n",
+        "\n[store]\npath = {}\n",
         toml_str(&store_path.to_string_lossy())
     );
     let _ = writeln!(out, "[sync]\nnested_groups = true\n");
+    out
+}
+
+fn tenant_section(out: &mut String, sh: &std::sync::Arc<Shared>, name: &str, secret_file: &Path) {
+    let control = SimControl { shared: sh.clone() };
     let _ = writeln!(out, "[[tenants]]");
-    let _ = writeln!(out, "name = \"sim\"");
+    let _ = writeln!(out, "name = {}", toml_str(name));
     let _ = writeln!(out, "tenant_id = {}", toml_str(&sh.opts.tenant));
     let _ = writeln!(out, "client_id = {}", toml_str(&sh.opts.client_id));
     let _ = writeln!(
@@ -80,7 +106,7 @@ pub(crate) fn config_toml(
     for (i, g) in control.security_groups().iter().enumerate() {
         let _ = writeln!(out, "\n# {}", g.display_name.replace('\n', " "));
         let _ = writeln!(out, "[[rules]]");
-        let _ = writeln!(out, "tenant = \"sim\"");
+        let _ = writeln!(out, "tenant = {}", toml_str(name));
         let _ = writeln!(out, "group_id = {}", toml_str(&g.id));
         let _ = writeln!(out, "order = {}", (i + 1) * 10);
         if i % 3 == 1 {
@@ -93,7 +119,7 @@ pub(crate) fn config_toml(
             }
         }
     }
-    out
+    out.push('\n');
 }
 
 #[cfg(test)]

@@ -84,6 +84,28 @@ pub struct SimOptions {
     /// factor (1.0: Graph's own; smaller to reach it on a small machine). `None`: every
     /// request is charged (`x-ms-resource-unit`) but none is throttled.
     pub ru_budget_scale: Option<f64>,
+    /// Graph's per-app budget across tenants, shared by the simulators of one app's tenants
+    /// (`graph-sim --tenants N`); `None`: only the per-app-and-tenant budget applies.
+    pub app_budget: Option<Arc<AppBudget>>,
+}
+
+/// Graph's per-app resource-unit budget across all tenants (150,000 RU per 20 s, scaled):
+/// one per app, shared by the simulators that serve its tenants.
+pub struct AppBudget(Mutex<ru::Budget>);
+
+impl AppBudget {
+    pub fn new(scale: f64) -> Arc<AppBudget> {
+        Arc::new(AppBudget(Mutex::new(ru::Budget::new(
+            ru::APP_QUOTA * scale.max(1e-6),
+            ru::APP_WINDOW,
+        ))))
+    }
+}
+
+impl std::fmt::Debug for AppBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppBudget")
+    }
 }
 
 impl Default for SimOptions {
@@ -101,6 +123,7 @@ impl Default for SimOptions {
             certificates: Vec::new(),
             latency: Duration::ZERO,
             ru_budget_scale: None,
+            app_budget: None,
         }
     }
 }
@@ -120,6 +143,7 @@ impl std::fmt::Debug for SimOptions {
             .field("certificates", &self.certificates.len())
             .field("latency", &self.latency)
             .field("ru_budget_scale", &self.ru_budget_scale)
+            .field("app_budget", &self.app_budget.is_some())
             .finish()
     }
 }
@@ -155,15 +179,35 @@ impl Shared {
     /// Charges `cost` RU for one Graph request or `$batch` item: `Ok(headers)` to add to its
     /// answer, or the 429 Graph answers when the budget is spent.
     pub(crate) fn charge(&self, cost: u32) -> Result<Vec<(String, String)>, odata::ApiError> {
-        let verdict = self
+        // Both budgets are charged either way (Graph keeps counting while it throttles).
+        let app = self
+            .opts
+            .app_budget
+            .as_ref()
+            .map(|b| lock(&b.0).charge(cost))
+            .unwrap_or(ru::Verdict::Served(0.0));
+        let tenant = self
             .budget
             .as_ref()
             .map(|b| lock(b).charge(cost))
             .unwrap_or(ru::Verdict::Served(0.0));
         let mut stats = lock(&self.stats);
         stats.resource_units += u64::from(cost);
-        match verdict {
-            ru::Verdict::Served(share) => {
+        let throttled = match (&tenant, &app) {
+            (ru::Verdict::Throttled(t), ru::Verdict::Throttled(a)) if a > t => {
+                Some(("Application", *a))
+            }
+            (ru::Verdict::Throttled(t), _) => Some(("Tenant_Application", *t)),
+            (_, ru::Verdict::Throttled(a)) => Some(("Application", *a)),
+            _ => None,
+        };
+        match throttled {
+            None => {
+                let share = |v: &ru::Verdict| match v {
+                    ru::Verdict::Served(share) => *share,
+                    ru::Verdict::Throttled(_) => 0.0,
+                };
+                let share = share(&tenant).max(share(&app));
                 let mut headers = vec![("x-ms-resource-unit".to_owned(), cost.to_string())];
                 if share > 0.8 {
                     headers.push((
@@ -173,17 +217,14 @@ impl Shared {
                 }
                 Ok(headers)
             }
-            ru::Verdict::Throttled(wait) => {
-                *stats
-                    .throttled
-                    .entry("Tenant_Application".to_owned())
-                    .or_insert(0) += 1;
+            Some((scope, wait)) => {
+                *stats.throttled.entry(scope.to_owned()).or_insert(0) += 1;
                 Err(
                     odata::ApiError::for_status(429, Some(&wait.as_secs().to_string()))
                         .with_header(
                             "x-ms-throttle-scope",
                             format!(
-                                "Tenant_Application/ReadWrite/{}/{}",
+                                "{scope}/ReadWrite/{}/{}",
                                 self.opts.client_id, self.tenant_guid
                             ),
                         )
@@ -313,19 +354,43 @@ impl Sim {
         config::config_toml(&self.shared, store_path, secret_file)
     }
 
+    /// The entra-sync config for several simulators of one app (`--tenants N`): tenants
+    /// `sim0`, `sim1`, … with their rules.
+    pub fn fleet_config_toml(sims: &[&Sim], store_path: &Path, secret_file: &Path) -> String {
+        let shared: Vec<Arc<Shared>> = sims.iter().map(|s| s.shared.clone()).collect();
+        config::fleet_config_toml(&shared, store_path, secret_file)
+    }
+
     /// Writes an entra-sync config for this tenant to `config` and the app's client secret
     /// beside it (`sim.secret`, mode 0600); the store is `store`, or `psa.db` beside the config.
     pub fn write_config(&self, config: &Path, store: Option<&Path>) -> std::io::Result<()> {
+        Sim::write_fleet_config(&[self], config, store)
+    }
+
+    /// The same for several simulators of one app (`--tenants N`; one of them: the plain
+    /// config with tenant `sim`).
+    pub fn write_fleet_config(
+        sims: &[&Sim],
+        config: &Path,
+        store: Option<&Path>,
+    ) -> std::io::Result<()> {
+        let Some(first) = sims.first() else {
+            return Ok(());
+        };
         let dir = config
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let secret_file = dir.join("sim.secret");
-        write_private(&secret_file, self.shared.opts.client_secret.as_bytes())?;
+        write_private(&secret_file, first.shared.opts.client_secret.as_bytes())?;
         let store = store.map_or_else(|| dir.join("psa.db"), Path::to_path_buf);
         let secret_abs = std::path::absolute(&secret_file)?;
         let store_abs = std::path::absolute(&store)?;
-        std::fs::write(config, self.config_toml(&store_abs, &secret_abs))
+        let text = match sims {
+            [one] => one.config_toml(&store_abs, &secret_abs),
+            all => Sim::fleet_config_toml(all, &store_abs, &secret_abs),
+        };
+        std::fs::write(config, text)
     }
 
     /// Stops serving; requests still running get up to two seconds to finish.

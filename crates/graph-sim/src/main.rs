@@ -64,6 +64,12 @@ struct Cli {
     /// Store path written into the config (default: psa.db next to the config file).
     #[arg(long, value_name = "PATH", requires = "write_config")]
     store_path: Option<PathBuf>,
+    /// Serve this many tenants of one app registration, each its own directory (seed + i,
+    /// domain `<name>{i}.<rest>`, its own tenant id) on its own port (the next ports when
+    /// --listen names one), sharing Graph's per-app budget across tenants (150,000 RU per
+    /// 20 s, scaled by --ru-budget-scale). One base URL per line; --write-config lists them all.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    tenants: u16,
 }
 
 async fn stop_signal() {
@@ -100,44 +106,79 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot read --certificate {}", path.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let opts = SimOptions {
-        users: cli.users,
-        groups: cli.groups,
-        seed: cli.seed,
-        page_size: cli.page_size,
-        delta_page_size: cli.delta_page_size,
-        tenant: cli.tenant,
-        client_id: cli.client_id,
-        client_secret: cli.client_secret.clone(),
-        token_lifetime: lifetime,
-        certificates,
-        latency: Duration::from_millis(cli.latency_ms),
-        ru_budget_scale: (cli.ru_budget_scale > 0.0).then_some(cli.ru_budget_scale),
-    };
-    let listener = tokio::net::TcpListener::bind(&cli.listen)
+    let app_budget = (cli.ru_budget_scale > 0.0 && cli.tenants > 1)
+        .then(|| graph_sim::AppBudget::new(cli.ru_budget_scale));
+    let listen: std::net::SocketAddr = tokio::net::lookup_host(&cli.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", cli.listen))?;
-    let sim = Sim::start_on(listener, opts).await?;
+        .ok()
+        .and_then(|mut a| a.next())
+        .with_context(|| format!("--listen {}: not an address", cli.listen))?;
+    let mut sims = Vec::new();
+    for i in 0..cli.tenants {
+        let tenant = if cli.tenants == 1 {
+            cli.tenant.clone()
+        } else {
+            match cli.tenant.split_once('.') {
+                Some((name, rest)) => format!("{name}{i}.{rest}"),
+                None => format!("{}{i}", cli.tenant),
+            }
+        };
+        let opts = SimOptions {
+            users: cli.users,
+            groups: cli.groups,
+            seed: cli.seed + u64::from(i),
+            page_size: cli.page_size,
+            delta_page_size: cli.delta_page_size,
+            tenant,
+            client_id: cli.client_id.clone(),
+            client_secret: cli.client_secret.clone(),
+            token_lifetime: lifetime,
+            certificates: certificates.clone(),
+            latency: Duration::from_millis(cli.latency_ms),
+            ru_budget_scale: (cli.ru_budget_scale > 0.0).then_some(cli.ru_budget_scale),
+            app_budget: app_budget.clone(),
+        };
+        let mut addr = listen;
+        if addr.port() != 0 {
+            addr.set_port(addr.port().saturating_add(i));
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        sims.push(Sim::start_on(listener, opts).await?);
+    }
     if let Some(config) = &cli.write_config {
-        sim.write_config(config, cli.store_path.as_deref())
-            .with_context(|| format!("cannot write {} and its secret", config.display()))?;
+        let written = match sims.as_slice() {
+            [one] => one.write_config(config, cli.store_path.as_deref()),
+            all => {
+                let all: Vec<&Sim> = all.iter().collect();
+                Sim::write_fleet_config(&all, config, cli.store_path.as_deref())
+            }
+        };
+        written.with_context(|| format!("cannot write {} and its secret", config.display()))?;
     }
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", sim.base_url())?;
+        for sim in &sims {
+            writeln!(out, "{}", sim.base_url())?;
+        }
         out.flush()?;
     }
-    eprintln!(
-        "graph-sim: tenant {} ({}), {} users, {} groups, seed {}; control API at {}/_sim/",
-        sim.control().tenant(),
-        sim.control().tenant_guid(),
-        cli.users,
-        cli.groups,
-        cli.seed,
-        sim.base_url()
-    );
+    for (i, sim) in sims.iter().enumerate() {
+        eprintln!(
+            "graph-sim: tenant {} ({}), {} users, {} groups, seed {}; control API at {}/_sim/",
+            sim.control().tenant(),
+            sim.control().tenant_guid(),
+            cli.users,
+            cli.groups,
+            cli.seed + i as u64,
+            sim.base_url()
+        );
+    }
     stop_signal().await;
-    sim.shutdown().await;
+    for sim in sims {
+        sim.shutdown().await;
+    }
     Ok(())
 }
 

@@ -8,7 +8,8 @@
 //! of 3,500 / 5,000 / 8,000 RU per 10 s for a tenant of under 50 / up to 500 / more users,
 //! scaled by `SimOptions::ru_budget_scale`; a request over it is answered 429 with
 //! `Retry-After` and `x-ms-throttle-scope`, and still charged (Graph keeps logging usage while
-//! it throttles).
+//! it throttles). The per-app budget across tenants (150,000 RU per 20 s, scaled alike) is a
+//! bucket shared by the simulators of one app's tenants ([`crate::AppBudget`]).
 
 use std::time::Duration;
 
@@ -64,6 +65,10 @@ pub(crate) fn tenant_quota(users: usize) -> f64 {
         _ => 8_000.0,
     }
 }
+
+/// Graph's per-app budget across all tenants: 150,000 RU per 20 s (GRAPH-NOTES §6).
+pub(crate) const APP_QUOTA: f64 = 150_000.0;
+pub(crate) const APP_WINDOW: Duration = Duration::from_secs(20);
 
 /// What the budget said to one request.
 #[derive(Debug, Clone, PartialEq)]

@@ -303,3 +303,43 @@ async fn resource_units_are_charged_and_a_spent_budget_answers_429() {
     );
     assert_eq!(stats.throttled.get("Tenant_Application"), Some(&2));
 }
+
+/// Graph's per-app budget across tenants (150,000 RU per 20 s): the simulators of one app's
+/// tenants share it, so tenants that each stay within their own budget are throttled
+/// together, with the `Application` scope.
+#[tokio::test]
+async fn the_per_app_budget_is_shared_by_an_apps_tenants() {
+    // 150,000 × 0.00004 = 6 RU per 20 s for the app; each tenant's own budget is far larger.
+    let app = graph_sim::AppBudget::new(0.00004);
+    let tenant = |seed: u64| graph_sim::SimOptions {
+        users: 20,
+        groups: 2,
+        seed,
+        tenant: format!("t{seed}.onmicrosoft.com"),
+        ru_budget_scale: Some(1.0),
+        app_budget: Some(app.clone()),
+        ..graph_sim::SimOptions::default()
+    };
+    let a = crate::support::Env::start(tenant(1)).await;
+    let b = crate::support::Env::start(tenant(2)).await;
+    let members = |env: &crate::support::Env| {
+        let g = env.ctl().security_groups()[0].id.clone();
+        format!("/groups/{g}/members?$select=id,mail&$top=999")
+    };
+    let mut statuses = Vec::new();
+    for env in [&a, &b, &a, &b] {
+        let r = env.get(&members(env)).await;
+        if r.status == 429 {
+            let scope = r.header("x-ms-throttle-scope").unwrap_or_default();
+            assert!(scope.starts_with("Application/ReadWrite/"), "{scope}");
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429],
+        "6 RU for the app: three pages of 2"
+    );
+    assert_eq!(a.ctl().stats().throttled.get("Application"), None);
+    assert_eq!(b.ctl().stats().throttled.get("Application"), Some(&1));
+}
