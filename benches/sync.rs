@@ -220,10 +220,19 @@ impl SimThread {
 struct FleetThread {
     stop: tokio::sync::oneshot::Sender<()>,
     thread: std::thread::JoinHandle<()>,
+    sims: Vec<graph_sim::SimControl>,
 }
 
 impl FleetThread {
-    fn start(tenants: usize, latency: Duration, dir: &Path) -> FleetThread {
+    /// `tenants` of `users` users; with `ru_scale`, Graph's budgets scaled by it, the per-app
+    /// one shared by every tenant (one app registration).
+    fn start(
+        tenants: usize,
+        users: usize,
+        latency: Duration,
+        ru_scale: Option<f64>,
+        dir: &Path,
+    ) -> FleetThread {
         let (started, ready) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let dir = dir.to_path_buf();
@@ -240,13 +249,16 @@ impl FleetThread {
                     dir.join("fleet.db").display()
                 );
                 let mut sims = Vec::new();
+                let app_budget = ru_scale.map(graph_sim::AppBudget::new);
                 for i in 0..tenants {
                     let sim = graph_sim::Sim::start(graph_sim::SimOptions {
-                        users: 20,
+                        users,
                         groups: 2,
                         seed: i as u64 + 1,
                         tenant: format!("tenant{i}.onmicrosoft.com"),
                         latency,
+                        ru_budget_scale: ru_scale,
+                        app_budget: app_budget.clone(),
                         ..graph_sim::SimOptions::default()
                     })
                     .await
@@ -263,15 +275,17 @@ impl FleetThread {
                     sims.push(sim);
                 }
                 std::fs::write(dir.join("fleet.toml"), text).unwrap();
-                started.send(()).unwrap();
+                started
+                    .send(sims.iter().map(|s| s.control()).collect::<Vec<_>>())
+                    .unwrap();
                 let _ = stopped.await;
                 for sim in sims {
                     sim.shutdown().await;
                 }
             });
         });
-        ready.recv().unwrap();
-        FleetThread { stop, thread }
+        let sims = ready.recv().unwrap();
+        FleetThread { stop, thread, sims }
     }
 
     fn stop(self) {
@@ -286,7 +300,13 @@ impl FleetThread {
 async fn fleet(tenants: usize, latency_ms: u64) {
     let dir = tempfile::tempdir().unwrap();
     let start = Instant::now();
-    let sims = FleetThread::start(tenants, Duration::from_millis(latency_ms), dir.path());
+    let sims = FleetThread::start(
+        tenants,
+        20,
+        Duration::from_millis(latency_ms),
+        None,
+        dir.path(),
+    );
     let config = entra_sync::config::Config::load(&dir.path().join("fleet.toml")).unwrap();
     println!(
         "fleet: {tenants} tenants of 20 users at {latency_ms} ms per request, started in {:.1} s; tenant_concurrency {}",
@@ -318,8 +338,62 @@ async fn fleet(tenants: usize, latency_ms: u64) {
     sims.stop();
 }
 
+/// A fleet's first full sync against Graph's budgets scaled down until the per-app budget
+/// across tenants binds: 429s (target 0) and wall time against RU needed ÷ the app budget's
+/// rate (target within 1.2×).
+async fn fleet_ru(tenants: usize, users: usize, latency_ms: u64, scale: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let sims = FleetThread::start(
+        tenants,
+        users,
+        Duration::from_millis(latency_ms),
+        Some(scale),
+        dir.path(),
+    );
+    let config = entra_sync::config::Config::load(&dir.path().join("fleet.toml")).unwrap();
+    let syncer = entra_sync::sync::Syncer::default();
+    let start = Instant::now();
+    let first = syncer
+        .run(&config, &entra_sync::sync::SyncOptions::default())
+        .await
+        .unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    let failed = first
+        .tenants
+        .iter()
+        .filter(|t| t.status.as_str() == "failed")
+        .count();
+    let units: u64 = sims.sims.iter().map(|s| s.stats().resource_units).sum();
+    let mut throttled: std::collections::BTreeMap<String, u64> = Default::default();
+    for s in &sims.sims {
+        for (scope, n) in s.stats().throttled {
+            *throttled.entry(scope).or_default() += n;
+        }
+    }
+    let rate = 150_000.0 * scale / 20.0;
+    let floor = units as f64 / rate;
+    println!(
+        "fleet under the app budget: {tenants} tenants x {users} users at {latency_ms} ms, RU budgets x {scale}: {seconds:.1} s, {units} RU charged, floor RU / app rate ({rate:.0} RU/s) = {floor:.1} s, target <= {:.1} s; 429s {throttled:?} (target none); {failed} tenants failed",
+        1.2 * floor
+    );
+    sims.stop();
+}
+
 #[tokio::main]
 async fn main() {
+    if let Ok(n) = std::env::var("BENCH_FLEET_RU") {
+        fleet_ru(
+            n.parse().unwrap_or(200),
+            env_usize("BENCH_FLEET_USERS", 2_000),
+            env_usize("BENCH_LATENCY_MS", 100) as u64,
+            std::env::var("BENCH_RU_SCALE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.02),
+        )
+        .await;
+        return;
+    }
     if let Ok(n) = std::env::var("BENCH_FLEET_ONLY") {
         fleet(
             n.parse().unwrap_or(500),

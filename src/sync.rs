@@ -154,6 +154,9 @@ pub fn rules_for(config: &Config, tenant: &TenantConfig) -> Rules {
 /// and the clock every run reads.
 pub struct Syncer {
     clients: Mutex<HashMap<String, Arc<GraphClient>>>,
+    /// Per app registration (client id): the pacer of its budget across tenants, shared by
+    /// its tenants' clients and kept across reloads.
+    app_pacers: Mutex<HashMap<String, Arc<crate::graph::pace::Pacer>>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -167,6 +170,7 @@ impl Syncer {
     pub fn new(clock: Arc<dyn Clock>) -> Syncer {
         Syncer {
             clients: Mutex::default(),
+            app_pacers: Mutex::default(),
             clock,
         }
     }
@@ -184,11 +188,17 @@ impl Syncer {
         if let Some(c) = map.get(&tenant.name) {
             return Ok(Arc::clone(c));
         }
-        let client = Arc::new(GraphClient::new(
-            tenant,
-            &config.sync,
-            Arc::clone(&self.clock),
-        )?);
+        let app_pacer = Arc::clone(
+            self.app_pacers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(tenant.client_id.clone())
+                .or_insert_with(|| Arc::new(crate::graph::pace::Pacer::app())),
+        );
+        let client = Arc::new(
+            GraphClient::new(tenant, &config.sync, Arc::clone(&self.clock))?
+                .with_app_pacer(app_pacer),
+        );
         map.insert(tenant.name.clone(), Arc::clone(&client));
         Ok(client)
     }

@@ -153,6 +153,8 @@ pub struct GraphClient {
     in_flight: Semaphore,
     /// Keeps requests under the tenant's resource-unit budget once Graph has shown it.
     pacer: pace::Pacer,
+    /// The same for the app's budget across tenants, shared by the clients of its tenants.
+    app_pacer: Arc<pace::Pacer>,
     pub stats: Arc<GraphStats>,
     /// For `Retry-After` given as a date.
     clock: Arc<dyn Clock>,
@@ -191,9 +193,16 @@ impl GraphClient {
             retry_base: Duration::from_millis(sync.retry_base_ms),
             in_flight: Semaphore::new(sync.max_concurrency),
             pacer: pace::Pacer::default(),
+            app_pacer: Arc::new(pace::Pacer::app()),
             stats: Arc::new(GraphStats::default()),
             clock,
         })
+    }
+
+    /// Shares `pacer` for the app's budget across tenants with the other clients of the app.
+    pub fn with_app_pacer(mut self, pacer: Arc<pace::Pacer>) -> GraphClient {
+        self.app_pacer = pacer;
+        self
     }
 
     pub fn tenant(&self) -> &str {
@@ -305,6 +314,7 @@ impl GraphClient {
                         status,
                         header("x-ms-resource-unit"),
                         header("x-ms-throttle-limit-percentage"),
+                        header("x-ms-throttle-scope"),
                     );
                     if is_transient(status) {
                         let after = header("retry-after")
@@ -343,26 +353,50 @@ impl GraphClient {
     }
 
     /// What Graph said a request (or `$batch` item) of `kind` cost, and how much of the
-    /// budget is in use; a 429 tells the pacer the budget is spent.
-    fn note_charge(&self, kind: &str, status: u16, units: Option<&str>, share: Option<&str>) {
+    /// budget is in use; a 429 tells the pacer of its scope (the app's across tenants, or
+    /// this tenant's) that the budget is spent. Graph does not say which budget a share is of:
+    /// the app's pacer takes it while this tenant spends less than half of what the app does
+    /// (per second of each window), when the app's budget is the likelier one to be filling
+    /// up; the tenant's pacer otherwise.
+    fn note_charge(
+        &self,
+        kind: &str,
+        status: u16,
+        units: Option<&str>,
+        share: Option<&str>,
+        scope: Option<&str>,
+    ) {
         let now = crate::clock::Instant::now();
         let units = units.and_then(|u| u.trim().parse::<u32>().ok());
         if let Some(units) = units {
             self.stats.charged(&self.tenant, units);
         }
         if status == 429 {
-            self.pacer.throttled(now);
+            if scope.is_some_and(|s| s.starts_with("Application/")) {
+                self.app_pacer.throttled(now);
+            } else {
+                self.pacer.throttled(now);
+            }
         } else if let Some(units) = units {
             let share = share.and_then(|p| p.trim().parse::<f64>().ok());
-            self.pacer.charged(kind, units, share, now);
+            let app_filling = 2.0 * self.pacer.rate(now) < self.app_pacer.rate(now);
+            let (tenant_share, app_share) = if app_filling {
+                (None, share)
+            } else {
+                (share, None)
+            };
+            self.pacer.charged(kind, units, tenant_share, now);
+            self.app_pacer.charged(kind, units, app_share, now);
         }
     }
 
-    /// Waits as long as the pacer asks before a request of `kind` (`items` of them).
+    /// Waits as long as the pacers ask before a request of `kind` (`items` of them).
     async fn pace(&self, kind: &str, items: u32) {
+        let now = crate::clock::Instant::now();
         let wait = self
             .pacer
-            .reserve(kind, items, crate::clock::Instant::now());
+            .reserve(kind, items, now)
+            .max(self.app_pacer.reserve(kind, items, now));
         if !wait.is_zero() {
             metrics::counter!("entra_sync_pacing_wait_milliseconds_total", "tenant" => self.tenant.clone())
                 .increment(wait.as_millis() as u64);
@@ -455,6 +489,7 @@ impl GraphClient {
                             status.as_u16(),
                             header("x-ms-resource-unit"),
                             header("x-ms-throttle-limit-percentage"),
+                            header("x-ms-throttle-scope"),
                         );
                         match resp.bytes().await {
                             Ok(bytes) => Ok((status, retry_after, bytes)),

@@ -1,5 +1,8 @@
 //! The pacer: keeps one tenant's Graph requests under its resource-unit budget once Graph has
-//! shown where that budget is, so that a 429 becomes rare rather than the way to find out.
+//! shown where that budget is, so that a 429 becomes rare rather than the way to find out; and
+//! one shared by every tenant of an app registration under Graph's per-app budget across
+//! tenants ([`Pacer::app`]: a 20-second window, learnt from `Application`-scoped 429s and from
+//! shares reported while the tenant is not the app's main spender).
 //!
 //! Graph does not say the budget up front; it says how much of it is in use once that passes
 //! 80 % (`x-ms-throttle-limit-percentage`), and answers 429 beyond it. The pacer counts what
@@ -23,10 +26,33 @@ pub const TARGET: f64 = 0.75;
 /// Graph's largest per-app-and-tenant budget (RU per 10 s): no estimate grows past it.
 const LARGEST_BUDGET: f64 = 8_000.0;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pacer {
     state: Mutex<State>,
+    /// Graph's window for the budget this pacer keeps under.
+    window: Duration,
+    /// The largest budget Graph has of this kind: no estimate grows past it.
+    largest: f64,
+    /// Whether a 429 before any estimate sets one (the RU spent in the window): for the
+    /// per-app budget, which no single tenant's share reveals.
+    learn_from_429: bool,
 }
+
+impl Default for Pacer {
+    /// The per-app-and-tenant pacer.
+    fn default() -> Pacer {
+        Pacer {
+            state: Mutex::default(),
+            window: WINDOW,
+            largest: LARGEST_BUDGET,
+            learn_from_429: false,
+        }
+    }
+}
+
+/// Graph's per-app budget across tenants: 150,000 RU per 20 s.
+const APP_WINDOW: Duration = Duration::from_secs(20);
+const APP_BUDGET: f64 = 150_000.0;
 
 #[derive(Debug, Default)]
 struct State {
@@ -44,20 +70,20 @@ struct State {
 }
 
 impl State {
-    fn spent_in_window(&mut self, now: Instant) -> f64 {
+    fn spent_in_window(&mut self, now: Instant, window: Duration) -> f64 {
         while self
             .spent
             .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > WINDOW)
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > window)
         {
             self.spent.pop_front();
         }
         self.spent.iter().map(|(_, u)| f64::from(*u)).sum()
     }
 
-    fn refill(&mut self, now: Instant) {
+    fn refill(&mut self, now: Instant, window: Duration, largest: f64) {
         let Some(budget) = self.budget else { return };
-        let rate = TARGET * budget / WINDOW.as_secs_f64();
+        let rate = TARGET * budget / window.as_secs_f64();
         let elapsed = self
             .refilled
             .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
@@ -67,9 +93,9 @@ impl State {
         // than feared. (An idle client learns nothing, and never past Graph's largest.)
         let quiet = self
             .last_signal
-            .is_some_and(|at| now.saturating_duration_since(at) > WINDOW);
-        if quiet && self.spent_in_window(now) >= 0.5 * TARGET * budget {
-            self.budget = Some((budget * 1.1).min(LARGEST_BUDGET));
+            .is_some_and(|at| now.saturating_duration_since(at) > window);
+        if quiet && self.spent_in_window(now, window) >= 0.5 * TARGET * budget {
+            self.budget = Some((budget * 1.1).min(largest));
             self.last_signal = Some(now);
         }
     }
@@ -100,6 +126,22 @@ pub fn kind(url: &str) -> String {
 }
 
 impl Pacer {
+    /// The pacer of an app registration's budget across all its tenants, shared by their
+    /// clients.
+    pub fn app() -> Pacer {
+        Pacer {
+            state: Mutex::default(),
+            window: APP_WINDOW,
+            largest: APP_BUDGET,
+            learn_from_429: true,
+        }
+    }
+
+    /// RU charged in this pacer's window, per second.
+    pub fn rate(&self, now: Instant) -> f64 {
+        self.state().spent_in_window(now, self.window) / self.window.as_secs_f64()
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -111,7 +153,7 @@ impl Pacer {
         let Some(budget) = s.budget else {
             return Duration::ZERO;
         };
-        s.refill(now);
+        s.refill(now, self.window, self.largest);
         let cost = f64::from(
             s.costs
                 .get(kind)
@@ -124,7 +166,7 @@ impl Pacer {
             Duration::ZERO
         } else {
             // Each reservation waits its own place in the queue: waiters are staggered.
-            let rate = TARGET * budget / WINDOW.as_secs_f64();
+            let rate = TARGET * budget / self.window.as_secs_f64();
             Duration::try_from_secs_f64(-s.tokens / rate)
                 .unwrap_or(Duration::MAX)
                 .min(Duration::from_secs(60))
@@ -137,7 +179,7 @@ impl Pacer {
         let mut s = self.state();
         s.costs.insert(kind.to_string(), units.max(1));
         s.spent.push_back((now, units));
-        let spent = s.spent_in_window(now);
+        let spent = s.spent_in_window(now, self.window);
         if let Some(share) = share.filter(|p| *p > 0.0 && p.is_finite()) {
             let estimate = spent / share;
             let budget = s.budget.map_or(estimate, |b| b.min(estimate));
@@ -150,7 +192,15 @@ impl Pacer {
     /// its size (its `Retry-After` is what the client honours).
     pub fn throttled(&self, now: Instant) {
         let mut s = self.state();
-        let Some(budget) = s.budget else { return };
+        let Some(budget) = s.budget else {
+            if self.learn_from_429 {
+                // Spent in the window and throttled: about the budget.
+                let spent = s.spent_in_window(now, self.window);
+                s.last_throttle = Some(now);
+                s.set_budget(spent, now);
+            }
+            return;
+        };
         if s.last_throttle
             .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1))
         {
@@ -226,6 +276,31 @@ mod tests {
         let _ = pacer.reserve("/users/delta", 1, Instant::now());
         let grown = pacer.budget().unwrap_or_default();
         assert!(grown > halved * 1.09, "{grown} after {halved}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_app_pacer_takes_its_first_429_as_the_budget_and_paces_below_it() {
+        let app = Pacer::app();
+        let tenant = Pacer::default();
+        let now = Instant::now();
+        for _ in 0..300 {
+            app.charged("/groups/{id}/members", 2, None, now);
+        }
+        tenant.throttled(now);
+        assert_eq!(
+            tenant.budget(),
+            None,
+            "a tenant's first 429 says nothing of its size"
+        );
+        app.throttled(now);
+        assert_eq!(app.budget(), Some(600.0), "600 RU spent in its 20 s window");
+        // Paced at 0.75 × 600 RU per 20 s = 22.5 RU/s: a 2-RU request waits about 90 ms.
+        let wait = app.reserve("/groups/{id}/members", 1, now);
+        assert!(
+            wait > Duration::from_millis(80) && wait < Duration::from_millis(100),
+            "{wait:?}"
+        );
+        assert!((app.rate(now) - 30.0).abs() < 0.01, "600 RU over 20 s");
     }
 
     #[tokio::test(start_paused = true)]
