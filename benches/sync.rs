@@ -379,8 +379,104 @@ async fn fleet_ru(tenants: usize, users: usize, latency_ms: u64, scale: f64) {
     sims.stop();
 }
 
+/// The daemon (`entra-sync run`, the release binary) with a fleet configured, on a 1 s
+/// schedule: once every tenant has its cursors, its resident memory and CPU over the next
+/// `seconds` of idle rounds (an idle hour scaled down).
+async fn fleet_daemon(tenants: usize, seconds: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let sims = FleetThread::start(tenants, 20, Duration::ZERO, None, dir.path());
+    let config = dir.path().join("fleet.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        "[schedule]\nsync = \"* * * * * *\"\nfull_sync = \"0 0 3 * * *\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let store = dir.path().join("fleet.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_entra-sync"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let runs = || -> i64 {
+        rusqlite::Connection::open(&store)
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM sync_runs", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    let cpu_ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // utime and stime: fields 14 and 15 of the line, 12 and 13 after the command name.
+        fields
+            .get(11)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+    };
+    let memory = || -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kb = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| {
+                    v.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<f64>()
+                        .unwrap_or(0.0)
+                })
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        (kb("VmRSS:"), kb("VmHWM:"))
+    };
+    let start = Instant::now();
+    while runs() < tenants as i64 {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "first round never ended"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let first = start.elapsed().as_secs_f64();
+    let (rss0, _) = memory();
+    let (runs0, ticks0, t0) = (runs(), cpu_ticks(), Instant::now());
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (runs1, ticks1, elapsed) = (runs(), cpu_ticks(), t0.elapsed().as_secs_f64());
+    let (rss1, peak) = memory();
+    let hz = 100.0; // USER_HZ on Linux
+    let cpu = (ticks1 - ticks0) as f64 / hz;
+    let rounds = (runs1 - runs0) as f64 / tenants as f64;
+    println!(
+        "daemon with {tenants} tenants, 1 s schedule: first round {first:.1} s; then {elapsed:.0} s idle: {rounds:.0} rounds ({} runs), CPU {cpu:.1} s ({:.0} % of one core, {:.1} ms per tenant round), resident {rss0:.0} MB -> {rss1:.0} MB, peak {peak:.0} MB",
+        runs1 - runs0,
+        100.0 * cpu / elapsed,
+        1000.0 * cpu / (runs1 - runs0).max(1) as f64,
+    );
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let _ = child.wait();
+    sims.stop();
+}
+
 #[tokio::main]
 async fn main() {
+    if let Ok(n) = std::env::var("BENCH_FLEET_DAEMON") {
+        fleet_daemon(
+            n.parse().unwrap_or(1_000),
+            env_usize("BENCH_DAEMON_SECONDS", 60) as u64,
+        )
+        .await;
+        return;
+    }
     if let Ok(n) = std::env::var("BENCH_FLEET_RU") {
         fleet_ru(
             n.parse().unwrap_or(200),

@@ -140,11 +140,8 @@ impl TokenSource {
                 TokenUrl::new(token_url.clone())
                     .map_err(|e| unavailable(format!("bad token URL {token_url}: {e}")))?,
             );
-        // oauth2's docs: the token client must not follow redirects.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30))
-            .build()
+        // oauth2's docs: the token client must not follow redirects (the shared one does not).
+        let http = crate::graph::shared_http_client(Duration::from_secs(30))
             .map_err(|e| unavailable(format!("cannot build HTTP client: {e}")))?;
         Ok(TokenSource {
             tenant: tenant.name.clone(),

@@ -402,7 +402,7 @@ async fn work(state: &AdminState, runner: &impl Runner, trigger: Trigger) {
                     Pause::Waiting => continue,
                     Pause::Over => {
                         runner.reconnect(&tenant.name);
-                        tracing::info!(tenant = %tenant.name, "reconnecting: new HTTP client and token");
+                        tracing::info!(tenant = %tenant.name, "reconnecting: new Graph client and token");
                     }
                     Pause::None => {}
                 }

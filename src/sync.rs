@@ -203,7 +203,8 @@ impl Syncer {
         Ok(client)
     }
 
-    /// Drops the tenant's client: the next run builds a new HTTP client and gets a new token.
+    /// Drops the tenant's client: the next run builds a new Graph client and gets a new token
+    /// (its connections come from the shared pool, whose idle ones close after 90 s).
     pub fn forget(&self, tenant: &str) {
         self.clients
             .lock()
