@@ -327,8 +327,14 @@ async fn fleet(tenants: usize, latency_ms: u64) {
         start.elapsed().as_secs_f64()
     );
     for round in 1..=3 {
+        for s in &sims.sims {
+            s.reset_stats();
+        }
         let start = Instant::now();
         let idle = syncer.run(&config, &opts).await.unwrap();
+        if std::env::var("BENCH_FLEET_ENDPOINTS").is_ok() {
+            println!("{:?}", sims.sims[0].stats().by_endpoint);
+        }
         let requests: u64 = idle.tenants.iter().map(|t| t.graph_requests).sum();
         println!(
             "fleet idle round {round}: {:.2} s for {tenants} tenants, {requests} Graph requests (target < 2 s for 500 at 100 ms)",

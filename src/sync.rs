@@ -454,6 +454,11 @@ async fn tenant_run(
         Some(s) => s.load_cursors(&tenant.name)?,
         None => None,
     };
+    // The groups the mirror tracks (rule groups and the nested ones found so far).
+    let mirror_groups = match &store {
+        Some(s) => s.mirror_group_ids(&tenant.name)?,
+        None => Default::default(),
+    };
     let load_mirror = || match &store {
         Some(s) => s.load_mirror(&tenant.name).map_err(|e| e.to_string()),
         None => Ok(Snapshot::default()),
@@ -505,7 +510,9 @@ async fn tenant_run(
                     .map_err(|e| e.to_string()),
                 None => Ok(Default::default()),
             };
-            match refresh::incremental(&client, &rules, cursors, load_mirror, linked).await {
+            match refresh::incremental(&client, &rules, cursors, &mirror_groups, load_mirror, linked)
+                .await
+            {
                 Ok(Some(r)) => return Ok(Some(r)),
                 Ok(None) => tracing::info!(tenant = %tenant.name, "tracked groups changed; running a full sync"),
                 Err(GraphError::CursorExpired { what, code }) => {
@@ -515,10 +522,6 @@ async fn tenant_run(
             }
             attempting = RunMode::Full;
         }
-        let mirror_groups = match &store {
-            Some(s) => s.mirror_group_ids(&tenant.name).unwrap_or_default(),
-            None => Default::default(),
-        };
         refresh::full(&client, &rules, &mirror_groups).await.map(Some)
     }
     .await;

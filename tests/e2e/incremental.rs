@@ -48,6 +48,44 @@ async fn an_idle_incremental_round_costs_two_graph_requests_and_writes_no_record
     assert_eq!(env.dump(), before);
 }
 
+/// SPEC 8: a nested group found by the first full read gets a cursor of its own (taken after
+/// the read); the next incremental run folds every group cursor into one, so idle rounds cost
+/// two requests again, not three until the next full sync — and nothing that changed in
+/// between is lost.
+#[tokio::test]
+async fn idle_rounds_cost_two_requests_once_a_nested_groups_cursor_is_folded_in() {
+    let (env, staff, _, users) = staffed().await;
+    let nested = env.group("Night shift", 3);
+    env.add(&staff, &nested);
+    let nina = env.user("nina");
+    env.add(&nested, &nina);
+    env.sync_ok(&[]).await;
+    // Changes in both groups before the run that folds the cursors.
+    env.remove(&staff, &users[0]);
+    let omar = env.user("omar");
+    env.add(&nested, &omar);
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["mode"], "incremental");
+    assert_eq!(tenant(&s, "t0")["created"], 1, "{s}");
+    assert_eq!(tenant(&s, "t0")["deactivated"], 1, "{s}");
+    for _ in 0..2 {
+        env.sim().reset_stats();
+        let s = env.sync_ok(&[]).await;
+        assert_eq!(tenant(&s, "t0")["mode"], "incremental");
+        assert_eq!(
+            graph_requests(&env),
+            2,
+            "{:?}",
+            env.sim().stats().by_endpoint
+        );
+    }
+    // A change in the nested group after the fold still arrives.
+    let pia = env.user("pia");
+    env.add(&nested, &pia);
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["created"], 1, "{s}");
+}
+
 #[tokio::test]
 async fn changes_in_entra_reach_the_store_through_delta_rounds() {
     let (env, staff, customers, users) = staffed().await;
