@@ -431,7 +431,11 @@ async fn tenant_run(
     let directory = match known {
         Some(d) => d,
         None => {
-            let d = client.directory().await?;
+            // The sign-in the read needs goes out beside it: a first run waits one round
+            // trip, not two.
+            let (d, signed_in) = tokio::join!(client.directory(), client.sign_in());
+            let d = d?;
+            signed_in?;
             // Not in turn: it touches only this tenant's entry, and waiting here would make a
             // first run of the fleet read one tenant after another.
             if let Some(s) = store.as_mut().filter(|_| !opts.dry_run) {

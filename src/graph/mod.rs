@@ -240,7 +240,8 @@ impl GraphClient {
         Ok(self.tokens.directory().await?)
     }
 
-    /// A token now (used by `check` to test sign-in on its own).
+    /// A token now: `check` tests sign-in with it, and a first run signs in beside reading
+    /// the directory.
     pub async fn sign_in(&self) -> Result<(), GraphError> {
         self.tokens.token().await?;
         Ok(())
