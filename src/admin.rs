@@ -164,7 +164,10 @@ async fn guard(State(state): State<Arc<AdminState>>, request: Request, next: Nex
             ),
         );
     }
-    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+    // `GET /explain` makes the daemon read Graph and plan a tenant: an action, like a POST.
+    let acts = !matches!(*request.method(), Method::GET | Method::HEAD)
+        || request.uri().path() == "/explain";
+    if acts {
         // A browser says where a request comes from; another origin's page may not act here.
         let cross_site = headers
             .get("sec-fetch-site")

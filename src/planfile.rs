@@ -6,7 +6,7 @@
 //! Decides nothing: the plan in the file was made by the core; this module only checks that
 //! nothing it was planned from moved, and hands it to `apply`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use entra_sync_core::plan::{Plan, RecordRef, Scope, StoreView};
@@ -85,6 +85,11 @@ pub struct Fingerprint {
     pub records: BTreeMap<String, String>,
     /// Each read-only group the plan changes (by Entra object id), with its members.
     pub groups: BTreeMap<String, String>,
+    /// The tenant's open state: reports, held and pending deactivations, the purge watch
+    /// (a run that moves no cursor, such as a `--user` run, can change it).
+    pub open_state: String,
+    /// The plan itself as written: an edited plan is not the reviewed one.
+    pub plan: String,
 }
 
 fn digest(text: &str) -> String {
@@ -100,6 +105,7 @@ impl Fingerprint {
         view: &StoreView,
         cursors: Option<&Cursors>,
         rules: &str,
+        open_state: &str,
     ) -> Fingerprint {
         let cursors = match cursors {
             None => digest("none"),
@@ -109,8 +115,8 @@ impl Fingerprint {
             }
         };
         let mut touched: Vec<(RecordKind, i64)> = Vec::new();
-        let mut emails: Vec<Email> = Vec::new();
-        let mut usernames: Vec<Username> = Vec::new();
+        let mut emails: HashSet<Email> = HashSet::new();
+        let mut usernames: HashSet<Username> = HashSet::new();
         for change in plan.changes.iter().chain(&plan.held) {
             if let RecordRef::Existing(id) = change.record {
                 touched.push((change.kind, id));
@@ -136,29 +142,31 @@ impl Fingerprint {
                 touched.push(*key);
             }
         }
+        let links: HashMap<(RecordKind, i64), &entra_sync_core::plan::Link> = view
+            .links
+            .iter()
+            .map(|l| ((l.kind, l.record_id), l))
+            .collect();
         let mut records = BTreeMap::new();
         for (kind, id) in touched {
-            let link = view
-                .links
-                .iter()
-                .find(|l| l.kind == kind && l.record_id == id)
-                .map(|l| {
-                    format!(
-                        "{} {} {} {}",
-                        l.directory,
-                        l.object_id,
-                        l.state.as_str(),
-                        serde_json::to_string(&l.source).unwrap_or_default()
-                    )
-                });
+            let link = links.get(&(kind, id)).map(|l| {
+                format!(
+                    "{} {} {} {}",
+                    l.directory,
+                    l.object_id,
+                    l.state.as_str(),
+                    serde_json::to_string(&l.source).unwrap_or_default()
+                )
+            });
             let text = match view.records.get(&(kind, id)) {
                 None => "absent".to_string(),
                 Some(rec) => format!(
-                    "{} active={} root={} deactivated_at={:?} link={link:?}",
+                    "{} active={} root={} deactivated_at={:?} ticket={} link={link:?}",
                     serde_json::to_string(&rec.values).unwrap_or_default(),
                     rec.active,
                     rec.is_root,
-                    rec.deactivated_at
+                    rec.deactivated_at,
+                    view.ticketed.contains(&(kind, id))
                 ),
             };
             records.insert(format!("{kind} #{id}"), digest(&text));
@@ -177,6 +185,8 @@ impl Fingerprint {
             rules: digest(rules),
             records,
             groups,
+            open_state: digest(open_state),
+            plan: digest(&serde_json::to_string(plan).unwrap_or_default()),
         }
     }
 
@@ -189,8 +199,20 @@ impl Fingerprint {
                     .to_string(),
             );
         }
+        if self.plan != now.plan {
+            out.push("the plan in the file is not the one that was planned (edited?)".to_string());
+        }
         if self.rules != now.rules {
-            out.push("the rules or mapping settings in the config changed".to_string());
+            out.push(
+                "the rules, mapping, safety or retention settings in the config changed"
+                    .to_string(),
+            );
+        }
+        if self.open_state != now.open_state {
+            out.push(
+                "the open reports, held or pending deactivations changed (a run since?)"
+                    .to_string(),
+            );
         }
         for (record, was) in &self.records {
             if now.records.get(record) != Some(was) {
@@ -213,6 +235,30 @@ impl Fingerprint {
         }
         out
     }
+}
+
+/// What of the config a tenant's plan depends on: its rules and mapping settings, the safety
+/// limits and grace period, retention.
+pub fn settings(config: &Config, tenant: &crate::config::TenantConfig) -> String {
+    format!(
+        "{} safety={:?} retention={:?}",
+        rules_for(config, tenant).fingerprint(),
+        config.safety,
+        config.retention
+    )
+}
+
+/// The tenant's open state as the fingerprint sees it.
+pub fn open_state(store: Option<&Store>, tenant: &str) -> Result<String, StoreError> {
+    let Some(store) = store else {
+        return Ok(String::new());
+    };
+    let state = store.open_state(tenant)?;
+    Ok(format!(
+        "{} watch={:?}",
+        serde_json::to_string(&state).unwrap_or_default(),
+        store.purge_watch(tenant)?
+    ))
 }
 
 /// Why `apply` wrote nothing.
@@ -258,6 +304,23 @@ pub fn read(path: &Path) -> Result<PlanFile, ApplyError> {
             t.tenant, t.plan.tenant
         )));
     }
+    let mut seen = HashSet::new();
+    if let Some(t) = file.tenants.iter().find(|t| !seen.insert(&t.tenant)) {
+        return Err(unreadable(format!(
+            "malformed plan: tenant \"{}\" is in it twice",
+            t.tenant
+        )));
+    }
+    if let Some(c) =
+        file.tenants.iter().flat_map(|t| &t.plan.changes).find(|c| {
+            c.after.kind() != c.kind || c.before.as_ref().is_some_and(|b| b.kind() != c.kind)
+        })
+    {
+        return Err(unreadable(format!(
+            "malformed plan: a change to {} {} carries values of another kind",
+            c.kind, c.user
+        )));
+    }
     Ok(file)
 }
 
@@ -272,6 +335,8 @@ pub fn write(path: &Path, file: &PlanFile) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    // An existing file keeps its mode when opened: make it the owner's only.
+    out.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     out.write_all(text.as_bytes())?;
     out.write_all(b"\n")
 }
@@ -337,18 +402,23 @@ pub fn apply(
             ));
         }
     }
+    let mut states = BTreeMap::new();
+    for t in &file.tenants {
+        states.insert(t.tenant.clone(), open_state(Some(&store), &t.tenant)?);
+    }
     let write = store.begin_run(now.to_string())?;
     for t in &file.tenants {
         let view = write.view(&t.tenant)?;
-        let rules = config
+        let settings = config
             .tenant(&t.tenant)
-            .map(|tenant| rules_for(config, tenant).fingerprint())
+            .map(|tenant| settings(config, tenant))
             .unwrap_or_default();
         let now_print = Fingerprint::of(
             &t.plan,
             &view,
             cursors.get(&t.tenant).and_then(Option::as_ref),
-            &rules,
+            &settings,
+            states.get(&t.tenant).map_or("", String::as_str),
         );
         moved.extend(
             t.fingerprint

@@ -567,6 +567,12 @@ async fn tenant_run(
         Some(s) => s.open_state(&tenant.name)?,
         None => OpenState::default(),
     };
+    // What a reviewed plan's fingerprint holds of it (read before the run changes anything).
+    let open_before_text = if opts.plan_out {
+        crate::planfile::open_state(store.as_ref(), &tenant.name)?
+    } else {
+        String::new()
+    };
     let retention = config.retention.purge_deactivated_after_days;
     let now = syncer.clock.now();
     let cutoff = (retention > 0).then(|| plan::retention_cutoff(now, retention));
@@ -604,7 +610,8 @@ async fn tenant_run(
                     &plan,
                     &StoreView::default(),
                     stored_cursors.as_ref(),
-                    &rules.fingerprint(),
+                    &crate::planfile::settings(config, tenant),
+                    &crate::planfile::open_state(store.as_ref(), &tenant.name)?,
                 );
                 outcome.reviewed = Some((None, print));
             }
@@ -686,7 +693,13 @@ async fn tenant_run(
     });
     mirror_written?;
     if opts.plan_out {
-        let print = Fingerprint::of(&plan, &view, stored_cursors.as_ref(), &rules.fingerprint());
+        let print = Fingerprint::of(
+            &plan,
+            &view,
+            stored_cursors.as_ref(),
+            &crate::planfile::settings(config, tenant),
+            &open_before_text,
+        );
         outcome.reviewed = Some((Some(scope.clone()), print));
     }
     outcome.explanations = explained

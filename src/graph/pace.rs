@@ -53,6 +53,8 @@ impl Default for Pacer {
 /// Graph's per-app budget across tenants: 150,000 RU per 20 s.
 const APP_WINDOW: Duration = Duration::from_secs(20);
 const APP_BUDGET: f64 = 150_000.0;
+/// The smallest per-app budget the app's pacer assumes after a 429 (RU per 20 s).
+const APP_FLOOR: f64 = 1_000.0;
 
 #[derive(Debug, Default)]
 struct State {
@@ -194,10 +196,12 @@ impl Pacer {
         let mut s = self.state();
         let Some(budget) = s.budget else {
             if self.learn_from_429 {
-                // Spent in the window and throttled: about the budget.
+                // Spent in the window and throttled: about the budget — unless others spent
+                // it (another process of the app): never below a floor that keeps the fleet
+                // moving while the estimate grows back.
                 let spent = s.spent_in_window(now, self.window);
                 s.last_throttle = Some(now);
-                s.set_budget(spent, now);
+                s.set_budget(spent.max(APP_FLOOR), now);
             }
             return;
         };
@@ -293,14 +297,25 @@ mod tests {
             "a tenant's first 429 says nothing of its size"
         );
         app.throttled(now);
-        assert_eq!(app.budget(), Some(600.0), "600 RU spent in its 20 s window");
-        // Paced at 0.75 × 600 RU per 20 s = 22.5 RU/s: a 2-RU request waits about 90 ms.
+        assert_eq!(
+            app.budget(),
+            Some(1_000.0),
+            "600 RU spent in its 20 s window, but never below the floor"
+        );
+        // Paced at 0.75 × 1,000 RU per 20 s = 37.5 RU/s: a 2-RU request waits about 53 ms.
         let wait = app.reserve("/groups/{id}/members", 1, now);
         assert!(
-            wait > Duration::from_millis(80) && wait < Duration::from_millis(100),
+            wait > Duration::from_millis(45) && wait < Duration::from_millis(60),
             "{wait:?}"
         );
         assert!((app.rate(now) - 30.0).abs() < 0.01, "600 RU over 20 s");
+        // Spent far more than the floor: that is the estimate.
+        let busy = Pacer::app();
+        for _ in 0..3_000 {
+            busy.charged("/groups/{id}/members", 2, None, now);
+        }
+        busy.throttled(now);
+        assert_eq!(busy.budget(), Some(6_000.0));
     }
 
     #[tokio::test(start_paused = true)]

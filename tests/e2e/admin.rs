@@ -111,6 +111,28 @@ async fn a_post_from_a_web_page_of_another_origin_runs_nothing() {
         ];
         assert_eq!(send(&d, "POST", url, &own).await.0, 200);
         assert_eq!(script.calls().len(), 3);
+        // `GET /explain` makes the daemon read Graph: an <img> on another site may not.
+        let explain = "/explain?user=ada@contoso.com";
+        for refused in [
+            vec![host, ("sec-fetch-site", "cross-site")],
+            vec![host, ("origin", "http://evil.example")],
+        ] {
+            let (code, body) = send(&d, "GET", explain, &refused).await;
+            assert_eq!(code, 403, "{refused:?}: {body}");
+        }
+        assert_eq!(script.calls().len(), 3, "no refused explain ran");
+        assert_eq!(
+            send(
+                &d,
+                "GET",
+                "/status",
+                &[host, ("sec-fetch-site", "cross-site")]
+            )
+            .await
+            .0,
+            200,
+            "reading state stays open to the same rules as before"
+        );
     })
     .await;
 }

@@ -177,7 +177,7 @@ async fn a_stale_plan_is_refused_naming_what_moved() {
     assert_eq!(out.code, 1);
     assert!(
         out.stderr
-            .contains("the rules or mapping settings in the config changed"),
+            .contains("the rules, mapping, safety or retention settings in the config changed"),
         "{}",
         out.stderr
     );
@@ -284,5 +284,74 @@ async fn applying_a_plan_of_nothing_new_keeps_what_is_pending() {
         pending(),
         before,
         "a plan of nothing new leaves the open state as it is"
+    );
+}
+
+#[tokio::test]
+async fn an_edited_plan_or_a_run_that_moved_no_cursor_is_refused_too() {
+    // The plan in the file was edited after review.
+    let (env, _staff, _users) = with_pending_changes().await;
+    plan_out(&env).await;
+    let path = plan_path(&env);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replacen("\"Lead\"", "\"CEO\"", 1)).unwrap();
+    let out = env.run(&["apply", &path]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is not the one that was planned"),
+        "{}",
+        out.stderr
+    );
+
+    // A --user run (it moves no cursor) changed the open state and a record since.
+    let (env, _staff, users) = with_pending_changes().await;
+    plan_out(&env).await;
+    env.sync_ok(&["--user", &users[1]]).await;
+    let out = env.run(&["apply", &plan_path(&env)]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("employee #2 changed in the store"),
+        "{}",
+        out.stderr
+    );
+
+    // The safety settings changed.
+    let (mut env, _staff, _users) = with_pending_changes().await;
+    plan_out(&env).await;
+    env.extra_config = "[safety]\nmax_deactivations = 7\n".into();
+    let out = env.run(&["apply", &plan_path(&env)]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("safety or retention settings"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_one_person_plan_over_the_limits_needs_the_flag_too() {
+    let mut env = TestEnv::new().await;
+    // One of four is 25 %: over the limit.
+    env.extra_config = "[safety]\nmax_deactivations = 0\nmax_deactivation_percent = 20\n".into();
+    let staff = env.group("Staff", 1);
+    let users: Vec<String> = (0..4).map(|i| env.user(&format!("u{i}"))).collect();
+    for u in &users {
+        env.add(&staff, u);
+    }
+    env.employee_rule(&staff, 10, None);
+    env.sync_ok(&[]).await;
+    for u in &users[..2] {
+        env.remove(&staff, u);
+    }
+    let path = plan_path(&env);
+    let out = env
+        .run(&["sync", "--user", &users[0], "--plan-out", &path])
+        .await;
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    let out = env.run(&["apply", &path]).await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE active = 1")[0][0],
+        "4"
     );
 }

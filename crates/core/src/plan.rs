@@ -368,28 +368,33 @@ pub struct Waiting {
 }
 
 /// When a user out of scope since `since` falls due for deactivation after a grace period of
-/// `minutes` (RFC 3339, seconds, UTC); an unreadable `since` counts as `now`.
-pub fn grace_due(since: &str, now: &str, minutes: u64) -> String {
+/// `minutes` (at most a century); an unreadable `since` counts as `now`, a time past the
+/// calendar's end as never.
+fn due_at(since: &str, now: &str, minutes: u64) -> Option<DateTime<Utc>> {
     let parse = |t: &str| DateTime::parse_from_rfc3339(t).ok().map(|t| t.to_utc());
-    let Some(start) = parse(since).or_else(|| parse(now)) else {
-        return now.to_string();
-    };
+    let start = parse(since).or_else(|| parse(now))?;
     let minutes = minutes.min(100 * 366 * 24 * 60) as i64;
-    (start + chrono::Duration::minutes(minutes)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    start.checked_add_signed(chrono::Duration::minutes(minutes))
+}
+
+/// [`due_at`] as RFC 3339 (seconds, UTC), for people; `now` when it cannot be said.
+pub fn grace_due(since: &str, now: &str, minutes: u64) -> String {
+    due_at(since, now, minutes).map_or_else(
+        || now.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
 }
 
 /// Whether a user out of scope since `since` has waited out a grace period of `minutes` at
-/// `now`.
+/// `now` (at once without one; never when `now` or the due time cannot be read).
 pub fn grace_reached(since: &str, now: &str, minutes: u64) -> bool {
-    reached(&grace_due(since, now, minutes), now)
-}
-
-/// Whether `due` (RFC 3339) is at or before `now`.
-fn reached(due: &str, now: &str) -> bool {
-    let parse = |t: &str| DateTime::parse_from_rfc3339(t).ok().map(|t| t.to_utc());
-    match (parse(due), parse(now)) {
+    if minutes == 0 {
+        return true;
+    }
+    let now_t = DateTime::parse_from_rfc3339(now).ok().map(|t| t.to_utc());
+    match (due_at(since, now, minutes), now_t) {
         (Some(due), Some(now)) => due <= now,
-        _ => true,
+        _ => false,
     }
 }
 
@@ -580,7 +585,15 @@ fn user_run_1(
             decisions.wait(&mut alone, *target);
         }
     }
-    let reason = if theirs.is_empty() { None } else { reason };
+    // Held, or allowed (`--allow-mass-deactivation`, a reviewed plan): the reason stays with
+    // a run whose people are among those the limits count.
+    let counted = theirs.iter().any(|c| c.action.removes())
+        || (safety.allow_mass_deactivation
+            && decisions
+                .removing_users(&full)
+                .iter()
+                .any(|u| targets.contains(u)));
+    let reason = if counted { reason } else { None };
     (alone, theirs, reason)
 }
 
@@ -597,7 +610,8 @@ fn grace_2(decisions: &Decisions<'_>, kept: &BTreeSet<ObjectId>) -> (Decided, BT
         let more: BTreeSet<ObjectId> = decisions
             .leaving_users(&decided)
             .into_iter()
-            .filter(|u| !decisions.grace_over(*u))
+            .chain(decisions.out_of_scope_synced(&decided))
+            .filter(|u| !waiting.contains(u) && !decisions.grace_over(*u))
             .collect();
         if more.is_empty() {
             return (decided, waiting);

@@ -126,7 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let opts = SimOptions {
             users: cli.users,
             groups: cli.groups,
-            seed: cli.seed + u64::from(i),
+            seed: cli.seed.wrapping_add(u64::from(i)),
             page_size: cli.page_size,
             delta_page_size: cli.delta_page_size,
             tenant,
@@ -171,7 +171,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sim.control().tenant_guid(),
             cli.users,
             cli.groups,
-            cli.seed + i as u64,
+            cli.seed.wrapping_add(i as u64),
             sim.base_url()
         );
     }

@@ -925,6 +925,28 @@ impl Decisions<'_> {
             .collect()
     }
 
+    /// Users out of scope with a record the sync last wrote for them in scope (`synced`) that
+    /// nobody takes over in `decided`: those whose records an admin had already taken out of
+    /// service leave no outcome, yet wait out the grace period too, so that retention does not
+    /// purge what their return within it would find.
+    pub(super) fn out_of_scope_synced(&self, decided: &Decided) -> Vec<ObjectId> {
+        let taken: HashSet<(RecordKind, i64)> = decided
+            .outcomes
+            .values()
+            .flat_map(Self::records_of)
+            .collect();
+        self.mine
+            .iter()
+            .filter(|(user, links)| {
+                !self.in_scope(**user)
+                    && links.iter().any(|l| {
+                        l.state == LinkState::Synced && !taken.contains(&(l.kind, l.record_id))
+                    })
+            })
+            .map(|(user, _)| *user)
+            .collect()
+    }
+
     /// The users whose outcome takes a record out of service.
     pub(super) fn removing_users(&self, decided: &Decided) -> BTreeSet<ObjectId> {
         decided

@@ -762,6 +762,86 @@ fn a_user_out_of_scope_past_the_grace_period_is_deactivated() {
 }
 
 #[test]
+fn retention_waits_out_the_grace_period_of_a_user_whose_record_an_admin_took_out_of_service() {
+    let mut w = World::new();
+    w.add(user(1), EMP);
+    w.add(user(2), EMP);
+    w.sync();
+    // Long ago an admin deactivated user 1's record and removed its role (local edits).
+    let key = (E, w.table(E)[0].0);
+    let rec = w.records.get_mut(&key).unwrap();
+    rec.active = false;
+    rec.deactivated_at = Some("2020-01-01T00:00:00Z".into());
+    if let Values::Employee(v) = &mut rec.values {
+        v.security_role = None;
+    }
+    w.safety.deactivate_after_minutes = 60;
+    w.purge_before = Some("2025-01-01T00:00:00Z".into());
+    w.leave(1, EMP);
+    let p = w.sync();
+    assert_eq!(p.count(Action::Purge), 0, "within the grace period: kept");
+    assert_eq!(p.waiting.len(), 1);
+    w.join(1, EMP);
+    let p = w.sync();
+    assert!(
+        !p.writes_records(),
+        "back within it: nothing changes: {p:?}"
+    );
+    assert!(w.records.contains_key(&key));
+    w.leave(1, EMP);
+    w.sync();
+    w.wait(60);
+    let p = w.sync();
+    assert_eq!(p.count(Action::Purge), 1, "past it, retention applies");
+}
+
+#[test]
+fn a_grace_period_from_a_time_at_the_end_of_the_calendar_does_not_overflow() {
+    // The longest grace period is a century, from the last time RFC 3339 can write: not
+    // reached, whatever `reached` can parse.
+    let due = grace_due("9999-12-31T23:59:59Z", NOW, u64::MAX);
+    assert!(due.starts_with("+10100-"), "{due}");
+    assert!(!grace_reached("9999-12-31T23:59:59Z", NOW, u64::MAX));
+    assert!(
+        grace_reached("9999-12-31T23:59:59Z", NOW, 0),
+        "no grace period"
+    );
+    // What is not RFC 3339 (a year past 9999 included) counts from now.
+    let due = grace_due("+262142-12-31T00:00:00Z", NOW, u64::MAX);
+    assert!(
+        due.starts_with("2125-") || due.starts_with("2126-"),
+        "{due}"
+    );
+    assert_eq!(grace_due("garbage", NOW, 60), "2026-01-01T01:00:00Z");
+}
+
+#[test]
+fn a_user_run_over_the_limits_that_is_allowed_says_what_it_releases() {
+    let mut w = World::new();
+    for n in 1..=10 {
+        w.add(user(n), EMP);
+    }
+    w.sync();
+    w.safety.max_deactivations = 2;
+    w.safety.allow_mass_deactivation = true;
+    for n in 3..=10 {
+        w.leave(n, EMP);
+    }
+    let p = w.plan_scoped("t", &World::rules("t"), Scope::Users([user(3).id].into()));
+    assert_eq!(p.count(Action::Deactivate), 1);
+    assert!(p.held.is_empty());
+    assert!(
+        p.released.is_some(),
+        "a reviewed --user plan must carry the reason"
+    );
+    let p = w.plan_scoped("t", &World::rules("t"), Scope::Users([user(1).id].into()));
+    assert!(
+        p.released.is_none(),
+        "user 1 is not among those the limits count"
+    );
+}
+
+#[test]
 fn deactivations_falling_due_together_are_held_by_the_guard_and_keep_their_start() {
     let mut w = World::new();
     for n in 1..=10 {
