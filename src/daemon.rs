@@ -38,7 +38,8 @@ pub trait Runner {
     ) -> impl Future<Output = Result<SyncSummary, SyncError>>;
     /// Drop the tenant's connection: the next run builds a new client and gets a new token.
     fn reconnect(&self, tenant: &str);
-    /// The config was reloaded: drop every connection.
+    /// The config was reloaded: drop every Graph client (tokens, pacers; connections come from
+    /// the shared pool).
     fn reload(&self);
     fn clock(&self) -> &dyn Clock;
 }
