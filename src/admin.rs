@@ -382,6 +382,21 @@ async fn changes(
     }
 }
 
+/// Hands `opts` to the daemon's worker; the answer arrives on the receiver. `Err`: the
+/// daemon is stopping (503).
+async fn to_worker(
+    state: &AdminState,
+    opts: SyncOptions,
+) -> Result<oneshot::Receiver<Result<SyncSummary, SyncError>>, Response> {
+    let (reply, answer) = oneshot::channel();
+    match state.resync.send(ResyncRequest { opts, reply }).await {
+        Ok(()) => Ok(answer),
+        Err(_) => {
+            Err((StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping\n").into_response())
+        }
+    }
+}
+
 /// `GET /explain?user=…&tenant=…`: `entra-sync explain --json`, run by the daemon's worker
 /// (its clients and tokens) as a dry run: it writes nothing and waits for a running sync.
 async fn explain(
@@ -402,15 +417,10 @@ async fn explain(
         explain: true,
         ..SyncOptions::default()
     };
-    let (reply, answer) = oneshot::channel();
-    if state
-        .resync
-        .send(ResyncRequest { opts, reply })
-        .await
-        .is_err()
-    {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping\n").into_response();
-    }
+    let answer = match to_worker(&state, opts).await {
+        Ok(answer) => answer,
+        Err(stopping) => return stopping,
+    };
     match answer.await {
         Ok(Ok(summary)) => {
             let tenants: Vec<serde_json::Value> = summary
@@ -476,15 +486,10 @@ async fn resync(
         allow_mass_deactivation: allow,
         ..SyncOptions::default()
     };
-    let (reply, answer) = oneshot::channel();
-    if state
-        .resync
-        .send(ResyncRequest { opts, reply })
-        .await
-        .is_err()
-    {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping\n").into_response();
-    }
+    let answer = match to_worker(&state, opts).await {
+        Ok(answer) => answer,
+        Err(stopping) => return stopping,
+    };
     match answer.await {
         Ok(Ok(mut summary)) => {
             for t in &mut summary.tenants {

@@ -183,10 +183,10 @@ async fn a_stale_plan_is_refused_naming_what_moved() {
     );
 }
 
-#[tokio::test]
-async fn a_plan_with_deactivations_over_the_limits_needs_the_flag() {
+/// Four employees synced under `safety`; then the first two leave in Entra.
+async fn four_then_two_leave(safety: &str) -> (TestEnv, Vec<String>) {
     let mut env = TestEnv::new().await;
-    env.extra_config = "[safety]\nmax_deactivations = 1\nmax_deactivation_percent = 0\n".into();
+    env.extra_config = format!("[safety]\n{safety}\n");
     let staff = env.group("Staff", 1);
     let users: Vec<String> = (0..4).map(|i| env.user(&format!("u{i}"))).collect();
     for u in &users {
@@ -197,6 +197,13 @@ async fn a_plan_with_deactivations_over_the_limits_needs_the_flag() {
     for u in &users[..2] {
         env.remove(&staff, u);
     }
+    (env, users)
+}
+
+#[tokio::test]
+async fn a_plan_with_deactivations_over_the_limits_needs_the_flag() {
+    let (env, _users) =
+        four_then_two_leave("max_deactivations = 1\nmax_deactivation_percent = 0").await;
     assert_eq!(
         plan_out(&env).await,
         3,
@@ -330,19 +337,9 @@ async fn an_edited_plan_or_a_run_that_moved_no_cursor_is_refused_too() {
 
 #[tokio::test]
 async fn a_one_person_plan_over_the_limits_needs_the_flag_too() {
-    let mut env = TestEnv::new().await;
-    // One of four is 25 %: over the limit.
-    env.extra_config = "[safety]\nmax_deactivations = 0\nmax_deactivation_percent = 20\n".into();
-    let staff = env.group("Staff", 1);
-    let users: Vec<String> = (0..4).map(|i| env.user(&format!("u{i}"))).collect();
-    for u in &users {
-        env.add(&staff, u);
-    }
-    env.employee_rule(&staff, 10, None);
-    env.sync_ok(&[]).await;
-    for u in &users[..2] {
-        env.remove(&staff, u);
-    }
+    // A --user run sees its person's departure only: one of four, 25 %, over 20 %.
+    let (env, users) =
+        four_then_two_leave("max_deactivations = 0\nmax_deactivation_percent = 20").await;
     let path = plan_path(&env);
     let out = env
         .run(&["sync", "--user", &users[0], "--plan-out", &path])
