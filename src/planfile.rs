@@ -249,15 +249,15 @@ pub fn settings(config: &Config, tenant: &crate::config::TenantConfig) -> String
 }
 
 /// The tenant's open state as the fingerprint sees it.
+/// No store yet reads as an empty one (a first sync can be planned and applied).
 pub fn open_state(store: Option<&Store>, tenant: &str) -> Result<String, StoreError> {
-    let Some(store) = store else {
-        return Ok(String::new());
+    let (state, watch) = match store {
+        None => (crate::store::OpenState::default(), None),
+        Some(store) => (store.open_state(tenant)?, store.purge_watch(tenant)?),
     };
-    let state = store.open_state(tenant)?;
     Ok(format!(
-        "{} watch={:?}",
-        serde_json::to_string(&state).unwrap_or_default(),
-        store.purge_watch(tenant)?
+        "{} watch={watch:?}",
+        serde_json::to_string(&state).unwrap_or_default()
     ))
 }
 

@@ -352,3 +352,23 @@ async fn a_one_person_plan_over_the_limits_needs_the_flag_too() {
         "4"
     );
 }
+
+#[tokio::test]
+async fn a_first_sync_can_be_planned_reviewed_and_applied() {
+    let mut env = TestEnv::new().await;
+    let staff = env.group("Staff", 1);
+    let ada = env.user("ada");
+    env.add(&staff, &ada);
+    env.employee_rule(&staff, 10, None);
+    assert_eq!(plan_out(&env).await, 0);
+    assert!(!env.store_path().exists(), "--plan-out creates no store");
+    let out = env.run(&["apply", &plan_path(&env)]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        env.rows("SELECT username, active FROM employees"),
+        vec![vec!["ada", "1"]]
+    );
+    // The next sync (a full one: no cursors yet) finds it made.
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["created"], 0, "{s}");
+}
