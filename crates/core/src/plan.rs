@@ -377,7 +377,8 @@ fn due_at(since: &str, now: &str, minutes: u64) -> Option<DateTime<Utc>> {
     start.checked_add_signed(chrono::Duration::minutes(minutes))
 }
 
-/// [`due_at`] as RFC 3339 (seconds, UTC), for people; `now` when it cannot be said.
+/// When the grace period of a user out of scope since `since` ends, as RFC 3339 (seconds,
+/// UTC), for people; `now` when it cannot be said.
 pub fn grace_due(since: &str, now: &str, minutes: u64) -> String {
     due_at(since, now, minutes).map_or_else(
         || now.to_string(),
