@@ -201,6 +201,16 @@ impl RunWrite<'_> {
         Ok(run_id)
     }
 
+    /// Records that the tenant's records were planned with `rules` (its fingerprint) without
+    /// moving its cursors (`apply FILE`): a later run does not take the rules as changed.
+    pub fn resolved_with(&self, tenant: &str, rules: &str) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE delta_cursors SET rules = ?2 WHERE tenant = ?1",
+            params![tenant, rules],
+        )?;
+        Ok(())
+    }
+
     /// Commits what was written: all of it becomes visible, or none.
     pub fn commit(self) -> Result<(), StoreError> {
         self.tx.commit()?;

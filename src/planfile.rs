@@ -444,6 +444,13 @@ pub fn apply(
             error: None,
         };
         let run_id = write.write(&t.plan, &record, t.scope.as_ref())?;
+        // A plan of every user was resolved with the rules in the config (the fingerprint
+        // says they did not change): the store now stands for them.
+        if t.scope == Some(Scope::All)
+            && let Some(tenant) = config.tenant(&t.tenant)
+        {
+            write.resolved_with(&t.tenant, &rules_for(config, tenant).fingerprint())?;
+        }
         applied.push(Applied {
             tenant: t.tenant.clone(),
             run_id,

@@ -887,6 +887,23 @@ fn histories_found_before_stay_fixed() {
             panic!("{replay}: {e}");
         }
     }
+    // A reviewed plan under changed rules, applied, then the rules changed back: the next
+    // incremental run took the rules as unchanged (apply had not recorded which rules the
+    // store now stood for) and kept the applied kind change.
+    let reviewed = (
+        vec![None, None, None, Some(Group::Nested), None],
+        vec![
+            Step::Join(3, Group::Customers),
+            Step::Sync,
+            Step::SwapRuleOrder,
+            Step::Reviewed,
+            Step::SwapRuleOrder,
+        ],
+    );
+    let replay = format!("{reviewed:?}");
+    if let Err(e) = runtime().block_on(play(reviewed.0, reviewed.1, false)) {
+        panic!("{replay}: {e}");
+    }
     // With a grace period.
     let found_with_grace = [(
         // A harness limit: an admin deactivated a record whose user's departure was pending
