@@ -423,12 +423,7 @@ async fn explain(
     };
     match answer.await {
         Ok(Ok(summary)) => {
-            let tenants: Vec<serde_json::Value> = summary
-                .tenants
-                .iter()
-                .map(|t| json!({ "tenant": t.tenant, "error": t.error, "explanations": t.explanations }))
-                .collect();
-            (StatusCode::OK, axum::Json(json!({ "tenants": tenants }))).into_response()
+            (StatusCode::OK, axum::Json(summary.explanations_json())).into_response()
         }
         Ok(Err(e)) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
         Err(_) => (

@@ -268,18 +268,7 @@ pub async fn explain_command(
         .iter()
         .any(|t| t.status == RunStatus::Failed);
     if json {
-        let tenants: Vec<serde_json::Value> = summary
-            .tenants
-            .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "tenant": t.tenant,
-                    "error": t.error,
-                    "explanations": t.explanations,
-                })
-            })
-            .collect();
-        println!("{:#}", serde_json::json!({ "tenants": tenants }));
+        println!("{:#}", summary.explanations_json());
     } else {
         print!("{}", render_explanations(&summary));
     }

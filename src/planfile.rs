@@ -268,7 +268,7 @@ pub enum ApplyError {
     #[error("{0}")]
     Unreadable(String),
     /// Something the plan was planned from moved (exit 1).
-    #[error("the plan is stale, nothing was applied: {}; plan again with `sync --plan-out`", .0.join("; "))]
+    #[error("the plan is stale, nothing was applied: {}; plan again with `sync --plan-out`", first_of(.0))]
     Moved(Vec<String>),
     /// It holds deactivations over the safety limits and the flag was not given (exit 3).
     #[error(
@@ -277,6 +277,21 @@ pub enum ApplyError {
     Held(String),
     #[error("{0}")]
     Store(#[from] StoreError),
+}
+
+/// The first few of `moved`, and how many more: one line, however much moved.
+fn first_of(moved: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = moved
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if moved.len() > SHOWN {
+        text.push_str(&format!("; and {} more", moved.len() - SHOWN));
+    }
+    text
 }
 
 /// Reads and checks a plan file.
@@ -459,4 +474,23 @@ pub fn apply(
     }
     write.commit()?;
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_plan_is_one_line_however_much_moved() {
+        let moved: Vec<String> = (0..100_000)
+            .map(|i| format!("employee #{i} changed"))
+            .collect();
+        let line = ApplyError::Moved(moved).to_string();
+        assert!(
+            line.contains("employee #4 changed; and 99995 more"),
+            "{line}"
+        );
+        assert!(!line.contains("employee #5 changed"));
+        assert!(!line.contains('\n'));
+    }
 }

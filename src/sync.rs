@@ -136,6 +136,24 @@ pub enum SyncError {
     UnknownUser(String, String),
 }
 
+impl SyncSummary {
+    /// `explain --json` and `GET /explain`: per tenant, its explanations or its error.
+    pub fn explanations_json(&self) -> serde_json::Value {
+        let tenants: Vec<serde_json::Value> = self
+            .tenants
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "tenant": t.tenant,
+                    "error": t.error,
+                    "explanations": t.explanations,
+                })
+            })
+            .collect();
+        serde_json::json!({ "tenants": tenants })
+    }
+}
+
 /// Everything about a tenant's rules that resolve needs.
 pub fn rules_for(config: &Config, tenant: &TenantConfig) -> Rules {
     Rules {
@@ -567,11 +585,24 @@ async fn tenant_run(
         Some(s) => s.open_state(&tenant.name)?,
         None => OpenState::default(),
     };
-    // What a reviewed plan's fingerprint holds of it (read before the run changes anything).
+    // `--plan-out`: what a plan was planned from (the open state read before the run).
     let open_before_text = if opts.plan_out {
         crate::planfile::open_state(store.as_ref(), &tenant.name)?
     } else {
         String::new()
+    };
+    let settings = crate::planfile::settings(config, tenant);
+    let reviewed = |plan: &Plan, view: &StoreView, scope: Option<Scope>| {
+        opts.plan_out.then(|| {
+            let print = Fingerprint::of(
+                plan,
+                view,
+                stored_cursors.as_ref(),
+                &settings,
+                &open_before_text,
+            );
+            (scope, print)
+        })
     };
     let retention = config.retention.purge_deactivated_after_days;
     let now = syncer.clock.now();
@@ -605,16 +636,7 @@ async fn tenant_run(
                 directory: directory.clone(),
                 ..Plan::default()
             };
-            if opts.plan_out {
-                let print = Fingerprint::of(
-                    &plan,
-                    &StoreView::default(),
-                    stored_cursors.as_ref(),
-                    &crate::planfile::settings(config, tenant),
-                    &crate::planfile::open_state(store.as_ref(), &tenant.name)?,
-                );
-                outcome.reviewed = Some((None, print));
-            }
+            outcome.reviewed = reviewed(&plan, &StoreView::default(), None);
             let access = Access::open(&mut store, opts.dry_run, syncer.clock())?;
             access.write_mirror(&tenant.name, None, &refreshed.cursors, &refreshed.deleted)?;
             apply_recorded(access, &run, outcome, &plan, None, open_before)?;
@@ -692,16 +714,7 @@ async fn tenant_run(
         (plan, written)
     });
     mirror_written?;
-    if opts.plan_out {
-        let print = Fingerprint::of(
-            &plan,
-            &view,
-            stored_cursors.as_ref(),
-            &crate::planfile::settings(config, tenant),
-            &open_before_text,
-        );
-        outcome.reviewed = Some((Some(scope.clone()), print));
-    }
+    outcome.reviewed = reviewed(&plan, &view, Some(scope.clone()));
     outcome.explanations = explained
         .iter()
         .map(|person| explain::explain(&rules, &snapshot, &view, &plan, &directory, *person))

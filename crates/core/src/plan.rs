@@ -606,6 +606,9 @@ fn user_run_1(
 /// nothing more waits. Decides everybody but `kept`; returns who waits.
 fn grace_2(decisions: &Decisions<'_>, kept: &BTreeSet<ObjectId>) -> (Decided, BTreeSet<ObjectId>) {
     let mut waiting = BTreeSet::new();
+    if decisions.grace_minutes() == 0 {
+        return (decisions.decide(kept), waiting);
+    }
     loop {
         let decided = decisions.decide(&kept.union(&waiting).copied().collect());
         let more: BTreeSet<ObjectId> = decisions
@@ -663,13 +666,15 @@ fn groups_4_9(
             RecordRef::New(_) => None,
         })
         .collect();
-    held_records.extend(
-        store
-            .links
-            .iter()
-            .filter(|l| l.directory == decisions.directory() && waiting.contains(&l.object_id))
-            .map(|l| (l.kind, l.record_id)),
-    );
+    if !waiting.is_empty() {
+        held_records.extend(
+            store
+                .links
+                .iter()
+                .filter(|l| l.directory == decisions.directory() && waiting.contains(&l.object_id))
+                .map(|l| (l.kind, l.record_id)),
+        );
+    }
     let mut out = Vec::new();
     for (group_id, users) in group_members {
         let wanted: BTreeSet<(RecordKind, RecordRef)> = users

@@ -161,11 +161,7 @@ impl<'a> Decisions<'a> {
         decided: &Decided,
         waiting: &BTreeSet<ObjectId>,
     ) -> Vec<&'a Link> {
-        let taken: HashSet<(RecordKind, i64)> = decided
-            .outcomes
-            .values()
-            .flat_map(Self::records_of)
-            .collect();
+        let taken = decided.taken();
         let mut out = Vec::new();
         for (user, links) in &self.mine {
             if waiting.contains(user) {
@@ -193,19 +189,22 @@ impl<'a> Decisions<'a> {
             .map(|(kind, id)| (kind, RecordRef::Existing(id)))
     }
 
-    /// Whether `user`, out of scope, has been so for the grace period (always, without one).
-    pub(super) fn grace_over(&self, user: ObjectId) -> bool {
-        let minutes = self.run.safety.deactivate_after_minutes;
-        if minutes == 0 {
-            return true;
-        }
-        let now = self.run.now;
-        let since = self
-            .store
+    /// The grace period (SPEC 2), in minutes; 0 without one.
+    pub(super) fn grace_minutes(&self) -> u64 {
+        self.run.safety.deactivate_after_minutes
+    }
+
+    /// Since when `user` is out of scope: as a run first saw it, else now.
+    fn out_since(&self, user: ObjectId) -> &str {
+        self.store
             .out_of_scope_since
             .get(&user)
-            .map_or(now, String::as_str);
-        super::grace_reached(since, now, minutes)
+            .map_or(self.run.now, String::as_str)
+    }
+
+    /// Whether `user`, out of scope, has been so for the grace period (always, without one).
+    pub(super) fn grace_over(&self, user: ObjectId) -> bool {
+        super::grace_reached(self.out_since(user), self.run.now, self.grace_minutes())
     }
 
     /// The users out of scope whose deactivation stays pending after the run: those waiting
@@ -224,16 +223,12 @@ impl<'a> Decisions<'a> {
         users
             .into_iter()
             .map(|user| {
-                let since = self
-                    .store
-                    .out_of_scope_since
-                    .get(&user)
-                    .map_or(now, String::as_str);
+                let since = self.out_since(user);
                 super::Waiting {
                     object_id: user,
                     user: self.label(user),
                     since: since.to_string(),
-                    due: super::grace_due(since, now, self.run.safety.deactivate_after_minutes),
+                    due: super::grace_due(since, now, self.grace_minutes()),
                 }
             })
             .collect()
@@ -930,11 +925,7 @@ impl Decisions<'_> {
     /// service leave no outcome, yet wait out the grace period too, so that retention does not
     /// purge what their return within it would find.
     pub(super) fn out_of_scope_synced(&self, decided: &Decided) -> Vec<ObjectId> {
-        let taken: HashSet<(RecordKind, i64)> = decided
-            .outcomes
-            .values()
-            .flat_map(Self::records_of)
-            .collect();
+        let taken = decided.taken();
         self.mine
             .iter()
             .filter(|(user, links)| {
@@ -1082,6 +1073,14 @@ impl Decisions<'_> {
 }
 
 impl Decided {
+    /// The records the decision's live users rewrite, take over or archive.
+    fn taken(&self) -> HashSet<(RecordKind, i64)> {
+        self.outcomes
+            .values()
+            .flat_map(Decisions::records_of)
+            .collect()
+    }
+
     /// Every report of the decision: the skipped users' and the root's leavers'.
     pub(super) fn reports(&self) -> impl Iterator<Item = Report> + '_ {
         self.outcomes
