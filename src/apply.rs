@@ -4,7 +4,7 @@
 //! Makes no decisions: everything it writes was decided by [`entra_sync_core::plan`]. Either all of a
 //! run's writes are visible or none (SPEC 5.4).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::LazyLock;
 
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
@@ -12,11 +12,15 @@ use rusqlite::{CachedStatement, Transaction, TransactionBehavior, params, params
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
+use crate::store::narrow;
 use crate::store::{
     IdText, MirrorWrite, RunRecord, Store, StoreError, insert_run, write_mirror, write_state,
 };
 use entra_sync_core::ObjectId;
-use entra_sync_core::plan::{Action, Change, GroupChange, LinkWrite, Plan, RecordRef, Scope};
+use entra_sync_core::directory::Snapshot;
+use entra_sync_core::plan::{
+    Action, Change, GroupChange, LinkWrite, Plan, RecordRef, Scope, StoreView,
+};
 use entra_sync_core::record::{Cell, ContactValues, EmployeeValues, RecordKind, Values, cell_diff};
 
 fn table(kind: RecordKind) -> &'static str {
@@ -178,6 +182,43 @@ impl RunWrite<'_> {
     /// What the planner needs for `tenant`, as this transaction sees it.
     pub fn view(&self, tenant: &str) -> Result<entra_sync_core::plan::StoreView, StoreError> {
         crate::store::view_of(&self.tx, tenant)
+    }
+
+    /// The tenant's mirror, whole, as this transaction sees it.
+    pub fn load_mirror(&self, tenant: &str) -> Result<Snapshot, StoreError> {
+        crate::store::load_mirror(&self.tx, tenant)
+    }
+
+    /// The tenant's tracked groups from the mirror, without user members (a run planned
+    /// from the users its changes touch: `crate::narrow`).
+    pub fn mirror_groups(&self, tenant: &str, nested: bool) -> Result<Snapshot, StoreError> {
+        narrow::mirror_groups(&self.tx, tenant, nested)
+    }
+
+    /// Adds `users`' mirror rows and memberships to `snapshot`.
+    pub fn mirror_users(
+        &self,
+        tenant: &str,
+        users: &BTreeSet<ObjectId>,
+        snapshot: &mut Snapshot,
+    ) -> Result<(), StoreError> {
+        narrow::mirror_users(&self.tx, tenant, users, snapshot)
+    }
+
+    /// The store as the planner needs it for `users` and the names they want.
+    pub fn view_around(
+        &self,
+        tenant: &str,
+        directory: &str,
+        users: &BTreeSet<ObjectId>,
+        names: &narrow::Names,
+    ) -> Result<StoreView, StoreError> {
+        narrow::view_around(&self.tx, tenant, directory, users, names)
+    }
+
+    /// `directory`'s active linked records (the percent guard's base).
+    pub fn active_synced(&self, directory: &str) -> Result<usize, StoreError> {
+        narrow::active_synced(&self.tx, directory)
     }
 
     /// Writes the Entra mirror diff and the delta cursors; the caller may then free the

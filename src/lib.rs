@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod demo;
 pub mod graph;
 pub mod health;
+pub mod narrow;
 pub mod phase;
 pub mod planfile;
 pub mod refresh;

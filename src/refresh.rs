@@ -32,6 +32,39 @@ pub struct Refreshed {
     /// their memberships but without a membership change in groups delta, so the store keeps
     /// them to recognise one (`entra_departed`).
     pub deleted: BTreeSet<ObjectId>,
+    /// `Some`: the snapshot holds only these users (every one an incremental round touched,
+    /// with all their memberships) and the tracked groups, which the round did not change;
+    /// the rest of the tenant is as the stored mirror has it.
+    pub touched: Option<BTreeSet<ObjectId>>,
+}
+
+/// At most this many users touched by one incremental round are read from the mirror on
+/// their own; a larger round loads the whole mirror (it costs about as much).
+pub const TOUCHED_LIMIT: usize = 5_000;
+
+/// The users (and other members) an incremental round touched, when that is all it changed:
+/// no tracked group deleted, or joining or leaving another group (a group's name comes with
+/// every change of it: whether it was renamed is known once the mirror's groups are read).
+/// `None`: the round changed the groups themselves, or touched more than [`TOUCHED_LIMIT`].
+fn touched_only(
+    users: &delta::UserChanges,
+    groups: &GroupChanges,
+    tracked: &BTreeSet<ObjectId>,
+) -> Option<BTreeSet<ObjectId>> {
+    if !groups.deleted.is_empty() {
+        return None;
+    }
+    let mut touched: BTreeSet<ObjectId> = users.changed.keys().copied().collect();
+    touched.extend(users.removed.iter().copied());
+    for members in groups.members.values() {
+        for (member, change) in members {
+            if tracked.contains(member) || *change == Some(MemberType::Group) {
+                return None;
+            }
+            touched.insert(*member);
+        }
+    }
+    (touched.len() <= TOUCHED_LIMIT).then_some(touched)
 }
 
 /// What the cursors track: the rule groups, nesting and the user `$select`.
@@ -162,6 +195,7 @@ pub async fn for_user(
         snapshot: Some(mirror),
         cursors: cursors.clone(),
         deleted: BTreeSet::new(),
+        touched: None,
     }))
 }
 
@@ -285,6 +319,7 @@ pub async fn full(
             links,
         },
         deleted,
+        touched: None,
     })
 }
 
@@ -304,13 +339,16 @@ async fn latest_group_links(
 
 /// The delta rounds since `cursors`. `Ok(None)` when only a full read can be trusted (the
 /// scope changed, or a nested group appeared); `Err(CursorExpired)` likewise, said by Graph.
-/// `mirror` is loaded only when a round brought something.
+/// `mirror` is loaded only when a round brought something: with `touched_only`, and when
+/// the round changed no group, only the users it touched (`mirror(Some(users))`, see
+/// [`Refreshed::touched`]); else whole (`mirror(None)`).
 pub async fn incremental(
     client: &GraphClient,
     rules: &Rules,
     cursors: &Cursors,
     mirror_groups: &BTreeSet<ObjectId>,
-    mirror: impl FnOnce() -> Result<Snapshot, String>,
+    touched_only: bool,
+    mirror: impl Fn(Option<&BTreeSet<ObjectId>>) -> Result<Snapshot, String>,
     linked: impl FnOnce(&[ObjectId]) -> Result<BTreeSet<ObjectId>, String>,
 ) -> Result<Option<Refreshed>, GraphError> {
     if cursors.scope != scope_fingerprint(rules) || !cursors.links.contains_key("users") {
@@ -376,13 +414,30 @@ pub async fn incremental(
             snapshot: None,
             cursors: new_cursors,
             deleted: BTreeSet::new(),
+            touched: None,
         }));
     }
-    let mut snapshot = mirror().map_err(|reason| GraphError::BadResponse {
-        what: "the stored mirror".into(),
-        reason,
-    })?;
     let users = delta::user_changes(&users.items)?;
+    let mut touched = touched_only
+        .then(|| self::touched_only(&users, &groups, mirror_groups))
+        .flatten();
+    let read = |only: Option<&BTreeSet<ObjectId>>| {
+        mirror(only).map_err(|reason| GraphError::BadResponse {
+            what: "the stored mirror".into(),
+            reason,
+        })
+    };
+    let mut snapshot = read(touched.as_ref())?;
+    let renamed = groups.renamed.iter().any(|(g, name)| {
+        snapshot
+            .groups
+            .get(g)
+            .is_some_and(|group| group.display_name.as_ref() != Some(name))
+    });
+    if touched.is_some() && renamed {
+        touched = None;
+        snapshot = read(None)?;
+    }
     let rule_groups: BTreeSet<ObjectId> = rules.group_ids().collect();
     if let Some(deleted) = groups.deleted.iter().find(|g| rule_groups.contains(g)) {
         return Err(GraphError::NotFound {
@@ -496,11 +551,16 @@ pub async fn incremental(
         }
     }
     snapshot.users.retain(|id, _| members.contains(id));
-    fetch::check_permissions(&snapshot)?;
+    if touched.is_none() {
+        // (Of a few users, all of them can lack their properties without the app lacking
+        // the permission: they are reported instead, as the whole tenant would report them.)
+        fetch::check_permissions(&snapshot)?;
+    }
     Ok(Some(Refreshed {
         mode: RunMode::Incremental,
         snapshot: Some(snapshot),
         cursors: new_cursors,
         deleted: users.removed,
+        touched,
     }))
 }

@@ -65,6 +65,9 @@ pub struct TenantOutcome {
     pub throttle_waits: u64,
     pub throttle_wait_ms: u64,
     pub duration_ms: u64,
+    /// Entra users the run planned: the tenant's, or for an incremental run that planned
+    /// only whom its changes touch, theirs.
+    pub planned_users: u64,
     pub error: Option<String>,
     pub hold_reason: Option<String>,
     pub reports: Vec<Report>,
@@ -95,6 +98,7 @@ impl TenantOutcome {
             throttle_waits: 0,
             throttle_wait_ms: 0,
             duration_ms: 0,
+            planned_users: 0,
             error: None,
             hold_reason: None,
             reports: Vec::new(),
@@ -481,9 +485,19 @@ async fn tenant_run(
         Some(s) => s.mirror_group_ids(&tenant.name)?,
         None => Default::default(),
     };
-    let load_mirror = || match &store {
-        Some(s) => s.load_mirror(&tenant.name).map_err(|e| e.to_string()),
-        None => Ok(Snapshot::default()),
+    // An incremental run reads from the mirror only the users its rounds touched, and plans
+    // only them and whom they touch (`narrow`), when nothing else asks for the whole tenant.
+    let rules_unchanged = stored_cursors
+        .as_ref()
+        .is_some_and(|c| c.rules == rules.fingerprint());
+    let touched_only = rules_unchanged
+        && !(opts.dry_run || opts.plan_out || opts.explain || opts.allow_mass_deactivation);
+    let load_mirror = |only: Option<&BTreeSet<ObjectId>>| match (&store, only) {
+        (Some(s), Some(users)) => s
+            .load_mirror_of(&tenant.name, users, rules.nested_groups)
+            .map_err(|e| e.to_string()),
+        (Some(s), None) => s.load_mirror(&tenant.name).map_err(|e| e.to_string()),
+        (None, _) => Ok(Snapshot::default()),
     };
     // A `--user` run starts from the stored mirror and reads only its people (SPEC 8).
     let for_user = match (&opts.user, &stored_cursors, &store) {
@@ -532,8 +546,16 @@ async fn tenant_run(
                     .map_err(|e| e.to_string()),
                 None => Ok(Default::default()),
             };
-            match refresh::incremental(&client, &rules, cursors, &mirror_groups, load_mirror, linked)
-                .await
+            match refresh::incremental(
+                &client,
+                &rules,
+                cursors,
+                &mirror_groups,
+                touched_only,
+                load_mirror,
+                linked,
+            )
+            .await
             {
                 Ok(Some(r)) => return Ok(Some(r)),
                 Ok(None) => tracing::info!(tenant = %tenant.name, "tracked groups changed; running a full sync"),
@@ -608,8 +630,12 @@ async fn tenant_run(
     let now = syncer.clock.now();
     let cutoff = (retention > 0).then(|| plan::retention_cutoff(now, retention));
     let fresh = refreshed.snapshot.is_some();
+    // Whether a purge is due matters to a run that plans only some users too: it then plans
+    // the whole tenant.
     let purge_watch = match &store {
-        Some(s) if !fresh && cutoff.is_some() => s.purge_watch(&tenant.name)?,
+        Some(s) if (!fresh || refreshed.touched.is_some()) && cutoff.is_some() => {
+            s.purge_watch(&tenant.name)?
+        }
         _ => None,
     };
     let pending = Pending {
@@ -622,7 +648,11 @@ async fn tenant_run(
             plan::grace_reached(&p.since, &crate::clock::rfc3339(now), minutes)
         }),
     };
-    let snapshot = match (
+    // Planning only the users the rounds touched is a plan of the whole tenant as long as
+    // nothing else in it is pending (held changes, a grace period or a purge due).
+    let partial = refreshed.touched.take();
+    let narrow_ok = !(pending.held || pending.grace_due || pending.purge_due);
+    let mut snapshot = match (
         run::basis(fresh, pending),
         refreshed.snapshot.take(),
         &store,
@@ -638,7 +668,13 @@ async fn tenant_run(
             };
             outcome.reviewed = reviewed(&plan, &StoreView::default(), None);
             let access = Access::open(&mut store, opts.dry_run, syncer.clock())?;
-            access.write_mirror(&tenant.name, None, &refreshed.cursors, &refreshed.deleted)?;
+            access.write_mirror(
+                &tenant.name,
+                None,
+                None,
+                &refreshed.cursors,
+                &refreshed.deleted,
+            )?;
             apply_recorded(access, &run, outcome, &plan, None, open_before)?;
             return Ok(Some(plan));
         }
@@ -649,6 +685,49 @@ async fn tenant_run(
     // The run's one write transaction starts here, and the store view is read through it
     // first (the mirror write below does not touch what the view reads).
     let access = Access::open(&mut store, opts.dry_run, syncer.clock())?;
+    let now_text = crate::clock::rfc3339(now);
+    let safety = Safety {
+        max_deactivations: config.safety.max_deactivations,
+        max_deactivation_percent: config.safety.max_deactivation_percent,
+        allow_mass_deactivation: opts.allow_mass_deactivation || opts.plan_out,
+        deactivate_after_minutes: config.safety.deactivate_after_minutes,
+    };
+    if let Some(touched) = &partial {
+        if let (true, Access::Write(write)) = (narrow_ok, &access) {
+            let reported = open_before.reports.iter().map(|r| r.object_id).collect();
+            let plan_run = plan::Run {
+                tenant: &tenant.name,
+                directory: &directory,
+                safety,
+                scope: Scope::All,
+                purge_before: cutoff.as_deref(),
+                now: &now_text,
+            };
+            let narrowed =
+                crate::narrow::plan(write, &rules, &plan_run, &mut snapshot, touched, &reported)?;
+            if let Some((plan, users)) = narrowed {
+                phase.done(&tenant.name, "plan the users the rounds touched");
+                outcome.planned_users = snapshot.users.len() as u64;
+                access.write_mirror(
+                    &tenant.name,
+                    Some(&snapshot),
+                    Some(touched),
+                    &refreshed.cursors,
+                    &refreshed.deleted,
+                )?;
+                drop(snapshot);
+                let scope = Scope::Touched(users);
+                apply_recorded(access, &run, outcome, &plan, Some(&scope), open_before)?;
+                phase.done(&tenant.name, "apply");
+                return Ok(Some(plan));
+            }
+        }
+        // The whole tenant: the stored mirror, with the touched users as they are now.
+        let mut whole = access.load_mirror(&tenant.name)?;
+        whole.replace_users(&snapshot, touched);
+        snapshot = whole;
+        phase.done(&tenant.name, "mirror load (the whole tenant)");
+    }
     let mut view = access.view(&tenant.name)?;
     // A store not upgraded yet (a dry run does not write) keys this tenant's links by name.
     for link in view.links.iter_mut().filter(|l| l.directory == tenant.name) {
@@ -669,21 +748,16 @@ async fn tenant_run(
         Scope::Users(people) if opts.explain => (Scope::All, people),
         scope => (scope, BTreeSet::new()),
     };
-    let now_text = crate::clock::rfc3339(now);
     let plan_run = plan::Run {
         tenant: &tenant.name,
         directory: &directory,
-        safety: Safety {
-            max_deactivations: config.safety.max_deactivations,
-            max_deactivation_percent: config.safety.max_deactivation_percent,
-            allow_mass_deactivation: opts.allow_mass_deactivation || opts.plan_out,
-            deactivate_after_minutes: config.safety.deactivate_after_minutes,
-        },
+        safety,
         scope: scope.clone(),
         purge_before: cutoff.as_deref(),
         now: &now_text,
     };
     let group_names = plan::group_names(&rules, &snapshot);
+    outcome.planned_users = snapshot.users.len() as u64;
     phase.done(&tenant.name, "view");
     // Resolving and planning (pure CPU) and writing the new mirror and cursors (SQLite) only
     // read the snapshot, so they run side by side; then the snapshot is freed. A one-user run
@@ -701,6 +775,7 @@ async fn tenant_run(
             access.write_mirror(
                 &tenant.name,
                 fresh.then_some(&snapshot),
+                None,
                 &refreshed.cursors,
                 &refreshed.deleted,
             )
@@ -788,10 +863,19 @@ impl<'s> Access<'s> {
         }
     }
 
+    fn load_mirror(&self, tenant: &str) -> Result<Snapshot, StoreError> {
+        match self {
+            Access::Write(w) => w.load_mirror(tenant),
+            Access::Read(Some(s)) => s.load_mirror(tenant),
+            Access::Read(None) => Ok(Snapshot::default()),
+        }
+    }
+
     fn write_mirror(
         &self,
         tenant: &str,
         snapshot: Option<&Snapshot>,
+        only: Option<&BTreeSet<ObjectId>>,
         cursors: &crate::store::Cursors,
         deleted: &std::collections::BTreeSet<entra_sync_core::ObjectId>,
     ) -> Result<(), StoreError> {
@@ -800,6 +884,7 @@ impl<'s> Access<'s> {
                 tenant,
                 &MirrorWrite {
                     snapshot,
+                    only,
                     cursors,
                     deleted,
                 },
@@ -878,17 +963,18 @@ fn open_after(plan: &Plan, scope: Option<&Scope>, before: OpenState) -> OpenStat
                 .collect(),
             out_of_scope: plan.waiting.iter().map(PendingDeactivation::of).collect(),
         },
-        Some(scope @ Scope::Users(_)) => {
+        Some(scope @ (Scope::Users(_) | Scope::Touched(_))) => {
+            let names = |id: ObjectId| scope.people().is_some_and(|p| p.contains(&id));
             let mut reports: Vec<Report> = before
                 .reports
                 .into_iter()
-                .filter(|r| !scope.names(r.object_id))
+                .filter(|r| !names(r.object_id))
                 .collect();
             reports.extend(plan.reports.iter().cloned());
             let mut held: Vec<HeldChange> = before
                 .held
                 .into_iter()
-                .filter(|h| !ObjectId::parse(&h.object_id).is_ok_and(|id| scope.names(id)))
+                .filter(|h| !ObjectId::parse(&h.object_id).is_ok_and(names))
                 .collect();
             held.extend(
                 plan.held
@@ -898,7 +984,7 @@ fn open_after(plan: &Plan, scope: Option<&Scope>, before: OpenState) -> OpenStat
             let mut out_of_scope: Vec<PendingDeactivation> = before
                 .out_of_scope
                 .into_iter()
-                .filter(|p| !ObjectId::parse(&p.object_id).is_ok_and(|id| scope.names(id)))
+                .filter(|p| !ObjectId::parse(&p.object_id).is_ok_and(names))
                 .collect();
             out_of_scope.extend(plan.waiting.iter().map(PendingDeactivation::of));
             OpenState {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use entra_sync_core::ObjectId;
 use entra_sync_core::directory::{EntraGroup, EntraUser, MemberType, Snapshot};
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{IdText, Store, StoreError};
 
@@ -29,6 +29,9 @@ pub struct Cursors {
 /// the users it learned are deleted but restorable.
 pub struct MirrorWrite<'a> {
     pub snapshot: Option<&'a Snapshot>,
+    /// The snapshot holds only these users (and every tracked group, unchanged): only their
+    /// rows and memberships are compared and written. `None`: it holds the whole tenant.
+    pub only: Option<&'a BTreeSet<ObjectId>>,
     pub cursors: &'a Cursors,
     pub deleted: &'a BTreeSet<ObjectId>,
 }
@@ -40,63 +43,19 @@ pub const RESTORABLE_DAYS: i64 = 31;
 impl Store {
     /// The tenant's mirrored directory (empty when never synced).
     pub fn load_mirror(&self, tenant: &str) -> Result<Snapshot, StoreError> {
-        let mut snapshot = Snapshot::default();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT data FROM entra_users WHERE tenant = ?1")?;
-        let rows = stmt.query_map([tenant], |r| r.get::<_, String>(0))?;
-        for data in rows {
-            if let Ok(user) = serde_json::from_str::<EntraUser>(&data?) {
-                snapshot.users.insert(user.id, user);
-            }
-        }
-        let mut stmt = self.conn.prepare(
-            "SELECT object_id, display_name, created FROM entra_groups WHERE tenant = ?1",
-        )?;
-        let rows = stmt.query_map([tenant], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, Option<String>>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, display_name, created) = row?;
-            let Ok(id) = ObjectId::parse(&id) else {
-                continue; // never written by this version: the next full read replaces it
-            };
-            let created = created
-                .and_then(|c| chrono::DateTime::parse_from_rfc3339(&c).ok())
-                .map(|d| d.with_timezone(&chrono::Utc));
-            snapshot.groups.insert(
-                id,
-                EntraGroup {
-                    display_name,
-                    created,
-                    ..EntraGroup::new(id)
-                },
-            );
-        }
-        let mut stmt = self.conn.prepare(
-            "SELECT group_id, member_id, member_type FROM entra_members WHERE tenant = ?1",
-        )?;
-        let rows = stmt.query_map([tenant], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (group, member, kind) = row?;
-            let (Ok(group), Ok(member)) = (ObjectId::parse(&group), ObjectId::parse(&member))
-            else {
-                continue;
-            };
-            if let Some(g) = snapshot.groups.get_mut(&group) {
-                g.members.insert(member, MemberType::parse(&kind));
-            }
-        }
+        load_mirror(&self.conn, tenant)
+    }
+
+    /// The tenant's tracked groups and, of its users, only `users` (their attributes and
+    /// memberships), read by key: what an incremental round that touched only them starts from.
+    pub fn load_mirror_of(
+        &self,
+        tenant: &str,
+        users: &BTreeSet<ObjectId>,
+        nested: bool,
+    ) -> Result<Snapshot, StoreError> {
+        let mut snapshot = super::narrow::mirror_groups(&self.conn, tenant, nested)?;
+        super::narrow::mirror_users(&self.conn, tenant, users, &mut snapshot)?;
         Ok(snapshot)
     }
 
@@ -149,6 +108,76 @@ impl Store {
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// The tenant's mirrored directory (empty when never synced), read through `conn`.
+pub(crate) fn load_mirror(
+    conn: &rusqlite::Connection,
+    tenant: &str,
+) -> Result<Snapshot, StoreError> {
+    let mut snapshot = Snapshot::default();
+    let mut stmt = conn.prepare("SELECT data FROM entra_users WHERE tenant = ?1")?;
+    let rows = stmt.query_map([tenant], |r| r.get::<_, String>(0))?;
+    for data in rows {
+        if let Ok(user) = serde_json::from_str::<EntraUser>(&data?) {
+            snapshot.users.insert(user.id, user);
+        }
+    }
+    load_groups(conn, tenant, &mut snapshot)?;
+    let mut stmt = conn
+        .prepare("SELECT group_id, member_id, member_type FROM entra_members WHERE tenant = ?1")?;
+    let rows = stmt.query_map([tenant], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (group, member, kind) = row?;
+        let (Ok(group), Ok(member)) = (ObjectId::parse(&group), ObjectId::parse(&member)) else {
+            continue;
+        };
+        if let Some(g) = snapshot.groups.get_mut(&group) {
+            g.members.insert(member, MemberType::parse(&kind));
+        }
+    }
+    Ok(snapshot)
+}
+
+/// The tenant's tracked groups (name, creation time) into `snapshot`, without members.
+pub(super) fn load_groups(
+    conn: &rusqlite::Connection,
+    tenant: &str,
+    snapshot: &mut Snapshot,
+) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT object_id, display_name, created FROM entra_groups WHERE tenant = ?1")?;
+    let rows = stmt.query_map([tenant], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, display_name, created) = row?;
+        let Ok(id) = ObjectId::parse(&id) else {
+            continue; // never written by this version: the next full read replaces it
+        };
+        let created = created
+            .and_then(|c| chrono::DateTime::parse_from_rfc3339(&c).ok())
+            .map(|d| d.with_timezone(&chrono::Utc));
+        snapshot.groups.insert(
+            id,
+            EntraGroup {
+                display_name,
+                created,
+                ..EntraGroup::new(id)
+            },
+        );
+    }
+    Ok(())
 }
 
 /// Walks two sequences ordered by the same key together: `f(Some(old), Some(new))` when
@@ -304,6 +333,53 @@ fn mirror_diff<'a>(
     Ok(ops)
 }
 
+/// The mirror rows of `users` that differ from `new`, which holds only them, read by key.
+fn users_diff<'a>(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    new: &'a Snapshot,
+    users: &BTreeSet<ObjectId>,
+) -> Result<Vec<Op<'a>>, StoreError> {
+    let mut ops = Vec::new();
+    let mut row =
+        tx.prepare_cached("SELECT data FROM entra_users WHERE tenant = ?1 AND object_id = ?2")?;
+    let mut member = tx.prepare_cached(
+        "SELECT member_type FROM entra_members
+         WHERE tenant = ?1 AND group_id = ?2 AND member_id = ?3",
+    )?;
+    for user in users {
+        let id = user.to_string();
+        let stored: Option<String> = row
+            .query_row(params![tenant, id], |r| r.get(0))
+            .optional()?;
+        match (stored, new.users.get(user)) {
+            (Some(_), None) => ops.push(Op::DeleteUser(id.clone())),
+            (stored, Some(now)) => {
+                if serde_json::to_string(now).ok() != stored {
+                    ops.push(Op::UpsertUser(now));
+                }
+            }
+            (None, None) => {}
+        }
+        for (group_id, group) in &new.groups {
+            let group_text = group_id.to_string();
+            let stored: Option<String> = member
+                .query_row(params![tenant, group_text, id], |r| r.get(0))
+                .optional()?;
+            match (stored, group.members.get(user)) {
+                (Some(kind), None) => ops.push(Op::RemoveMember(group_text, id.clone(), kind)),
+                (stored, Some(kind)) => {
+                    if stored.as_deref() != Some(kind.as_str()) {
+                        ops.push(Op::AddMember(*group_id, *user, *kind));
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    Ok(ops)
+}
+
 /// Writes the mirror diff and the cursors; returns the number of mirror rows written. A user
 /// who loses their last membership, or is deleted but restorable, is noted as departed
 /// (`entra_departed`, forgotten after [`RESTORABLE_DAYS`]); one who gains a membership is no
@@ -316,7 +392,10 @@ pub(crate) fn write_mirror(
 ) -> Result<u64, StoreError> {
     let mut rows = 0u64;
     if let Some(new) = write.snapshot {
-        let ops = mirror_diff(tx, tenant, new)?;
+        let ops = match write.only {
+            Some(users) => users_diff(tx, tenant, new, users)?,
+            None => mirror_diff(tx, tenant, new)?,
+        };
         rows = ops.len() as u64;
         // Prepared once: there is a statement per user and per membership.
         let mut upsert_user = tx.prepare_cached(
@@ -461,6 +540,15 @@ mod tests {
     }
 
     fn write(store: &mut Store, tenant: &str, s: &Snapshot) -> u64 {
+        write_only(store, tenant, s, None)
+    }
+
+    fn write_only(
+        store: &mut Store,
+        tenant: &str,
+        s: &Snapshot,
+        only: Option<&BTreeSet<ObjectId>>,
+    ) -> u64 {
         let cursors = Cursors::default();
         let tx = store.conn.transaction().unwrap();
         let rows = write_mirror(
@@ -468,6 +556,7 @@ mod tests {
             tenant,
             &MirrorWrite {
                 snapshot: Some(s),
+                only,
                 cursors: &cursors,
                 deleted: &BTreeSet::new(),
             },
@@ -515,5 +604,56 @@ mod tests {
         assert_eq!(store.load_mirror("t").unwrap(), b);
         assert_eq!(store.load_mirror("other").unwrap(), a);
         assert_eq!(write(&mut store, "t", &b), 0);
+    }
+
+    #[test]
+    fn a_mirror_of_some_users_is_read_and_written_by_key_and_leaves_everyone_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let user_kind = MemberType::User;
+        let whole = snapshot(
+            vec![user("u1", "Dev"), user("u2", "Ops"), user("u3", "QA")],
+            vec![
+                group(
+                    "g1",
+                    "One",
+                    &[
+                        ("u1", user_kind),
+                        ("u2", user_kind),
+                        ("g2", MemberType::Group),
+                    ],
+                ),
+                group("g2", "Two", &[("u2", user_kind), ("u3", user_kind)]),
+            ],
+        );
+        write(&mut store, "t", &whole);
+        let touched: BTreeSet<ObjectId> = ["u2", "u4"].into_iter().map(id).collect();
+        // What the round starts from: the groups (nested: which holds which) and u2 (u4 is
+        // not in the mirror yet).
+        let mut part = store.load_mirror_of("t", &touched, true).unwrap();
+        assert_eq!(
+            part.users.keys().copied().collect::<Vec<_>>(),
+            vec![id("u2")]
+        );
+        assert_eq!(
+            part.groups[&id("g1")].members,
+            [(id("u2"), user_kind), (id("g2"), MemberType::Group)].into()
+        );
+        assert_eq!(
+            part.groups[&id("g2")].members,
+            [(id("u2"), user_kind)].into()
+        );
+        // Then: u2 retitled and out of g2, u4 new in g2.
+        part.users.insert(id("u2"), user("u2", "Lead"));
+        part.users.insert(id("u4"), user("u4", "New"));
+        let g2 = part.groups.get_mut(&id("g2")).unwrap();
+        g2.members.remove(&id("u2"));
+        g2.members.insert(id("u4"), user_kind);
+        // u2 upsert, u4 upsert; g2 -u2 +u4.
+        assert_eq!(write_only(&mut store, "t", &part, Some(&touched)), 4);
+        let mut expected = whole.clone();
+        expected.replace_users(&part, &touched);
+        assert_eq!(store.load_mirror("t").unwrap(), expected);
+        assert_eq!(write_only(&mut store, "t", &part, Some(&touched)), 0);
     }
 }

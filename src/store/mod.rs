@@ -8,11 +8,12 @@
 
 mod changes;
 mod mirror;
+pub(crate) mod narrow;
 mod state;
 
 pub use changes::{ChangeEntry, ChangeQuery};
-pub(crate) use mirror::write_mirror;
 pub use mirror::{Cursors, MirrorWrite, RESTORABLE_DAYS};
+pub(crate) use mirror::{load_mirror, write_mirror};
 pub(crate) use state::write_state;
 pub use state::{HeldChange, OpenState, PendingDeactivation};
 
@@ -179,96 +180,140 @@ impl Store {
     }
 }
 
+/// The employee columns [`employee_row`] reads, in its order.
+pub(crate) const EMPLOYEE_COLUMNS: &str = "id, username, email, first_name, last_name, job_title, \
+     phone, department, security_role, active, is_root, deactivated_at";
+
+pub(crate) fn employee_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
+    Ok(StoredRecord {
+        id: r.get(0)?,
+        values: Values::Employee(EmployeeValues {
+            username: r.get(1)?,
+            email: r.get(2)?,
+            first_name: r.get(3)?,
+            last_name: r.get(4)?,
+            job_title: r.get(5)?,
+            phone: r.get(6)?,
+            department: r.get(7)?,
+            security_role: r.get(8)?,
+        }),
+        active: r.get::<_, Option<i64>>(9)?.unwrap_or(0) != 0,
+        is_root: r.get::<_, Option<i64>>(10)?.unwrap_or(0) != 0,
+        deactivated_at: r.get(11)?,
+    })
+}
+
+/// The contact columns [`contact_row`] reads, in its order.
+pub(crate) const CONTACT_COLUMNS: &str = "id, account, email, first_name, last_name, job_title, \
+     phone, phone_type, portal_access, active, deactivated_at";
+
+pub(crate) fn contact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
+    Ok(StoredRecord {
+        id: r.get(0)?,
+        values: Values::Contact(ContactValues {
+            account: r.get(1)?,
+            email: r.get(2)?,
+            first_name: r.get(3)?,
+            last_name: r.get(4)?,
+            job_title: r.get(5)?,
+            phone: r.get(6)?,
+            phone_type: r.get(7)?,
+            portal_access: r.get::<_, Option<i64>>(8)?.unwrap_or(0) != 0,
+        }),
+        active: r.get::<_, Option<i64>>(9)?.unwrap_or(0) != 0,
+        is_root: false,
+        deactivated_at: r.get(10)?,
+    })
+}
+
+/// The link columns [`link_row`] reads, in its order.
+pub(crate) const LINK_COLUMNS: &str =
+    "directory, object_id, record_kind, record_id, source, upn, state";
+
+/// A `sync_links` row; `None` for one this version cannot read (never written by it).
+pub(crate) fn link_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Link>> {
+    let (kind, object_id, state) = (
+        r.get::<_, String>(2)?,
+        r.get::<_, String>(1)?,
+        r.get::<_, String>(6)?,
+    );
+    let (Some(kind), Ok(object_id), Some(state)) = (
+        RecordKind::parse(&kind),
+        ObjectId::parse(&object_id),
+        LinkState::parse(&state),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(Link {
+        directory: r.get(0)?,
+        object_id,
+        kind,
+        record_id: r.get(3)?,
+        // An unreadable snapshot only means "rewrite from Entra next time".
+        source: serde_json::from_str(&r.get::<_, String>(4)?).ok(),
+        upn: r.get(5)?,
+        state,
+    }))
+}
+
 /// What the planner needs for `tenant`, read through `conn` (the store's connection or a
 /// run's open transaction).
 pub(crate) fn view_of(conn: &Connection, tenant: &str) -> Result<StoreView, StoreError> {
     let mut view = StoreView::default();
-    let mut stmt = conn.prepare(
-        "SELECT id, username, email, first_name, last_name, job_title, phone, department,
-                security_role, active, is_root, deactivated_at FROM employees",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(StoredRecord {
-            id: r.get(0)?,
-            values: Values::Employee(EmployeeValues {
-                username: r.get(1)?,
-                email: r.get(2)?,
-                first_name: r.get(3)?,
-                last_name: r.get(4)?,
-                job_title: r.get(5)?,
-                phone: r.get(6)?,
-                department: r.get(7)?,
-                security_role: r.get(8)?,
-            }),
-            active: r.get::<_, Option<i64>>(9)?.unwrap_or(0) != 0,
-            is_root: r.get::<_, Option<i64>>(10)?.unwrap_or(0) != 0,
-            deactivated_at: r.get(11)?,
-        })
-    })?;
-    for rec in rows {
+    let mut stmt = conn.prepare(&format!("SELECT {EMPLOYEE_COLUMNS} FROM employees"))?;
+    for rec in stmt.query_map([], employee_row)? {
         let rec = rec?;
         view.records.insert((RecordKind::Employee, rec.id), rec);
     }
-    let mut stmt = conn.prepare(
-        "SELECT id, account, email, first_name, last_name, job_title, phone, phone_type,
-                portal_access, active, deactivated_at FROM contacts",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(StoredRecord {
-            id: r.get(0)?,
-            values: Values::Contact(ContactValues {
-                account: r.get(1)?,
-                email: r.get(2)?,
-                first_name: r.get(3)?,
-                last_name: r.get(4)?,
-                job_title: r.get(5)?,
-                phone: r.get(6)?,
-                phone_type: r.get(7)?,
-                portal_access: r.get::<_, Option<i64>>(8)?.unwrap_or(0) != 0,
-            }),
-            active: r.get::<_, Option<i64>>(9)?.unwrap_or(0) != 0,
-            is_root: false,
-            deactivated_at: r.get(10)?,
-        })
-    })?;
-    for rec in rows {
+    let mut stmt = conn.prepare(&format!("SELECT {CONTACT_COLUMNS} FROM contacts"))?;
+    for rec in stmt.query_map([], contact_row)? {
         let rec = rec?;
         view.records.insert((RecordKind::Contact, rec.id), rec);
     }
+    let mut stmt = conn.prepare(&format!("SELECT {LINK_COLUMNS} FROM sync_links"))?;
+    for link in stmt.query_map([], link_row)? {
+        view.links.extend(link?);
+    }
+    let mut groups = directories_and_groups(conn, tenant, &mut view)?;
     let mut stmt = conn.prepare(
-        "SELECT directory, object_id, record_kind, record_id, source, upn, state FROM sync_links",
+        "SELECT m.group_id, m.member_kind, m.member_id FROM group_members m
+         JOIN groups g ON g.id = m.group_id WHERE g.tenant = ?1",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map([tenant], |r| {
         Ok((
-            r.get::<_, String>(0)?,
+            r.get::<_, i64>(0)?,
             r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, Option<String>>(5)?,
-            r.get::<_, String>(6)?,
+            r.get::<_, i64>(2)?,
         ))
     })?;
     for row in rows {
-        let (directory, object_id, kind, record_id, source, upn, state) = row?;
-        let (Some(kind), Ok(object_id), Some(state)) = (
-            RecordKind::parse(&kind),
-            ObjectId::parse(&object_id),
-            LinkState::parse(&state),
-        ) else {
-            continue;
-        };
-        view.links.push(Link {
-            directory,
-            object_id,
-            kind,
-            record_id,
-            // An unreadable snapshot only means "rewrite from Entra next time".
-            source: serde_json::from_str(&source).ok(),
-            upn,
-            state,
-        });
+        let (group, kind, member) = row?;
+        if let (Some(g), Some(kind)) = (groups.get_mut(&group), RecordKind::parse(&kind)) {
+            g.members.insert((kind, member));
+        }
     }
+    view.groups = groups.into_values().collect();
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT 'employee', employee_id FROM tickets WHERE employee_id IS NOT NULL
+         UNION SELECT DISTINCT 'contact', contact_id FROM tickets WHERE contact_id IS NOT NULL",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (kind, id) = row?;
+        if let Some(kind) = RecordKind::parse(&kind) {
+            view.ticketed.insert((kind, id));
+        }
+    }
+    Ok(view)
+}
+
+/// The directories' config names and the tenant's pending deactivations into `view`; the
+/// tenant's read-only groups without their members, by row id.
+pub(crate) fn directories_and_groups(
+    conn: &Connection,
+    tenant: &str,
+    view: &mut StoreView,
+) -> Result<BTreeMap<i64, StoredGroup>, StoreError> {
     let mut stmt = conn.prepare("SELECT directory, name FROM tenant_directories")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     for row in rows {
@@ -312,36 +357,7 @@ pub(crate) fn view_of(conn: &Connection, tenant: &str) -> Result<StoreView, Stor
             },
         );
     }
-    let mut stmt = conn.prepare(
-        "SELECT m.group_id, m.member_kind, m.member_id FROM group_members m
-         JOIN groups g ON g.id = m.group_id WHERE g.tenant = ?1",
-    )?;
-    let rows = stmt.query_map([tenant], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (group, kind, member) = row?;
-        if let (Some(g), Some(kind)) = (groups.get_mut(&group), RecordKind::parse(&kind)) {
-            g.members.insert((kind, member));
-        }
-    }
-    view.groups = groups.into_values().collect();
-    let mut stmt = conn.prepare(
-        "SELECT DISTINCT 'employee', employee_id FROM tickets WHERE employee_id IS NOT NULL
-         UNION SELECT DISTINCT 'contact', contact_id FROM tickets WHERE contact_id IS NOT NULL",
-    )?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-    for row in rows {
-        let (kind, id) = row?;
-        if let Some(kind) = RecordKind::parse(&kind) {
-            view.ticketed.insert((kind, id));
-        }
-    }
-    Ok(view)
+    Ok(groups)
 }
 
 /// SQLite page cache (KiB) while a run applies its plan; SQLite's default is 2,000 KiB. A full

@@ -416,7 +416,16 @@ pub(crate) fn write_state(
                 params![tenant, plan.purge_watch],
             )?;
         }
-        Scope::Users(users) => {
+        Scope::Users(users) | Scope::Touched(users) => {
+            if let Some(watch) = &plan.purge_watch {
+                tx.execute(
+                    "INSERT INTO tenant_state (tenant, purge_watch) VALUES (?1, ?2)
+                     ON CONFLICT (tenant) DO UPDATE SET purge_watch = CASE
+                         WHEN purge_watch IS NULL OR purge_watch > excluded.purge_watch
+                         THEN excluded.purge_watch ELSE purge_watch END",
+                    params![tenant, watch],
+                )?;
+            }
             for user in users {
                 let id = IdText::of(*user);
                 tx.execute(

@@ -880,6 +880,30 @@ fn histories_found_before_stay_fixed() {
                 Step::SwapRuleOrder,
             ],
         ),
+        (
+            // An incremental run planned from the users its rounds touched rewrote them as a
+            // `--user` run does: a record an admin deactivated came back although Entra had
+            // changed nothing the record holds (SPEC 4.6).
+            vec![None, Some(Group::Staff), None, None, None],
+            vec![
+                Step::LocalDeactivate(1),
+                Step::Join(1, Group::Customers),
+                Step::LocalEdit(0),
+                Step::Join(0, Group::Staff),
+            ],
+        ),
+        (
+            // An incremental run planned from the users its rounds touched did not purge
+            // what had fallen due: it did not ask whether anything had.
+            vec![Some(Group::Customers), None, None, None, None],
+            vec![
+                Step::Join(0, Group::Staff),
+                Step::Sync,
+                Step::Move(0, Group::Staff),
+                Step::Age,
+                Step::Fail,
+            ],
+        ),
     ];
     for (start, steps) in found {
         let replay = format!("{start:?} {steps:?}");
@@ -905,18 +929,31 @@ fn histories_found_before_stay_fixed() {
         panic!("{replay}: {e}");
     }
     // With a grace period.
-    let found_with_grace = [(
-        // A harness limit: an admin deactivated a record whose user's departure was pending
-        // in the stores with a grace period and already applied in the one without; the
-        // user's return then undoes the sync's deactivation but not the admin's (SPEC 4.6).
-        // Local edits now wait until pending departures have fallen due.
-        vec![None, None, None, Some(Group::Staff), None],
-        vec![
-            Step::Leave(3, Group::Staff),
-            Step::LocalDeactivate(3),
-            Step::Join(3, Group::Nested),
-        ],
-    )];
+    let found_with_grace = [
+        (
+            // A `--user` run after a reviewed plan was applied (which does not move the
+            // mirror) planned from a mirror where another user had not joined yet, and noted
+            // that user's departure as pending: a run of some people replaced everybody's.
+            vec![None, None, Some(Group::Staff), None, None],
+            vec![
+                Step::Move(0, Group::Staff),
+                Step::Reviewed,
+                Step::UserRun(2),
+            ],
+        ),
+        (
+            // A harness limit: an admin deactivated a record whose user's departure was pending
+            // in the stores with a grace period and already applied in the one without; the
+            // user's return then undoes the sync's deactivation but not the admin's (SPEC 4.6).
+            // Local edits now wait until pending departures have fallen due.
+            vec![None, None, None, Some(Group::Staff), None],
+            vec![
+                Step::Leave(3, Group::Staff),
+                Step::LocalDeactivate(3),
+                Step::Join(3, Group::Nested),
+            ],
+        ),
+    ];
     for (start, steps) in found_with_grace {
         let replay = format!("{start:?} {steps:?} (grace)");
         if let Err(e) = runtime().block_on(play(start, steps, true)) {

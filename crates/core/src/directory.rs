@@ -132,6 +132,31 @@ impl Snapshot {
         }
         users
     }
+
+    /// Replaces what `self` says of `users` (their attributes, and their membership in each of
+    /// `self`'s groups) with what `other` says: `other` holds those users as they are now.
+    pub fn replace_users(&mut self, other: &Snapshot, users: &BTreeSet<ObjectId>) {
+        for id in users {
+            match other.users.get(id) {
+                Some(user) => {
+                    self.users.insert(*id, user.clone());
+                }
+                None => {
+                    self.users.remove(id);
+                }
+            }
+            for (group_id, group) in &mut self.groups {
+                match other.groups.get(group_id).and_then(|g| g.members.get(id)) {
+                    Some(kind) => {
+                        group.members.insert(*id, *kind);
+                    }
+                    None => {
+                        group.members.remove(id);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -163,5 +188,54 @@ mod tests {
         assert_eq!(all, vec![id(u1), id(u2)]);
         let direct: Vec<_> = s.members_of(id(a), false).into_iter().collect();
         assert_eq!(direct, vec![id(u1)]);
+    }
+
+    #[test]
+    fn replacing_users_takes_their_attributes_and_memberships_and_leaves_the_rest() {
+        let id = ObjectId::from_u128;
+        let user = |n: u128, title: &str| EntraUser {
+            job_title: Some(title.into()),
+            ..EntraUser::new(id(n))
+        };
+        let mut whole = Snapshot::default();
+        for g in [
+            group(0xa, &[(1, MemberType::User), (2, MemberType::User)]),
+            group(0xb, &[(2, MemberType::User), (3, MemberType::User)]),
+        ] {
+            whole.groups.insert(g.id, g);
+        }
+        for u in [user(1, "old"), user(2, "old"), user(3, "old")] {
+            whole.users.insert(u.id, u);
+        }
+        // Now: 1 left every group (and the mirror), 2 moved from a to b only and was
+        // retitled, 4 joined a; 3 was not touched (the partial snapshot does not know them).
+        let mut part = Snapshot::default();
+        for g in [
+            group(0xa, &[(4, MemberType::User)]),
+            group(0xb, &[(2, MemberType::User)]),
+        ] {
+            part.groups.insert(g.id, g);
+        }
+        for u in [user(2, "new"), user(4, "new")] {
+            part.users.insert(u.id, u);
+        }
+        whole.replace_users(&part, &[1, 2, 4].into_iter().map(id).collect());
+        let members =
+            |g: u128| -> Vec<ObjectId> { whole.groups[&id(g)].members.keys().copied().collect() };
+        assert_eq!(members(0xa), vec![id(4)]);
+        assert_eq!(members(0xb), vec![id(2), id(3)]);
+        let titles: Vec<(ObjectId, Option<&str>)> = whole
+            .users
+            .values()
+            .map(|u| (u.id, u.job_title.as_deref()))
+            .collect();
+        assert_eq!(
+            titles,
+            vec![
+                (id(2), Some("new")),
+                (id(3), Some("old")),
+                (id(4), Some("new"))
+            ]
+        );
     }
 }

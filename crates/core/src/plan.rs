@@ -113,6 +113,10 @@ pub struct StoreView {
     /// Users of the tenant being planned that a run saw out of scope, and since when (RFC
     /// 3339): their grace period counts from it (SPEC 2, `safety.deactivate_after_minutes`).
     pub out_of_scope_since: BTreeMap<ObjectId, String>,
+    /// This directory's active linked records, counted by the store, when the view holds
+    /// only some of them (a run planned from the users a change touches): the percent
+    /// guard's base (SPEC 5.3). `None`: the view holds every record, count them.
+    pub active_synced: Option<usize>,
 }
 
 impl StoreView {
@@ -144,12 +148,24 @@ pub enum Scope {
     /// Entra did not change, and only when the outcome does not wait on another user's pending
     /// change (SPEC 1).
     Users(BTreeSet<ObjectId>),
+    /// These people's (an incremental run's: the users its changes touch, and whom they
+    /// touch): planned as a run of these people, rewritten only where Entra changed, like a
+    /// run of everybody.
+    Touched(BTreeSet<ObjectId>),
 }
 
 impl Scope {
-    /// Whether `user` is one of a `--user` run's people.
+    /// Whether `user` is one of a `--user` run's people (rewritten whatever changed).
     pub fn names(&self, user: ObjectId) -> bool {
         matches!(self, Scope::Users(users) if users.contains(&user))
+    }
+
+    /// The people a run of some people plans; `None` for a run of everybody.
+    pub fn people(&self) -> Option<&BTreeSet<ObjectId>> {
+        match self {
+            Scope::All => None,
+            Scope::Users(users) | Scope::Touched(users) => Some(users),
+        }
     }
 }
 
@@ -411,7 +427,8 @@ pub struct Plan {
     /// With retention on: when the oldest record that will be due for a purge was deactivated
     /// (it falls due once the cutoff passes it); `Some("")` asks the next run to plan again
     /// (this one purged, which can free a name someone waits for). A run with nothing new from
-    /// Entra plans only when it is due.
+    /// Entra plans only when it is due. A run of some users ([`Scope::people`]) sets it only
+    /// when it takes a record out of service, and the store keeps the earlier of the two.
     pub purge_watch: Option<String>,
     pub hold_reason: Option<String>,
     /// Why the limits would have held this plan's deactivations, which it applies because the
@@ -470,7 +487,7 @@ pub fn plan(
             let (decided, held, reason) = guard_5_3(&decisions, first, &run.safety, &waiting);
             (decided, held, reason, waiting)
         }
-        Scope::Users(targets) => {
+        Scope::Users(targets) | Scope::Touched(targets) => {
             let (alone, waiting) = grace_2(&decisions, &decisions.everybody_but(targets));
             let (decided, held, reason) = user_run_1(&decisions, alone, targets, &run.safety);
             (decided, held, reason, waiting)
@@ -500,21 +517,32 @@ pub fn plan(
     );
     let mut all_reports = reports;
     all_reports.extend(decided.reports());
-    if let Scope::Users(targets) = &run.scope {
+    if let Some(targets) = run.scope.people() {
         all_reports.retain(|r| targets.contains(&r.object_id));
     }
     all_reports.sort();
     all_reports.dedup();
     plan.reports = all_reports;
     plan.waiting = decisions.waiting(&waiting, &held);
+    if let Some(targets) = run.scope.people() {
+        // Whoever else waits stays as the store has them: the run replaces its people's.
+        plan.waiting.retain(|w| targets.contains(&w.object_id));
+    }
     plan.held = held;
     let purgeable = match &run.scope {
         Scope::All => decisions.purgeable(&decided, &waiting),
-        Scope::Users(_) => Vec::new(),
+        Scope::Users(_) | Scope::Touched(_) => Vec::new(),
     };
     plan.changes = decisions.into_changes(&decided);
     match &run.scope {
-        Scope::Users(targets) => plan.keep_groups_of(targets, store),
+        Scope::Users(targets) | Scope::Touched(targets) => {
+            plan.keep_groups_of(targets, store);
+            // A record it takes out of service is purged after retention: a run of every
+            // user re-plans by then even when Entra brings nothing (SPEC 4.14).
+            if run.purge_before.is_some() && plan.changes.iter().any(|c| c.action.removes()) {
+                plan.purge_watch = Some(run.now.to_string());
+            }
+        }
         Scope::All => {
             if let Some(cutoff) = run.purge_before {
                 plan.purge_4_14(run, store, &purgeable, cutoff);

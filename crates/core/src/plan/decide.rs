@@ -146,6 +146,9 @@ impl<'a> Decisions<'a> {
 
     /// This directory's active linked records before the run (the percent guard's base).
     pub(super) fn active_synced(&self) -> usize {
+        if let Some(counted) = self.store.active_synced {
+            return counted;
+        }
         self.mine
             .values()
             .flatten()

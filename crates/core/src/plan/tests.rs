@@ -84,6 +84,7 @@ impl World {
             ticketed: self.ticketed.clone(),
             directory_names: BTreeMap::new(),
             out_of_scope_since: self.waiting.get(tenant).cloned().unwrap_or_default(),
+            active_synced: None,
         }
     }
 

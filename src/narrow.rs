@@ -1,0 +1,135 @@
+//! An incremental run planned from the users its changes touch, not the whole tenant (SPEC 8:
+//! local work proportional to the change).
+//!
+//! Whose outcome can a change move? The users Entra changed (`Refreshed::touched`); whoever
+//! has an open report, since a report is how a user blocked by someone else's name is kept
+//! (a name freed by a change unblocks them); and — repeated until nothing more is found —
+//! every user of the tenant linked to a record those users are linked to or whose email or
+//! username one of them wants (SPEC 4.3 takeovers, 4.8 names, 4.11 emails of other tenants are
+//! decided from exactly those records). The planner decides them as a run of those users
+//! ([`Scope::Touched`]) from a store view of only their records; everybody else is as the last
+//! run left them, which is what a plan of the whole tenant would find too.
+//!
+//! When a plan of those users could differ from a plan of the whole tenant — a deactivation
+//! limit reached or allowed, one of them waiting on someone else's change, a group to create,
+//! rename or remove — it gives up (`None`) and the caller plans the whole tenant. The random
+//! histories (`tests/e2e/histories.rs`) hold every incremental run to the same store as a
+//! full one.
+//!
+//! Owns the choice of users; reads through the run's transaction; decides nothing itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use entra_sync_core::ObjectId;
+use entra_sync_core::directory::Snapshot;
+use entra_sync_core::plan::{self, Plan, Scope, StoreView};
+use entra_sync_core::resolve::{self, ReportKind, Resolution};
+use entra_sync_core::rules::Rules;
+
+use crate::apply::RunWrite;
+use crate::store::StoreError;
+use crate::store::narrow::{Names, linked_users};
+
+/// Past this many users to plan, planning the whole tenant costs about as much.
+pub const USERS_LIMIT: usize = 5_000;
+
+/// The plan of the users `touched` and `reported` bring in, and those users; `None` when only
+/// a plan of the whole tenant can be trusted. `snapshot` holds the touched users as Entra has
+/// them now (and every tracked group); the others' rows are added from the stored mirror.
+/// `run.scope` is replaced.
+pub fn plan(
+    write: &RunWrite<'_>,
+    rules: &Rules,
+    run: &plan::Run<'_>,
+    snapshot: &mut Snapshot,
+    touched: &BTreeSet<ObjectId>,
+    reported: &BTreeSet<ObjectId>,
+) -> Result<Option<(Plan, BTreeSet<ObjectId>)>, StoreError> {
+    let mut users: BTreeSet<ObjectId> = touched.union(reported).copied().collect();
+    let mut more: BTreeSet<ObjectId> = reported.difference(touched).copied().collect();
+    let (resolution, mut view) = loop {
+        if users.len() > USERS_LIMIT {
+            return Ok(None);
+        }
+        write.mirror_users(run.tenant, &more, snapshot)?;
+        let resolution = resolve::resolve(rules, snapshot);
+        let view = write.view_around(run.tenant, run.directory, &users, &names(&resolution))?;
+        more = linked_users(&view, run.directory)
+            .difference(&users)
+            .copied()
+            .collect();
+        if more.is_empty() {
+            break (resolution, view);
+        }
+        users.extend(more.iter().copied());
+    };
+    let group_names = plan::group_names(rules, snapshot);
+    if !groups_settled(&view, &resolution, &group_names) {
+        return Ok(None);
+    }
+    let run = plan::Run {
+        scope: Scope::Touched(users.clone()),
+        ..run.clone()
+    };
+    let mut planned = plan::plan(&run, resolution.clone(), &view, &group_names);
+    if removes(&planned) {
+        // The percent limit counts the directory's active records, not the view's.
+        view.active_synced = Some(write.active_synced(run.directory)?);
+        planned = plan::plan(&run, resolution, &view, &group_names);
+    }
+    let whole_tenant_needed = !planned.held.is_empty()
+        || planned.hold_reason.is_some()
+        || planned.released.is_some()
+        || planned
+            .reports
+            .iter()
+            .any(|r| r.kind == ReportKind::WaitsForFullSync);
+    Ok((!whole_tenant_needed).then_some((planned, users)))
+}
+
+/// Whether the plan takes a record out of service, or was stopped from doing so.
+fn removes(plan: &Plan) -> bool {
+    !plan.held.is_empty()
+        || plan.hold_reason.is_some()
+        || plan.released.is_some()
+        || plan.changes.iter().any(|c| c.action.removes())
+}
+
+/// The emails and usernames the resolved users want, as the planner compares them.
+fn names(resolution: &Resolution) -> Names {
+    let mut names = Names::default();
+    for desired in resolution.desired.values() {
+        if let Some(email) = desired.values.email_key() {
+            names.emails.insert(email.as_str().to_string());
+        }
+        if let Some(username) = desired.values.username_key() {
+            names.usernames.insert(username.as_str().to_string());
+        }
+    }
+    names
+}
+
+/// Whether every rule's group is stored under its current name and no stored group has lost
+/// its rule: then the plan changes no group but its members' (a run of some users would
+/// create a group with only their records in it, SPEC 4.9).
+fn groups_settled(
+    view: &StoreView,
+    resolution: &Resolution,
+    names: &BTreeMap<ObjectId, Option<String>>,
+) -> bool {
+    let stored: BTreeMap<ObjectId, &Option<String>> = view
+        .groups
+        .iter()
+        .map(|g| (g.object_id, &g.display_name))
+        .collect();
+    resolution.group_members.keys().all(|group| {
+        stored.get(group).is_some_and(|name| {
+            names
+                .get(group)
+                .and_then(Option::as_ref)
+                .is_none_or(|current| name.as_ref() == Some(current))
+        })
+    }) && stored
+        .keys()
+        .all(|group| resolution.group_members.contains_key(group))
+}

@@ -1,0 +1,276 @@
+//! Reads for an incremental run planned from the users its changes touch (`crate::narrow`):
+//! their mirror rows and memberships, the records they are linked to or whose names they want,
+//! and the count the percent guard needs — each by key through the indexes, never a scan of
+//! the tenant, so the run's local work follows the change, not the tenant's size (SPEC 8).
+//! Decides nothing: which users and names to read is the caller's.
+
+use std::collections::BTreeSet;
+
+use entra_sync_core::ObjectId;
+use entra_sync_core::directory::{EntraUser, MemberType, Snapshot};
+use entra_sync_core::plan::StoreView;
+use entra_sync_core::record::RecordKind;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    CONTACT_COLUMNS, EMPLOYEE_COLUMNS, IdText, LINK_COLUMNS, StoreError, contact_row,
+    directories_and_groups, employee_row, link_row,
+};
+
+/// Names as the sync compares them (trimmed, lower case): the emails and usernames a run's
+/// users want.
+#[derive(Debug, Default)]
+pub struct Names {
+    pub emails: BTreeSet<String>,
+    pub usernames: BTreeSet<String>,
+}
+
+/// The tenant's tracked groups (their names and creation times) and, with nested groups,
+/// which contains which; no user is a member yet ([`mirror_users`] adds them).
+pub(crate) fn mirror_groups(
+    conn: &Connection,
+    tenant: &str,
+    nested: bool,
+) -> Result<Snapshot, StoreError> {
+    let mut snapshot = Snapshot::default();
+    super::mirror::load_groups(conn, tenant, &mut snapshot)?;
+    if nested {
+        let ids: Vec<ObjectId> = snapshot.groups.keys().copied().collect();
+        let mut edge = conn.prepare_cached(
+            "SELECT member_type FROM entra_members
+             WHERE tenant = ?1 AND group_id = ?2 AND member_id = ?3",
+        )?;
+        for parent in &ids {
+            for child in &ids {
+                let kind: Option<String> = edge
+                    .query_row(
+                        params![tenant, IdText::of(*parent), IdText::of(*child)],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let (Some(kind), Some(group)) = (kind, snapshot.groups.get_mut(parent)) {
+                    group.members.insert(*child, MemberType::parse(&kind));
+                }
+            }
+        }
+    }
+    Ok(snapshot)
+}
+
+/// Adds `users`' mirror rows and their memberships in `snapshot`'s groups (a user who is in
+/// none of them is not in the mirror: out of scope).
+pub(crate) fn mirror_users(
+    conn: &Connection,
+    tenant: &str,
+    users: &BTreeSet<ObjectId>,
+    snapshot: &mut Snapshot,
+) -> Result<(), StoreError> {
+    let mut row =
+        conn.prepare_cached("SELECT data FROM entra_users WHERE tenant = ?1 AND object_id = ?2")?;
+    let mut member = conn.prepare_cached(
+        "SELECT member_type FROM entra_members
+         WHERE tenant = ?1 AND group_id = ?2 AND member_id = ?3",
+    )?;
+    let groups: Vec<ObjectId> = snapshot.groups.keys().copied().collect();
+    for user in users {
+        let id = IdText::of(*user);
+        let data: Option<String> = row
+            .query_row(params![tenant, id], |r| r.get(0))
+            .optional()?;
+        if let Some(parsed) = data.and_then(|d| serde_json::from_str::<EntraUser>(&d).ok()) {
+            snapshot.users.insert(parsed.id, parsed);
+        }
+        for group in &groups {
+            let kind: Option<String> = member
+                .query_row(params![tenant, IdText::of(*group), id], |r| r.get(0))
+                .optional()?;
+            if let (Some(kind), Some(g)) = (kind, snapshot.groups.get_mut(group)) {
+                g.members.insert(*user, MemberType::parse(&kind));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The store as the planner needs it for `users` of `directory` and the names they want: the
+/// records linked to them, the records holding one of the names (an email on any record, a
+/// username on any employee; the NOCASE indexes find ASCII case variants, and the few records
+/// whose names are not plain ASCII are read whatever they hold — migration 06), every link of
+/// those records, the tenant's groups with those records' memberships, the directories'
+/// names and the tenant's pending deactivations. No tickets: such a run purges nothing.
+pub(crate) fn view_around(
+    conn: &Connection,
+    tenant: &str,
+    directory: &str,
+    users: &BTreeSet<ObjectId>,
+    names: &Names,
+) -> Result<StoreView, StoreError> {
+    let mut keys: BTreeSet<(RecordKind, i64)> = BTreeSet::new();
+    let mut view = StoreView::default();
+    let mut linked = conn.prepare_cached(&format!(
+        "SELECT {LINK_COLUMNS} FROM sync_links WHERE directory = ?1 AND object_id = ?2"
+    ))?;
+    for user in users {
+        for link in linked.query_map(params![directory, IdText::of(*user)], link_row)? {
+            if let Some(link) = link? {
+                keys.insert((link.kind, link.record_id));
+            }
+        }
+    }
+    let mut ids = |sql: &str, kind: RecordKind, values: &BTreeSet<String>| {
+        let mut stmt = conn.prepare_cached(sql)?;
+        for value in values {
+            for id in stmt.query_map([value], |r| r.get::<_, i64>(0))? {
+                keys.insert((kind, id?));
+            }
+        }
+        Ok::<_, StoreError>(())
+    };
+    let employee = RecordKind::Employee;
+    let contact = RecordKind::Contact;
+    ids(
+        "SELECT id FROM employees WHERE email = ?1 COLLATE NOCASE",
+        employee,
+        &names.emails,
+    )?;
+    ids(
+        "SELECT id FROM employees WHERE username = ?1 COLLATE NOCASE",
+        employee,
+        &names.usernames,
+    )?;
+    ids(
+        "SELECT id FROM contacts WHERE email = ?1 COLLATE NOCASE",
+        contact,
+        &names.emails,
+    )?;
+    // Exactly the partial indexes' conditions (migration 06): SQLite reads only them (and
+    // fails the statement if it could not).
+    for (sql, kind) in [
+        (
+            "SELECT id FROM employees INDEXED BY employees_unusual_names
+             WHERE email <> trim(email) OR username <> trim(username)
+                OR email GLOB '*[^ -~]*' OR username GLOB '*[^ -~]*'",
+            employee,
+        ),
+        (
+            "SELECT id FROM contacts INDEXED BY contacts_unusual_email
+             WHERE email <> trim(email) OR email GLOB '*[^ -~]*'",
+            contact,
+        ),
+    ] {
+        let mut stmt = conn.prepare_cached(sql)?;
+        for id in stmt.query_map([], |r| r.get::<_, i64>(0))? {
+            keys.insert((kind, id?));
+        }
+    }
+    let mut employees = conn.prepare_cached(&format!(
+        "SELECT {EMPLOYEE_COLUMNS} FROM employees WHERE id = ?1"
+    ))?;
+    let mut contacts = conn.prepare_cached(&format!(
+        "SELECT {CONTACT_COLUMNS} FROM contacts WHERE id = ?1"
+    ))?;
+    let mut links = conn.prepare_cached(&format!(
+        "SELECT {LINK_COLUMNS} FROM sync_links WHERE record_kind = ?1 AND record_id = ?2"
+    ))?;
+    for (kind, id) in &keys {
+        let record = match kind {
+            RecordKind::Employee => employees.query_row([id], employee_row).optional()?,
+            RecordKind::Contact => contacts.query_row([id], contact_row).optional()?,
+        };
+        let Some(record) = record else {
+            continue; // deleted outside the sync: its link is stale
+        };
+        view.records.insert((*kind, *id), record);
+        for link in links.query_map(params![kind.as_str(), id], link_row)? {
+            view.links.extend(link?);
+        }
+    }
+    let mut groups = directories_and_groups(conn, tenant, &mut view)?;
+    let mut member = conn.prepare_cached(
+        "SELECT 1 FROM group_members WHERE group_id = ?1 AND member_kind = ?2 AND member_id = ?3",
+    )?;
+    for group in groups.values_mut() {
+        for (kind, id) in view.records.keys() {
+            if member
+                .query_row(params![group.id, kind.as_str(), id], |_| Ok(()))
+                .optional()?
+                .is_some()
+            {
+                group.members.insert((*kind, *id));
+            }
+        }
+    }
+    view.groups = groups.into_values().collect();
+    Ok(view)
+}
+
+/// `directory`'s active linked records: the percent guard's base (SPEC 5.3).
+pub(crate) fn active_synced(conn: &Connection, directory: &str) -> Result<usize, StoreError> {
+    let count: i64 = conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM sync_links l JOIN employees e ON e.id = l.record_id
+                 WHERE l.directory = ?1 AND l.record_kind = 'employee' AND COALESCE(e.active, 0) <> 0)
+              + (SELECT COUNT(*) FROM sync_links l JOIN contacts c ON c.id = l.record_id
+                 WHERE l.directory = ?1 AND l.record_kind = 'contact' AND COALESCE(c.active, 0) <> 0)",
+        [directory],
+        |r| r.get(0),
+    )?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
+/// Users of `directory` linked to a record of `view` (who must be planned with the run's
+/// users, since the records a run touches are theirs too).
+pub fn linked_users(view: &StoreView, directory: &str) -> BTreeSet<ObjectId> {
+    view.links
+        .iter()
+        .filter(|l| l.directory == directory)
+        .map(|l| l.object_id)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn records_holding_a_wanted_name_are_found_by_key_in_any_case_or_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO employees (id, username, email) VALUES
+                    (1, 'ada', 'ADA@Contoso.com'),
+                    (2, 'bob', ' bob@contoso.com'),
+                    (3, 'ÄRNE', 'arne@contoso.com'),
+                    (4, 'cy', 'cy@contoso.com'),
+                    (5, 'dee', 'dee@contoso.com');
+                 INSERT INTO contacts (id, email) VALUES
+                    (7, 'Ada@contoso.com'),
+                    (8, 'eve@contoso.com');",
+            )
+            .unwrap();
+        let names = Names {
+            emails: ["ada@contoso.com".to_string()].into(),
+            usernames: ["cy".to_string()].into(),
+        };
+        let view = view_around(&store.conn, "t", "d", &BTreeSet::new(), &names).unwrap();
+        let keys: Vec<(RecordKind, i64)> = view.records.keys().copied().collect();
+        // ada by email in either table whatever its case, cy by username; bob (spaces around
+        // the email) and ÄRNE (not ASCII) because the NOCASE indexes cannot say; not dee, eve.
+        // (The unusual ones are read `INDEXED BY` their partial indexes: had SQLite no use
+        // for them, it would have refused the statement.)
+        use RecordKind::{Contact, Employee};
+        assert_eq!(
+            keys,
+            vec![
+                (Employee, 1),
+                (Employee, 2),
+                (Employee, 3),
+                (Employee, 4),
+                (Contact, 7)
+            ]
+        );
+    }
+}
