@@ -242,12 +242,14 @@ impl RunWrite<'_> {
         Ok(run_id)
     }
 
-    /// Records that the tenant's records were planned with `rules` (its fingerprint) without
-    /// moving its cursors (`apply FILE`): a later run does not take the rules as changed.
-    pub fn resolved_with(&self, tenant: &str, rules: &str) -> Result<(), StoreError> {
+    /// Records that the tenant's records were written from a reviewed plan (`apply FILE`),
+    /// planned from Entra as a dry run read it, which neither the stored mirror nor the
+    /// cursors hold: the tenant's next run plans the whole tenant again (as after a change of
+    /// rules), from the mirror and the delta since its cursors.
+    pub fn plan_again(&self, tenant: &str) -> Result<(), StoreError> {
         self.tx.execute(
-            "UPDATE delta_cursors SET rules = ?2 WHERE tenant = ?1",
-            params![tenant, rules],
+            "UPDATE delta_cursors SET rules = 'plan again' WHERE tenant = ?1",
+            [tenant],
         )?;
         Ok(())
     }

@@ -459,13 +459,9 @@ pub fn apply(
             error: None,
         };
         let run_id = write.write(&t.plan, &record, t.scope.as_ref())?;
-        // A plan of every user was resolved with the rules in the config (the fingerprint
-        // says they did not change): the store now stands for them.
-        if t.scope == Some(Scope::All)
-            && let Some(tenant) = config.tenant(&t.tenant)
-        {
-            write.resolved_with(&t.tenant, &rules_for(config, tenant).fingerprint())?;
-        }
+        // The records now stand for Entra as the dry run read it, which the mirror does not
+        // hold (a change that came and went since leaves no delta): the next run plans again.
+        write.plan_again(&t.tenant)?;
         applied.push(Applied {
             tenant: t.tenant.clone(),
             run_id,

@@ -904,6 +904,22 @@ fn histories_found_before_stay_fixed() {
                 Step::Fail,
             ],
         ),
+        (
+            // Applying a reviewed plan left the mirror and cursors behind the plan: a change
+            // undone before the next run left no delta, and the applied kind change stayed.
+            vec![
+                Some(Group::Nested),
+                None,
+                Some(Group::Customers),
+                None,
+                None,
+            ],
+            vec![
+                Step::Move(2, Group::Nested),
+                Step::Reviewed,
+                Step::Move(2, Group::Customers),
+            ],
+        ),
     ];
     for (start, steps) in found {
         let replay = format!("{start:?} {steps:?}");
