@@ -205,15 +205,23 @@ impl RunWrite<'_> {
         narrow::mirror_users(&self.tx, tenant, users, snapshot)
     }
 
-    /// The store as the planner needs it for `users` and the names they want.
-    pub fn view_around(
+    /// Adds to `view` the records `users` are linked to or whose names they want, and their
+    /// links (with `unusual`, also the records the NOCASE indexes cannot compare).
+    pub fn records_around(
         &self,
-        tenant: &str,
         directory: &str,
         users: &BTreeSet<ObjectId>,
         names: &narrow::Names,
-    ) -> Result<StoreView, StoreError> {
-        narrow::view_around(&self.tx, tenant, directory, users, names)
+        unusual: bool,
+        view: &mut StoreView,
+    ) -> Result<(), StoreError> {
+        narrow::records_around(&self.tx, directory, users, names, unusual, view)
+    }
+
+    /// Completes such a view: the tenant's groups with its records' memberships, the
+    /// directories' names, the pending deactivations.
+    pub fn groups_around(&self, tenant: &str, view: &mut StoreView) -> Result<(), StoreError> {
+        narrow::groups_around(&self.tx, tenant, view)
     }
 
     /// `directory`'s active linked records (the percent guard's base).

@@ -2,8 +2,9 @@
 //! local work proportional to the change).
 //!
 //! Whose outcome can a change move? The users Entra changed (`Refreshed::touched`); whoever
-//! has an open report, since a report is how a user blocked by someone else's name is kept
-//! (a name freed by a change unblocks them); and — repeated until nothing more is found —
+//! has an open report that waits on someone else ([`waiting_on_others`]: a user blocked by
+//! another's name is kept as a report, and a name freed by a change, or by an admin's edit
+//! since, unblocks them); and — repeated until nothing more is found —
 //! every user of the tenant linked to a record those users are linked to or whose email or
 //! username one of them wants (SPEC 4.3 takeovers, 4.8 names, 4.11 emails of other tenants are
 //! decided from exactly those records). The planner decides them as a run of those users
@@ -12,7 +13,7 @@
 //!
 //! When a plan of those users could differ from a plan of the whole tenant — a deactivation
 //! limit reached or allowed, one of them waiting on someone else's change, a group to create,
-//! rename or remove — it gives up (`None`) and the caller plans the whole tenant. The random
+//! rename or remove, a record to purge — it gives up (`None`) and the caller plans the whole tenant. The random
 //! histories (`tests/e2e/histories.rs`) hold every incremental run to the same store as a
 //! full one.
 //!
@@ -22,8 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use entra_sync_core::ObjectId;
 use entra_sync_core::directory::Snapshot;
-use entra_sync_core::plan::{self, Plan, Scope, StoreView};
-use entra_sync_core::resolve::{self, ReportKind, Resolution};
+use entra_sync_core::plan::{self, Action, Plan, Scope, StoreView};
+use entra_sync_core::resolve::{self, Report, ReportKind, Resolution};
 use entra_sync_core::rules::Rules;
 
 use crate::apply::RunWrite;
@@ -46,23 +47,32 @@ pub fn plan(
     reported: &BTreeSet<ObjectId>,
 ) -> Result<Option<(Plan, BTreeSet<ObjectId>)>, StoreError> {
     let mut users: BTreeSet<ObjectId> = touched.union(reported).copied().collect();
+    // Users to add from the stored mirror (the touched ones are in `snapshot` as they are
+    // now), and those whose records, and the names they want, the view does not hold yet.
     let mut more: BTreeSet<ObjectId> = reported.difference(touched).copied().collect();
-    let (resolution, mut view) = loop {
+    let mut unread = users.clone();
+    let mut looked_up = Names::default();
+    let mut view = StoreView::default();
+    let resolution = loop {
         if users.len() > USERS_LIMIT {
             return Ok(None);
         }
         write.mirror_users(run.tenant, &more, snapshot)?;
         let resolution = resolve::resolve(rules, snapshot);
-        let view = write.view_around(run.tenant, run.directory, &users, &names(&resolution))?;
+        let wanted = names(&resolution, &mut looked_up);
+        let first = view.records.is_empty() && view.links.is_empty();
+        write.records_around(run.directory, &unread, &wanted, first, &mut view)?;
         more = linked_users(&view, run.directory)
             .difference(&users)
             .copied()
             .collect();
         if more.is_empty() {
-            break (resolution, view);
+            break resolution;
         }
         users.extend(more.iter().copied());
+        unread.clone_from(&more);
     };
+    write.groups_around(run.tenant, &mut view)?;
     let group_names = plan::group_names(rules, snapshot);
     if !groups_settled(&view, &resolution, &group_names) {
         return Ok(None);
@@ -77,14 +87,28 @@ pub fn plan(
         view.active_synced = Some(write.active_synced(run.directory)?);
         planned = plan::plan(&run, resolution, &view, &group_names);
     }
+    // A purge is decided with the tickets pointing at records, which this view does not read.
     let whole_tenant_needed = !planned.held.is_empty()
         || planned.hold_reason.is_some()
         || planned.released.is_some()
+        || planned.changes.iter().any(|c| c.action == Action::Purge)
         || planned
             .reports
             .iter()
             .any(|r| r.kind == ReportKind::WaitsForFullSync);
     Ok((!whole_tenant_needed).then_some((planned, users)))
+}
+
+/// The reported users whose outcome can move without a change of their own: those blocked by
+/// a name someone else holds or wants (4.8, 4.11), by the root employee (4.5), or left to a
+/// later run by a `--user` run. A user without an email or with incomplete data waits only on
+/// Entra changing them, which touches them.
+pub fn waiting_on_others(reports: &[Report]) -> BTreeSet<ObjectId> {
+    reports
+        .iter()
+        .filter(|r| !matches!(r.kind, ReportKind::NoEmail | ReportKind::IncompleteData))
+        .map(|r| r.object_id)
+        .collect()
 }
 
 /// Whether the plan takes a record out of service, or was stopped from doing so.
@@ -95,14 +119,19 @@ fn removes(plan: &Plan) -> bool {
         || plan.changes.iter().any(|c| c.action.removes())
 }
 
-/// The emails and usernames the resolved users want, as the planner compares them.
-fn names(resolution: &Resolution) -> Names {
+/// The emails and usernames the resolved users want, as the planner compares them, that are
+/// not in `looked_up` yet (which then holds them too).
+fn names(resolution: &Resolution, looked_up: &mut Names) -> Names {
     let mut names = Names::default();
     for desired in resolution.desired.values() {
-        if let Some(email) = desired.values.email_key() {
+        if let Some(email) = desired.values.email_key()
+            && looked_up.emails.insert(email.as_str().to_string())
+        {
             names.emails.insert(email.as_str().to_string());
         }
-        if let Some(username) = desired.values.username_key() {
+        if let Some(username) = desired.values.username_key()
+            && looked_up.usernames.insert(username.as_str().to_string())
+        {
             names.usernames.insert(username.as_str().to_string());
         }
     }

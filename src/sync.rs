@@ -642,7 +642,12 @@ async fn tenant_run(
         rules_changed,
         held: !open_before.held.is_empty(),
         releasing: opts.allow_mass_deactivation || opts.plan_out,
-        purge_due: matches!((&purge_watch, &cutoff), (Some(watch), Some(cutoff)) if watch < cutoff),
+        // With retention on, a tenant never planned under it (no watch yet) is due.
+        purge_due: match (&purge_watch, &cutoff) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(watch), Some(cutoff)) => watch < cutoff,
+        },
         grace_due: open_before.out_of_scope.iter().any(|p| {
             let minutes = config.safety.deactivate_after_minutes;
             plan::grace_reached(&p.since, &crate::clock::rfc3339(now), minutes)
@@ -694,7 +699,7 @@ async fn tenant_run(
     };
     if let Some(touched) = &partial {
         if let (true, Access::Write(write)) = (narrow_ok, &access) {
-            let reported = open_before.reports.iter().map(|r| r.object_id).collect();
+            let reported = crate::narrow::waiting_on_others(&open_before.reports);
             let plan_run = plan::Run {
                 tenant: &tenant.name,
                 directory: &directory,

@@ -92,21 +92,22 @@ pub(crate) fn mirror_users(
     Ok(())
 }
 
-/// The store as the planner needs it for `users` of `directory` and the names they want: the
-/// records linked to them, the records holding one of the names (an email on any record, a
-/// username on any employee; the NOCASE indexes find ASCII case variants, and the few records
-/// whose names are not plain ASCII are read whatever they hold — migration 06), every link of
-/// those records, the tenant's groups with those records' memberships, the directories'
-/// names and the tenant's pending deactivations. No tickets: such a run purges nothing.
-pub(crate) fn view_around(
+/// Adds to `view` what the planner needs of `users` of `directory` and the names they want:
+/// the records linked to them, the records holding one of the names (an email on any
+/// record, a username on any employee; the NOCASE indexes find ASCII case variants), the
+/// employees holding a name such a record would be archived under, and every link of those
+/// records. With `unusual`, also the few records whose names are not
+/// plain ASCII, which the indexes cannot compare as the sync does (migration 06): read them
+/// once per view. Records already in `view` are not read again.
+pub(crate) fn records_around(
     conn: &Connection,
-    tenant: &str,
     directory: &str,
     users: &BTreeSet<ObjectId>,
     names: &Names,
-) -> Result<StoreView, StoreError> {
+    unusual: bool,
+    view: &mut StoreView,
+) -> Result<(), StoreError> {
     let mut keys: BTreeSet<(RecordKind, i64)> = BTreeSet::new();
-    let mut view = StoreView::default();
     let mut linked = conn.prepare_cached(&format!(
         "SELECT {LINK_COLUMNS} FROM sync_links WHERE directory = ?1 AND object_id = ?2"
     ))?;
@@ -145,7 +146,7 @@ pub(crate) fn view_around(
     )?;
     // Exactly the partial indexes' conditions (migration 06): SQLite reads only them (and
     // fails the statement if it could not).
-    for (sql, kind) in [
+    let unusual_names = [
         (
             "SELECT id FROM employees INDEXED BY employees_unusual_names
              WHERE email <> trim(email) OR username <> trim(username)
@@ -157,12 +158,42 @@ pub(crate) fn view_around(
              WHERE email <> trim(email) OR email GLOB '*[^ -~]*'",
             contact,
         ),
-    ] {
+    ];
+    for (sql, kind) in unusual_names.iter().filter(|_| unusual) {
         let mut stmt = conn.prepare_cached(sql)?;
         for id in stmt.query_map([], |r| r.get::<_, i64>(0))? {
-            keys.insert((kind, id?));
+            keys.insert((*kind, id?));
         }
     }
+    let new = read_records(conn, keys, view)?;
+    // An employee archived by a kind change is renamed `…_Archived`, `…_Archived2`, … : the
+    // first no employee has. Whoever has one must be in the view.
+    let mut archived = conn.prepare_cached(
+        "SELECT id FROM employees
+         WHERE username >= ?1 COLLATE NOCASE AND username < ?2 COLLATE NOCASE",
+    )?;
+    let mut taken = BTreeSet::new();
+    for key in new {
+        let Some(name) = view.records.get(&key).and_then(|r| r.values.username()) else {
+            continue;
+        };
+        let from = format!("{name}_archived");
+        let to = format!("{name}_archivee");
+        for id in archived.query_map([&from, &to], |r| r.get::<_, i64>(0))? {
+            taken.insert((RecordKind::Employee, id?));
+        }
+    }
+    read_records(conn, taken, view)?;
+    Ok(())
+}
+
+/// Reads the records `keys` names that `view` does not hold yet, and every link of them;
+/// returns the employees read.
+fn read_records(
+    conn: &Connection,
+    keys: BTreeSet<(RecordKind, i64)>,
+    view: &mut StoreView,
+) -> Result<Vec<(RecordKind, i64)>, StoreError> {
     let mut employees = conn.prepare_cached(&format!(
         "SELECT {EMPLOYEE_COLUMNS} FROM employees WHERE id = ?1"
     ))?;
@@ -172,7 +203,11 @@ pub(crate) fn view_around(
     let mut links = conn.prepare_cached(&format!(
         "SELECT {LINK_COLUMNS} FROM sync_links WHERE record_kind = ?1 AND record_id = ?2"
     ))?;
-    for (kind, id) in &keys {
+    let mut read = Vec::new();
+    for (kind, id) in keys {
+        if view.records.contains_key(&(kind, id)) {
+            continue;
+        }
         let record = match kind {
             RecordKind::Employee => employees.query_row([id], employee_row).optional()?,
             RecordKind::Contact => contacts.query_row([id], contact_row).optional()?,
@@ -180,12 +215,26 @@ pub(crate) fn view_around(
         let Some(record) = record else {
             continue; // deleted outside the sync: its link is stale
         };
-        view.records.insert((*kind, *id), record);
+        view.records.insert((kind, id), record);
         for link in links.query_map(params![kind.as_str(), id], link_row)? {
             view.links.extend(link?);
         }
+        if kind == RecordKind::Employee {
+            read.push((kind, id));
+        }
     }
-    let mut groups = directories_and_groups(conn, tenant, &mut view)?;
+    Ok(read)
+}
+
+/// Completes a view [`records_around`] filled: the tenant's groups with the memberships of
+/// the view's records, the directories' names and the tenant's pending deactivations. No
+/// tickets: a run of some users purges nothing.
+pub(crate) fn groups_around(
+    conn: &Connection,
+    tenant: &str,
+    view: &mut StoreView,
+) -> Result<(), StoreError> {
+    let mut groups = directories_and_groups(conn, tenant, view)?;
     let mut member = conn.prepare_cached(
         "SELECT 1 FROM group_members WHERE group_id = ?1 AND member_kind = ?2 AND member_id = ?3",
     )?;
@@ -201,7 +250,7 @@ pub(crate) fn view_around(
         }
     }
     view.groups = groups.into_values().collect();
-    Ok(view)
+    Ok(())
 }
 
 /// `directory`'s active linked records: the percent guard's base (SPEC 5.3).
@@ -245,7 +294,8 @@ mod tests {
                     (2, 'bob', ' bob@contoso.com'),
                     (3, 'ÄRNE', 'arne@contoso.com'),
                     (4, 'cy', 'cy@contoso.com'),
-                    (5, 'dee', 'dee@contoso.com');
+                    (5, 'dee', 'dee@contoso.com'),
+                    (6, 'Cy_Archived2', 'cy@contoso.com_Archived');
                  INSERT INTO contacts (id, email) VALUES
                     (7, 'Ada@contoso.com'),
                     (8, 'eve@contoso.com');",
@@ -255,9 +305,11 @@ mod tests {
             emails: ["ada@contoso.com".to_string()].into(),
             usernames: ["cy".to_string()].into(),
         };
-        let view = view_around(&store.conn, "t", "d", &BTreeSet::new(), &names).unwrap();
+        let mut view = StoreView::default();
+        records_around(&store.conn, "d", &BTreeSet::new(), &names, true, &mut view).unwrap();
         let keys: Vec<(RecordKind, i64)> = view.records.keys().copied().collect();
-        // ada by email in either table whatever its case, cy by username; bob (spaces around
+        // ada by email in either table whatever its case, cy by username and the name cy's
+        // record would be archived under if cy changed kind (6); bob (spaces around
         // the email) and ÄRNE (not ASCII) because the NOCASE indexes cannot say; not dee, eve.
         // (The unusual ones are read `INDEXED BY` their partial indexes: had SQLite no use
         // for them, it would have refused the statement.)
@@ -269,6 +321,7 @@ mod tests {
                 (Employee, 2),
                 (Employee, 3),
                 (Employee, 4),
+                (Employee, 6),
                 (Contact, 7)
             ]
         );

@@ -373,3 +373,88 @@ async fn a_run_reports_the_resource_units_graph_charged() {
         "{s}"
     );
 }
+
+/// SPEC 8: an incremental run with one change plans the people it touches, not the tenant,
+/// and leaves the store a full run would (a full run right after changes nothing).
+#[tokio::test]
+async fn one_change_is_planned_alone_and_leaves_the_store_a_full_run_would() {
+    let (env, _, _, users) = staffed().await;
+    env.sync_ok(&[]).await;
+    env.sim()
+        .update_user(
+            &users[0],
+            UserPatch {
+                job_title: Some(Some("Lead".into())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let s = env.sync_ok(&[]).await;
+    let t = tenant(&s, "t0");
+    assert_eq!(t["mode"], "incremental");
+    assert_eq!(t["updated"], 1);
+    assert_eq!(t["planned_users"], 1, "{t}");
+    let full = env.sync_ok(&["--full"]).await;
+    let f = tenant(&full, "t0");
+    assert_eq!(f["planned_users"], 3);
+    assert_eq!(
+        (f["created"].as_i64(), f["updated"].as_i64()),
+        (Some(0), Some(0)),
+        "{f}"
+    );
+}
+
+/// A kind change archives the employee as `…_Archived`, or `…_Archived2` when an employee
+/// the run's people are not linked to has that name: a run of those people must see it, or the
+/// store's unique usernames refuse the write (and every retry).
+#[tokio::test]
+async fn a_kind_change_archives_under_a_name_no_employee_has_even_when_planned_alone() {
+    let (env, staff, customers, users) = staffed().await;
+    env.sync_ok(&[]).await;
+    env.exec(
+        "INSERT INTO employees (username, email, active) VALUES ('bob_Archived', 'old.bob@contoso.com', 0)",
+    );
+    env.remove(&staff, &users[1]);
+    env.add(&customers, &users[1]);
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["archived"], 1);
+    assert_eq!(
+        env.rows(
+            "SELECT username, active FROM employees WHERE username LIKE 'bob%' ORDER BY username"
+        ),
+        vec![vec!["bob_Archived", "0"], vec!["bob_Archived2", "0"]]
+    );
+}
+
+/// SPEC 4.14: retention turned on later purges what is old enough at the next run, whatever
+/// that run's change is about.
+#[tokio::test]
+async fn retention_turned_on_purges_at_the_next_run_with_an_unrelated_change() {
+    let (mut env, staff, _, users) = staffed().await;
+    env.sync_ok(&[]).await;
+    env.remove(&staff, &users[1]);
+    env.sync_ok(&[]).await;
+    env.exec("UPDATE employees SET deactivated_at = '2020-01-01T00:00:00Z' WHERE username = 'bob'");
+    env.extra_config
+        .push_str("\n[retention]\npurge_deactivated_after_days = 30\n");
+    env.sim()
+        .update_user(
+            &users[0],
+            UserPatch {
+                job_title: Some(Some("Lead".into())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let s = env.sync_ok(&[]).await;
+    let t = tenant(&s, "t0");
+    assert_eq!(
+        (t["updated"].as_i64(), t["purged"].as_i64()),
+        (Some(1), Some(1)),
+        "{t}"
+    );
+    assert!(
+        env.rows("SELECT id FROM employees WHERE username = 'bob'")
+            .is_empty()
+    );
+}

@@ -426,9 +426,10 @@ pub struct Plan {
     pub held: Vec<Change>,
     /// With retention on: when the oldest record that will be due for a purge was deactivated
     /// (it falls due once the cutoff passes it); `Some("")` asks the next run to plan again
-    /// (this one purged, which can free a name someone waits for). A run with nothing new from
-    /// Entra plans only when it is due. A run of some users ([`Scope::people`]) sets it only
-    /// when it takes a record out of service, and the store keeps the earlier of the two.
+    /// (this one purged, which can free a name someone waits for); [`PURGE_NEVER`] when
+    /// nothing could fall due; `None` when retention is off. A run with nothing new from
+    /// Entra plans only when it is due. A run of some users ([`Scope::people`]) says when its
+    /// people's records fall due, and the store keeps the earlier of that and what it had.
     pub purge_watch: Option<String>,
     pub hold_reason: Option<String>,
     /// Why the limits would have held this plan's deactivations, which it applies because the
@@ -529,25 +530,27 @@ pub fn plan(
         plan.waiting.retain(|w| targets.contains(&w.object_id));
     }
     plan.held = held;
+    // A run of some users' people (`Scope::Touched`) are everyone whose records it touches:
+    // their purges are the whole tenant's (nothing else can have fallen due since the last
+    // run of everybody, or the caller plans everybody).
     let purgeable = match &run.scope {
-        Scope::All => decisions.purgeable(&decided, &waiting),
-        Scope::Users(_) | Scope::Touched(_) => Vec::new(),
+        Scope::All | Scope::Touched(_) => decisions.purgeable(&decided, &waiting),
+        Scope::Users(_) => Vec::new(),
     };
     plan.changes = decisions.into_changes(&decided);
-    match &run.scope {
-        Scope::Users(targets) | Scope::Touched(targets) => {
-            plan.keep_groups_of(targets, store);
-            // A record it takes out of service is purged after retention: a run of every
-            // user re-plans by then even when Entra brings nothing (SPEC 4.14).
-            if run.purge_before.is_some() && plan.changes.iter().any(|c| c.action.removes()) {
-                plan.purge_watch = Some(run.now.to_string());
-            }
+    if let Some(targets) = run.scope.people() {
+        plan.keep_groups_of(targets, store);
+    }
+    match (&run.scope, run.purge_before) {
+        (Scope::All | Scope::Touched(_), Some(cutoff)) => {
+            plan.purge_4_14(run, store, &purgeable, cutoff);
         }
-        Scope::All => {
-            if let Some(cutoff) = run.purge_before {
-                plan.purge_4_14(run, store, &purgeable, cutoff);
-            }
+        // A record it takes out of service is purged after retention: a run of every user
+        // re-plans by then even when Entra brings nothing (SPEC 4.14).
+        (Scope::Users(_), Some(_)) if plan.changes.iter().any(|c| c.action.removes()) => {
+            plan.purge_watch = Some(run.now.to_string());
         }
+        _ => {}
     }
     plan
 }
@@ -777,6 +780,10 @@ pub fn group_names(rules: &Rules, snapshot: &Snapshot) -> BTreeMap<ObjectId, Opt
         .collect()
 }
 
+/// [`Plan::purge_watch`] when retention is on and no record can fall due until someone
+/// leaves: later than any cutoff.
+pub const PURGE_NEVER: &str = "9999-12-31T23:59:59Z";
+
 /// The retention cutoff at `now`: records deactivated before it may be purged (RFC 3339,
 /// comparable as text with `deactivated_at`). At most a century back.
 pub fn retention_cutoff(now: DateTime<Utc>, days: u64) -> String {
@@ -858,7 +865,11 @@ impl Plan {
                 LinkWrite::Keep,
             ));
         }
-        self.purge_watch = if purged { Some(String::new()) } else { watch };
+        self.purge_watch = Some(if purged {
+            String::new()
+        } else {
+            watch.unwrap_or_else(|| PURGE_NEVER.to_string())
+        });
     }
 }
 
