@@ -426,20 +426,19 @@ pub(crate) fn write_state(
                     params![tenant, watch],
                 )?;
             }
+            let mut forget = Vec::new();
+            for sql in [
+                "DELETE FROM open_reports WHERE tenant = ?1 AND object_id = ?2",
+                "DELETE FROM held_changes WHERE tenant = ?1 AND object_id = ?2",
+                "DELETE FROM pending_deactivations WHERE tenant = ?1 AND object_id = ?2",
+            ] {
+                forget.push(tx.prepare_cached(sql)?);
+            }
             for user in users {
                 let id = IdText::of(*user);
-                tx.execute(
-                    "DELETE FROM open_reports WHERE tenant = ?1 AND object_id = ?2",
-                    params![tenant, id],
-                )?;
-                tx.execute(
-                    "DELETE FROM held_changes WHERE tenant = ?1 AND object_id = ?2",
-                    params![tenant, id],
-                )?;
-                tx.execute(
-                    "DELETE FROM pending_deactivations WHERE tenant = ?1 AND object_id = ?2",
-                    params![tenant, id],
-                )?;
+                for statement in &mut forget {
+                    statement.execute(params![tenant, id])?;
+                }
             }
         }
     }
