@@ -65,27 +65,33 @@ pub(crate) fn mirror_users(
     users: &BTreeSet<ObjectId>,
     snapshot: &mut Snapshot,
 ) -> Result<(), StoreError> {
-    let mut row =
-        conn.prepare_cached("SELECT data FROM entra_users WHERE tenant = ?1 AND object_id = ?2")?;
-    let mut member = conn.prepare_cached(
-        "SELECT member_type FROM entra_members
-         WHERE tenant = ?1 AND group_id = ?2 AND member_id = ?3",
+    if users.is_empty() {
+        return Ok(());
+    }
+    // One statement per table (and per group), each looking the users up in key order.
+    let ids = serde_json::Value::from(users.iter().map(ToString::to_string).collect::<Vec<_>>())
+        .to_string();
+    let mut rows = conn.prepare_cached(
+        "SELECT data FROM entra_users
+         WHERE tenant = ?1 AND object_id IN (SELECT value FROM json_each(?2))",
     )?;
-    let groups: Vec<ObjectId> = snapshot.groups.keys().copied().collect();
-    for user in users {
-        let id = IdText::of(*user);
-        let data: Option<String> = row
-            .query_row(params![tenant, id], |r| r.get(0))
-            .optional()?;
-        if let Some(parsed) = data.and_then(|d| serde_json::from_str::<EntraUser>(&d).ok()) {
-            snapshot.users.insert(parsed.id, parsed);
+    for data in rows.query_map(params![tenant, ids], |r| r.get::<_, String>(0))? {
+        if let Ok(user) = serde_json::from_str::<EntraUser>(&data?) {
+            snapshot.users.insert(user.id, user);
         }
-        for group in &groups {
-            let kind: Option<String> = member
-                .query_row(params![tenant, IdText::of(*group), id], |r| r.get(0))
-                .optional()?;
-            if let (Some(kind), Some(g)) = (kind, snapshot.groups.get_mut(group)) {
-                g.members.insert(*user, MemberType::parse(&kind));
+    }
+    let mut members = conn.prepare_cached(
+        "SELECT member_id, member_type FROM entra_members
+         WHERE tenant = ?1 AND group_id = ?2 AND member_id IN (SELECT value FROM json_each(?3))",
+    )?;
+    for (group_id, group) in &mut snapshot.groups {
+        let found = members.query_map(params![tenant, IdText::of(*group_id), ids], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        for row in found {
+            let (member, kind) = row?;
+            if let Ok(member) = ObjectId::parse(&member) {
+                group.members.insert(member, MemberType::parse(&kind));
             }
         }
     }
@@ -235,17 +241,24 @@ pub(crate) fn groups_around(
     view: &mut StoreView,
 ) -> Result<(), StoreError> {
     let mut groups = directories_and_groups(conn, tenant, view)?;
-    let mut member = conn.prepare_cached(
-        "SELECT 1 FROM group_members WHERE group_id = ?1 AND member_kind = ?2 AND member_id = ?3",
+    let mut members = conn.prepare_cached(
+        "SELECT member_id FROM group_members
+         WHERE group_id = ?1 AND member_kind = ?2 AND member_id IN (SELECT value FROM json_each(?3))",
     )?;
-    for group in groups.values_mut() {
-        for (kind, id) in view.records.keys() {
-            if member
-                .query_row(params![group.id, kind.as_str(), id], |_| Ok(()))
-                .optional()?
-                .is_some()
-            {
-                group.members.insert((*kind, *id));
+    for kind in [RecordKind::Employee, RecordKind::Contact] {
+        let ids: Vec<i64> = view
+            .records
+            .keys()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, id)| *id)
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let ids = serde_json::Value::from(ids).to_string();
+        for group in groups.values_mut() {
+            for id in members.query_map(params![group.id, kind.as_str(), ids], |r| r.get(0))? {
+                group.members.insert((kind, id?));
             }
         }
     }
