@@ -53,6 +53,8 @@ pub fn plan(
     let mut unread = users.clone();
     let mut looked_up = Names::default();
     let mut view = StoreView::default();
+    // The records the NOCASE indexes cannot compare are read once, on the first pass.
+    let mut unusual = true;
     let resolution = loop {
         if users.len() > USERS_LIMIT {
             return Ok(None);
@@ -60,8 +62,8 @@ pub fn plan(
         write.mirror_users(run.tenant, &more, snapshot)?;
         let resolution = resolve::resolve(rules, snapshot);
         let wanted = names(&resolution, &mut looked_up);
-        let first = view.records.is_empty() && view.links.is_empty();
-        write.records_around(run.directory, &unread, &wanted, first, &mut view)?;
+        write.records_around(run.directory, &unread, &wanted, unusual, &mut view)?;
+        unusual = false;
         more = linked_users(&view, run.directory)
             .difference(&users)
             .copied()
