@@ -183,6 +183,8 @@ pub(crate) fn records_around(
         let Some(name) = view.records.get(&key).and_then(|r| r.values.username()) else {
             continue;
         };
+        // (Compared as the sync compares names: trimmed.)
+        let name = name.trim();
         let from = format!("{name}_archived");
         let to = format!("{name}_archivee");
         for id in archived.query_map([&from, &to], |r| r.get::<_, i64>(0))? {

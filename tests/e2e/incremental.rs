@@ -458,3 +458,39 @@ async fn retention_turned_on_purges_at_the_next_run_with_an_unrelated_change() {
             .is_empty()
     );
 }
+
+/// SPEC 4.14: a record an admin took out of service long ago, whose user then leaves (the run
+/// only revokes its access), is purged by the next run whatever that run's change is about.
+#[tokio::test]
+async fn a_record_out_of_service_long_ago_is_purged_by_the_run_after_its_user_left() {
+    let (mut env, staff, _, users) = staffed().await;
+    env.extra_config
+        .push_str("\n[retention]\npurge_deactivated_after_days = 30\n");
+    env.sync_ok(&[]).await;
+    env.exec(
+        "UPDATE employees SET active = 0, deactivated_at = '2020-01-01T00:00:00Z' WHERE username = 'bob'",
+    );
+    env.remove(&staff, &users[1]);
+    let left = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&left, "t0")["purged"], 0, "{left}");
+    env.sim()
+        .update_user(
+            &users[0],
+            UserPatch {
+                job_title: Some(Some("Lead".into())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let s = env.sync_ok(&[]).await;
+    let t = tenant(&s, "t0");
+    assert_eq!(
+        (t["updated"].as_i64(), t["purged"].as_i64()),
+        (Some(1), Some(1)),
+        "{t}"
+    );
+    assert!(
+        env.rows("SELECT id FROM employees WHERE username = 'bob'")
+            .is_empty()
+    );
+}

@@ -839,18 +839,15 @@ impl Plan {
             let Some(rec) = store.records.get(&key) else {
                 continue;
             };
-            if rec.active
-                || rec.is_root
-                || store.ticketed.contains(&key)
-                || touched.contains(&key)
-                || held.contains(&key)
-            {
+            if rec.active || rec.is_root || store.ticketed.contains(&key) || held.contains(&key) {
                 continue;
             }
             let Some(since) = rec.deactivated_at.as_deref() else {
                 continue;
             };
-            if since >= cutoff {
+            // One this plan writes (an access revoked, say) is not purged now, but may be by
+            // the next run: it is watched like one not due yet.
+            if since >= cutoff || touched.contains(&key) {
                 if watch.as_deref().is_none_or(|w| since < w) {
                     watch = Some(since.to_string());
                 }
