@@ -90,9 +90,7 @@ pub fn plan(
         planned = plan::plan(&run, resolution, &view, &group_names);
     }
     // A purge is decided with the tickets pointing at records, which this view does not read.
-    let whole_tenant_needed = !planned.held.is_empty()
-        || planned.hold_reason.is_some()
-        || planned.released.is_some()
+    let whole_tenant_needed = guarded(&planned)
         || planned.changes.iter().any(|c| c.action == Action::Purge)
         || planned
             .reports
@@ -113,12 +111,14 @@ pub fn waiting_on_others(reports: &[Report]) -> BTreeSet<ObjectId> {
         .collect()
 }
 
+/// Whether the mass-deactivation guard held, or let through, anything.
+fn guarded(plan: &Plan) -> bool {
+    !plan.held.is_empty() || plan.hold_reason.is_some() || plan.released.is_some()
+}
+
 /// Whether the plan takes a record out of service, or was stopped from doing so.
 fn removes(plan: &Plan) -> bool {
-    !plan.held.is_empty()
-        || plan.hold_reason.is_some()
-        || plan.released.is_some()
-        || plan.changes.iter().any(|c| c.action.removes())
+    guarded(plan) || plan.changes.iter().any(|c| c.action.removes())
 }
 
 /// The emails and usernames the resolved users want, as the planner compares them, that are

@@ -539,6 +539,26 @@ mod tests {
         }
     }
 
+    /// u1–u3; g1 holds u1, u2 and the group g2, which holds `g2_members`.
+    fn three_users_in_nested_groups(g2_members: &[(&str, MemberType)]) -> Snapshot {
+        let user_kind = MemberType::User;
+        snapshot(
+            vec![user("u1", "Dev"), user("u2", "Ops"), user("u3", "QA")],
+            vec![
+                group(
+                    "g1",
+                    "One",
+                    &[
+                        ("u1", user_kind),
+                        ("u2", user_kind),
+                        ("g2", MemberType::Group),
+                    ],
+                ),
+                group("g2", "Two", g2_members),
+            ],
+        )
+    }
+
     fn write(store: &mut Store, tenant: &str, s: &Snapshot) -> u64 {
         write_only(store, tenant, s, None)
     }
@@ -572,21 +592,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("s.db")).unwrap();
         let user_kind = MemberType::User;
-        let a = snapshot(
-            vec![user("u1", "Dev"), user("u2", "Ops"), user("u3", "QA")],
-            vec![
-                group(
-                    "g1",
-                    "One",
-                    &[
-                        ("u1", user_kind),
-                        ("u2", user_kind),
-                        ("g2", MemberType::Group),
-                    ],
-                ),
-                group("g2", "Two", &[("u3", user_kind)]),
-            ],
-        );
+        let a = three_users_in_nested_groups(&[("u3", user_kind)]);
         // Another tenant's mirror must not be touched by this tenant's diff.
         assert_eq!(write(&mut store, "other", &a), 3 + 2 + 4);
         assert_eq!(write(&mut store, "t", &a), 9);
@@ -611,21 +617,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("s.db")).unwrap();
         let user_kind = MemberType::User;
-        let whole = snapshot(
-            vec![user("u1", "Dev"), user("u2", "Ops"), user("u3", "QA")],
-            vec![
-                group(
-                    "g1",
-                    "One",
-                    &[
-                        ("u1", user_kind),
-                        ("u2", user_kind),
-                        ("g2", MemberType::Group),
-                    ],
-                ),
-                group("g2", "Two", &[("u2", user_kind), ("u3", user_kind)]),
-            ],
-        );
+        let whole = three_users_in_nested_groups(&[("u2", user_kind), ("u3", user_kind)]);
         write(&mut store, "t", &whole);
         let touched: BTreeSet<ObjectId> = ["u2", "u4"].into_iter().map(id).collect();
         // What the round starts from: the groups (nested: which holds which) and u2 (u4 is

@@ -14,6 +14,34 @@ fn graph_requests(env: &TestEnv) -> u64 {
     env.sim().stats().matching("/v1.0/")
 }
 
+/// Gives `user` a new job title in Entra.
+fn retitle(env: &TestEnv, user: &str, title: &str) {
+    env.sim()
+        .update_user(
+            user,
+            UserPatch {
+                job_title: Some(Some(title.into())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+}
+
+/// The next run applies the one retitle Entra made and purges bob's record.
+async fn bob_is_purged_with_that_change(env: &TestEnv) {
+    let s = env.sync_ok(&[]).await;
+    let t = tenant(&s, "t0");
+    assert_eq!(
+        (t["updated"].as_i64(), t["purged"].as_i64()),
+        (Some(1), Some(1)),
+        "{t}"
+    );
+    assert!(
+        env.rows("SELECT id FROM employees WHERE username = 'bob'")
+            .is_empty()
+    );
+}
+
 async fn staffed() -> (TestEnv, String, String, Vec<String>) {
     let mut env = TestEnv::new().await;
     let staff = env.group("Staff", 1);
@@ -90,15 +118,7 @@ async fn idle_rounds_cost_two_requests_once_a_nested_groups_cursor_is_folded_in(
 async fn changes_in_entra_reach_the_store_through_delta_rounds() {
     let (env, staff, customers, users) = staffed().await;
     env.sync_ok(&[]).await;
-    env.sim()
-        .update_user(
-            &users[0],
-            UserPatch {
-                job_title: Some(Some("Lead".into())),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    retitle(&env, &users[0], "Lead");
     env.add(&customers, &users[3]);
     env.remove(&staff, &users[1]);
     let s = env.sync_ok(&[]).await;
@@ -380,15 +400,7 @@ async fn a_run_reports_the_resource_units_graph_charged() {
 async fn one_change_is_planned_alone_and_leaves_the_store_a_full_run_would() {
     let (env, _, _, users) = staffed().await;
     env.sync_ok(&[]).await;
-    env.sim()
-        .update_user(
-            &users[0],
-            UserPatch {
-                job_title: Some(Some("Lead".into())),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    retitle(&env, &users[0], "Lead");
     let s = env.sync_ok(&[]).await;
     let t = tenant(&s, "t0");
     assert_eq!(t["mode"], "incremental");
@@ -437,26 +449,8 @@ async fn retention_turned_on_purges_at_the_next_run_with_an_unrelated_change() {
     env.exec("UPDATE employees SET deactivated_at = '2020-01-01T00:00:00Z' WHERE username = 'bob'");
     env.extra_config
         .push_str("\n[retention]\npurge_deactivated_after_days = 30\n");
-    env.sim()
-        .update_user(
-            &users[0],
-            UserPatch {
-                job_title: Some(Some("Lead".into())),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let s = env.sync_ok(&[]).await;
-    let t = tenant(&s, "t0");
-    assert_eq!(
-        (t["updated"].as_i64(), t["purged"].as_i64()),
-        (Some(1), Some(1)),
-        "{t}"
-    );
-    assert!(
-        env.rows("SELECT id FROM employees WHERE username = 'bob'")
-            .is_empty()
-    );
+    retitle(&env, &users[0], "Lead");
+    bob_is_purged_with_that_change(&env).await;
 }
 
 /// SPEC 4.14: a record an admin took out of service long ago, whose user then leaves (the run
@@ -473,24 +467,6 @@ async fn a_record_out_of_service_long_ago_is_purged_by_the_run_after_its_user_le
     env.remove(&staff, &users[1]);
     let left = env.sync_ok(&[]).await;
     assert_eq!(tenant(&left, "t0")["purged"], 0, "{left}");
-    env.sim()
-        .update_user(
-            &users[0],
-            UserPatch {
-                job_title: Some(Some("Lead".into())),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let s = env.sync_ok(&[]).await;
-    let t = tenant(&s, "t0");
-    assert_eq!(
-        (t["updated"].as_i64(), t["purged"].as_i64()),
-        (Some(1), Some(1)),
-        "{t}"
-    );
-    assert!(
-        env.rows("SELECT id FROM employees WHERE username = 'bob'")
-            .is_empty()
-    );
+    retitle(&env, &users[0], "Lead");
+    bob_is_purged_with_that_change(&env).await;
 }
