@@ -626,8 +626,10 @@ impl<'a> Decisions<'a> {
                 let report = claim
                     .username
                     .as_ref()
-                    .and_then(|n| self.username_blocker(n, &rewritten, &claim.records))
-                    .map(|id| self.username_taken(d, id))
+                    .and_then(|n| {
+                        self.username_blocker(n, &rewritten, &claim.records)
+                            .map(|id| self.username_taken(d, n, id))
+                    })
                     .or_else(|| {
                         let email = claim.email.as_ref()?;
                         self.email_blocker(user, email, &rewritten, &claim.records, kept)
@@ -798,7 +800,25 @@ impl<'a> Decisions<'a> {
             .map(|l| l.object_id)
     }
 
-    fn username_taken(&self, d: &Desired, record: i64) -> Report {
+    /// The report of a user whose username `record` keeps. When that record's user wants the
+    /// name too, it says so, as the run that settled the name between them did: the report
+    /// reads the same whether or not the holder's record is rewritten this run, so it does
+    /// not depend on how the runs were split (SPEC 4.13).
+    fn username_taken(&self, d: &Desired, name: &Username, record: i64) -> Report {
+        let holder = self
+            .owner
+            .get(&(RecordKind::Employee, record))
+            .filter(|l| l.directory == self.run.directory)
+            .filter(|l| {
+                self.desired
+                    .get(&l.object_id)
+                    .and_then(|h| h.values.username_key())
+                    .as_ref()
+                    == Some(name)
+            });
+        if let Some(holder) = holder {
+            return self.username_taken_by(d, holder.object_id);
+        }
         report(
             d,
             ReportKind::UsernameCollision,
