@@ -218,6 +218,17 @@ impl RunWrite<'_> {
         narrow::records_around(&self.tx, directory, users, names, unusual, view)
     }
 
+    /// Users of `directory` the sync last wrote one of `names` for (with `unusual`, also
+    /// those whose names the NOCASE indexes cannot compare).
+    pub fn users_wanting(
+        &self,
+        directory: &str,
+        names: &narrow::Names,
+        unusual: bool,
+    ) -> Result<BTreeSet<ObjectId>, StoreError> {
+        narrow::users_wanting(&self.tx, directory, names, unusual)
+    }
+
     /// Completes such a view: the tenant's groups with its records' memberships, the
     /// directories' names, the pending deactivations.
     pub fn groups_around(&self, tenant: &str, view: &mut StoreView) -> Result<(), StoreError> {

@@ -7,7 +7,8 @@
 //! since, unblocks them); and — repeated until nothing more is found —
 //! every user of the tenant linked to a record those users are linked to or whose email or
 //! username one of them wants (SPEC 4.3 takeovers, 4.8 names, 4.11 emails of other tenants are
-//! decided from exactly those records). The planner decides them as a run of those users
+//! decided from exactly those records), and every user the sync last wrote such a name for
+//! (their link's source): they still want it even where an admin renamed their record (4.6). The planner decides them as a run of those users
 //! ([`Scope::Touched`]) from a store view of only their records; everybody else is as the last
 //! run left them, which is what a plan of the whole tenant would find too.
 //!
@@ -63,9 +64,11 @@ pub fn plan(
         let resolution = resolve::resolve(rules, snapshot);
         let wanted = names(&resolution, &mut looked_up);
         write.records_around(run.directory, &unread, &wanted, unusual, &mut view)?;
+        let wanting = write.users_wanting(run.directory, &wanted, unusual)?;
         unusual = false;
         more = linked_users(&view, run.directory)
-            .difference(&users)
+            .union(&wanting)
+            .filter(|u| !users.contains(u))
             .copied()
             .collect();
         if more.is_empty() {

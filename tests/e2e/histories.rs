@@ -1,8 +1,9 @@
 //! Random histories over graph-sim, the backbone of SPEC 4.13: people join and leave employee,
 //! contact and nested groups, change, are disabled, deleted, restored, deleted for good and
-//! re-created with the same UPN and mail; rules change; admins edit and deactivate records;
-//! runs fail, are held and released, resync one person, and time passes past the grace period
-//! (half the histories have one) and past retention.
+//! re-created with the same UPN and mail, and come to want each other's usernames; rules
+//! change; admins edit, rename and deactivate records; runs fail, are held and released,
+//! resync one person, and time passes past the grace period (half the histories have one) and
+//! past retention.
 //!
 //! Three stores follow each history against the same simulated tenant, in-process:
 //! - `plain`: the runs as given (incremental where cursors allow);
@@ -71,10 +72,15 @@ enum Step {
     Move(usize, Group),
     /// Two people swap their UPNs (and so their usernames) in one round.
     SwapUpns(usize, usize),
+    /// The first person's UPN moves to the second's name at a domain of the first's own: they
+    /// now want the second's username (SPEC 4.8) while the second does not change.
+    Rehome(usize, usize),
     /// The contact rule wins over the employee rule, or back.
     SwapRuleOrder,
     LocalEdit(usize),
     LocalDeactivate(usize),
+    /// An admin renames the person's live record: its email, and an employee's username.
+    LocalRename(usize),
     /// A run that fails at Graph.
     Fail,
     Sync,
@@ -104,6 +110,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (p.clone(), g.clone()).prop_map(|(p, g)| Step::Leave(p, g)),
         3 => (p.clone(), g).prop_map(|(p, g)| Step::Move(p, g)),
         1 => (p.clone(), p.clone()).prop_map(|(a, b)| Step::SwapUpns(a, b)),
+        1 => (p.clone(), p.clone()).prop_map(|(a, b)| Step::Rehome(a, b)),
         1 => p.clone().prop_map(Step::Retitle),
         1 => p.clone().prop_map(Step::Disable),
         1 => p.clone().prop_map(Step::Enable),
@@ -114,6 +121,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::SwapRuleOrder),
         1 => p.clone().prop_map(Step::LocalEdit),
         1 => p.clone().prop_map(Step::LocalDeactivate),
+        1 => p.clone().prop_map(Step::LocalRename),
         1 => Just(Step::Fail),
         4 => Just(Step::Sync),
         1 => Just(Step::FullSync),
@@ -376,6 +384,20 @@ impl World {
                     self.upns.swap(a, b);
                 }
             }
+            Step::Rehome(a, b) => {
+                if let Some(id) = id(a) {
+                    let name = self.upns[b].split('@').next().unwrap_or_default();
+                    let upn = format!("{name}@home{a}.example");
+                    let _ = sim.update_user(
+                        &id,
+                        UserPatch {
+                            user_principal_name: Some(upn.clone()),
+                            ..UserPatch::default()
+                        },
+                    );
+                    self.upns[a] = upn;
+                }
+            }
             _ => {}
         }
     }
@@ -584,7 +606,7 @@ async fn play(
     // Where everybody starts, synced by every store.
     let swapped = steps
         .iter()
-        .any(|s| matches!(s, Step::SwapUpns(a, b) if a != b));
+        .any(|s| matches!(s, Step::SwapUpns(a, b) if a != b) || matches!(s, Step::Rehome(..)));
     let mut last: Vec<Step> = start
         .iter()
         .enumerate()
@@ -608,7 +630,7 @@ async fn play(
                 world.contact_first = !world.contact_first;
                 world.write_configs();
             }
-            Step::LocalEdit(p) | Step::LocalDeactivate(p) => {
+            Step::LocalEdit(p) | Step::LocalDeactivate(p) | Step::LocalRename(p) => {
                 // An admin edits what every store holds at this point: each syncs first, and
                 // releases what it held (`seldom` holds nothing), so all hold the same records.
                 let release = |full: bool| SyncOptions {
@@ -635,6 +657,18 @@ async fn play(
                     Step::LocalEdit(_) => format!(
                         "UPDATE employees SET job_title = 'Local' WHERE email = '{0}' AND is_root = 0;
                          UPDATE contacts SET job_title = 'Local' WHERE email = '{0}';",
+                        upn(p)
+                    ),
+                    // (Only where one live employee has the email and the name is free, so
+                    // every store renames the same record.)
+                    Step::LocalRename(_) => format!(
+                        "UPDATE employees SET email = 'local{p}@contoso.com', username = 'local{p}'
+                         WHERE email = '{0}' AND is_root = 0 AND active = 1
+                           AND (SELECT COUNT(*) FROM employees
+                                WHERE email = '{0}' AND is_root = 0 AND active = 1) = 1
+                           AND NOT EXISTS (SELECT 1 FROM employees WHERE username = 'local{p}');
+                         UPDATE contacts SET email = 'local{p}@contoso.com'
+                         WHERE email = '{0}' AND active = 1;",
                         upn(p)
                     ),
                     _ => format!(
@@ -919,6 +953,19 @@ fn histories_found_before_stay_fixed() {
                 Step::Reviewed,
                 Step::Move(2, Group::Customers),
             ],
+        ),
+        (
+            // A username lost to the user holding it: the report named the holder in the run
+            // that rewrote the holder's record and the record in a later one, so an idle run
+            // and a full one left different open state.
+            vec![None, Some(Group::Staff), Some(Group::Staff), None, None],
+            vec![Step::Rehome(2, 1), Step::Retitle(1), Step::Fail, Step::Sync],
+        ),
+        (
+            // A user whose record an admin renamed still wants their username: a run that
+            // planned only the user who came to want it too gave it away.
+            vec![None, Some(Group::Staff), Some(Group::Staff), None, None],
+            vec![Step::LocalRename(1), Step::Rehome(2, 1), Step::Sync],
         ),
     ];
     for (start, steps) in found {

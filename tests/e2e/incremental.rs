@@ -470,3 +470,39 @@ async fn a_record_out_of_service_long_ago_is_purged_by_the_run_after_its_user_le
     retitle(&env, &users[0], "Lead");
     bob_is_purged_with_that_change(&env).await;
 }
+
+/// SPEC 4.6, 4.8 and 4.13: a user whose record an admin renamed still wants their Entra
+/// username. When a change makes someone else want it too, the name goes where a whole run
+/// would send it (the smaller object id, nobody holding it now), not to whoever changed.
+#[tokio::test]
+async fn a_name_an_admin_renamed_away_is_still_wanted_by_its_user_in_a_run_of_one_change() {
+    let (env, _, _, users) = staffed().await;
+    env.sync_ok(&[]).await;
+    // ada and bob: the smaller object id keeps wanting its name, the other changes to want it.
+    let (keeper, changer) = if users[0] < users[1] {
+        (("ada", &users[0]), ("bob", &users[1]))
+    } else {
+        (("bob", &users[1]), ("ada", &users[0]))
+    };
+    env.exec(&format!(
+        "UPDATE employees SET username = 'renamed', email = 'renamed@contoso.com' WHERE username = '{}'",
+        keeper.0
+    ));
+    env.sim()
+        .update_user(
+            changer.1,
+            UserPatch {
+                user_principal_name: Some(format!("{}@fabrikam.com", keeper.0)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let s = env.sync_ok(&[]).await;
+    let t = tenant(&s, "t0");
+    assert_eq!(t["updated"], 0, "{t}");
+    assert_eq!(t["reports"][0]["kind"], "username_collision", "{t}");
+    assert_eq!(
+        env.rows("SELECT username FROM employees WHERE is_root = 0 ORDER BY username"),
+        vec![vec![changer.0.to_string()], vec!["renamed".to_string()]]
+    );
+}
