@@ -169,12 +169,13 @@ impl Store {
     /// Starts a run's write transaction (immediate: the store's one writer from here). `now`
     /// (RFC 3339) stamps every row the run writes.
     pub fn begin_run(&mut self, now: String) -> Result<RunWrite<'_>, StoreError> {
-        Ok(RunWrite {
-            tx: self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?,
-            now,
-        })
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The sync's own writes are not edits behind its back (migration 08); the row is
+        // deleted before commit, and never seen by anyone else.
+        tx.execute("INSERT INTO sync_writing (since) VALUES (?1)", [&now])?;
+        Ok(RunWrite { tx, now })
     }
 }
 
@@ -275,6 +276,7 @@ impl RunWrite<'_> {
 
     /// Commits what was written: all of it becomes visible, or none.
     pub fn commit(self) -> Result<(), StoreError> {
+        self.tx.execute("DELETE FROM sync_writing", [])?;
         self.tx.commit()?;
         Ok(())
     }

@@ -639,6 +639,10 @@ async fn tenant_run(
         _ => None,
     };
     let pending = Pending {
+        edited: match &store {
+            Some(s) if opts.user.is_none() => s.edited_since_whole_plan(&tenant.name)?,
+            _ => false,
+        },
         rules_changed,
         held: !open_before.held.is_empty(),
         releasing: opts.allow_mass_deactivation || opts.plan_out,
@@ -656,7 +660,7 @@ async fn tenant_run(
     // Planning only the users the rounds touched is a plan of the whole tenant as long as
     // nothing else in it is pending (held changes, a grace period or a purge due).
     let partial = refreshed.touched.take();
-    let narrow_ok = !(pending.held || pending.grace_due || pending.purge_due);
+    let narrow_ok = !(pending.held || pending.grace_due || pending.purge_due || pending.edited);
     let mut snapshot = match (
         run::basis(fresh, pending),
         refreshed.snapshot.take(),

@@ -173,6 +173,41 @@ fn first_run_creates_records_and_groups_and_second_run_changes_nothing() {
 }
 
 #[test]
+fn edits_behind_the_syncs_back_are_counted_and_its_own_writes_are_not() {
+    let mut w = World::new();
+    w.add(user(1), EMP);
+    w.add(user(2), CON);
+    let edited = |w: &World| w.store.edited_since_whole_plan("t").unwrap();
+    assert!(edited(&w), "a tenant never planned whole");
+    w.sync();
+    assert!(
+        !edited(&w),
+        "the sync's creates, links and memberships are not edits"
+    );
+    w.users[0].job_title = Some("Lead".into());
+    w.sync();
+    assert!(!edited(&w), "nor its updates");
+    // What the PSA does besides: tickets and its own timestamps are not what plans read.
+    w.exec(
+        "INSERT INTO tickets (subject, employee_id) VALUES ('printer', 1);
+         UPDATE employees SET updated_at = 'now';",
+    );
+    assert!(!edited(&w));
+    for edit in [
+        "UPDATE employees SET username = 'renamed'",
+        "UPDATE contacts SET active = 0",
+        "DELETE FROM group_members WHERE member_kind = 'contact'",
+        "INSERT INTO employees (username, email) VALUES ('new', 'new@contoso.com')",
+        "DELETE FROM sync_links WHERE record_kind = 'contact'",
+    ] {
+        w.exec(edit);
+        assert!(edited(&w), "{edit}");
+        w.sync();
+        assert!(!edited(&w), "a plan of every user saw {edit}");
+    }
+}
+
+#[test]
 fn existing_record_with_same_email_is_merged_keeping_id_and_ticket() {
     let mut w = World::new();
     w.exec(

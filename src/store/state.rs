@@ -234,6 +234,17 @@ impl Store {
             .flatten())
     }
 
+    /// Whether someone but the sync edited what the planner reads since the tenant's last
+    /// plan of all its users (migration 08; never planned so: edited).
+    pub fn edited_since_whole_plan(&self, tenant: &str) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT count FROM store_edits)
+                    IS NOT (SELECT edits_seen FROM tenant_state WHERE tenant = ?1)",
+            [tenant],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Of `users`, those who may be coming back without a membership change (a restore): the
     /// mirror lost their last membership since `departed_after`, or a record of theirs is
     /// linked in `directory`.
@@ -410,9 +421,12 @@ pub(crate) fn write_state(
                 "DELETE FROM pending_deactivations WHERE tenant = ?1",
                 [tenant],
             )?;
+            // A plan of all users saw every edit made so far (read in this transaction).
             tx.execute(
-                "INSERT INTO tenant_state (tenant, purge_watch) VALUES (?1, ?2)
-                 ON CONFLICT (tenant) DO UPDATE SET purge_watch = excluded.purge_watch",
+                "INSERT INTO tenant_state (tenant, purge_watch, edits_seen)
+                 VALUES (?1, ?2, (SELECT count FROM store_edits))
+                 ON CONFLICT (tenant) DO UPDATE SET purge_watch = excluded.purge_watch,
+                     edits_seen = excluded.edits_seen",
                 params![tenant, plan.purge_watch],
             )?;
         }

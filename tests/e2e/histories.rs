@@ -963,9 +963,15 @@ fn histories_found_before_stay_fixed() {
         ),
         (
             // A user whose record an admin renamed still wants their username: a run that
-            // planned only the user who came to want it too gave it away.
+            // planned only the user who came to want it too gave it away. (The first sync
+            // plans the whole tenant, having the rename to see.)
             vec![None, Some(Group::Staff), Some(Group::Staff), None, None],
-            vec![Step::LocalRename(1), Step::Rehome(2, 1), Step::Sync],
+            vec![
+                Step::LocalRename(1),
+                Step::Sync,
+                Step::Rehome(2, 1),
+                Step::Sync,
+            ],
         ),
     ];
     for (start, steps) in found {

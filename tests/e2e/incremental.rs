@@ -488,6 +488,8 @@ async fn a_name_an_admin_renamed_away_is_still_wanted_by_its_user_in_a_run_of_on
         "UPDATE employees SET username = 'renamed', email = 'renamed@contoso.com' WHERE username = '{}'",
         keeper.0
     ));
+    // (That run plans the whole tenant, having an edit behind its back to see.)
+    env.sync_ok(&[]).await;
     env.sim()
         .update_user(
             changer.1,
@@ -500,9 +502,44 @@ async fn a_name_an_admin_renamed_away_is_still_wanted_by_its_user_in_a_run_of_on
     let s = env.sync_ok(&[]).await;
     let t = tenant(&s, "t0");
     assert_eq!(t["updated"], 0, "{t}");
+    assert_eq!(
+        t["planned_users"], 2,
+        "the changed user and the one wanting the name: {t}"
+    );
     assert_eq!(t["reports"][0]["kind"], "username_collision", "{t}");
     assert_eq!(
         env.rows("SELECT username FROM employees WHERE is_root = 0 ORDER BY username"),
         vec![vec![changer.0.to_string()], vec!["renamed".to_string()]]
     );
+}
+
+/// SPEC 4.13: an edit made behind the sync's back (here a synced record deleted) is seen by
+/// the next run, not only by the nightly full sync, even when Entra changed nothing; the
+/// sync's own writes are not such edits, so the run after is idle again.
+#[tokio::test]
+async fn a_record_deleted_behind_the_syncs_back_is_back_after_the_next_idle_run() {
+    let (env, _, _, _) = staffed().await;
+    env.sync_ok(&[]).await;
+    let idle = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&idle, "t0")["planned_users"], 0, "{idle}");
+    env.exec(
+        "DELETE FROM group_members WHERE member_kind = 'employee'
+             AND member_id = (SELECT id FROM employees WHERE username = 'bob');
+         DELETE FROM sync_links WHERE record_kind = 'employee'
+             AND record_id = (SELECT id FROM employees WHERE username = 'bob');
+         DELETE FROM employees WHERE username = 'bob';",
+    );
+    let s = env.sync_ok(&[]).await;
+    let t = tenant(&s, "t0");
+    assert_eq!(
+        (t["mode"].as_str(), t["created"].as_i64()),
+        (Some("incremental"), Some(1)),
+        "{t}"
+    );
+    assert_eq!(
+        env.rows("SELECT username FROM employees WHERE is_root = 0 ORDER BY username"),
+        vec![vec!["ada".to_string()], vec!["bob".to_string()]]
+    );
+    let after = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&after, "t0")["planned_users"], 0, "{after}");
 }

@@ -133,6 +133,9 @@ pub struct Pending {
     pub purge_due: bool,
     /// A user out of scope has waited out the grace period (SPEC 2).
     pub grace_due: bool,
+    /// Someone but the sync edited the store since the tenant's last plan of all its users
+    /// (a renamed or deleted record can move other users' outcomes: SPEC 4.8, 4.13).
+    pub edited: bool,
 }
 
 /// Chooses the [`Basis`] of a run: `fresh` when Graph handed over a new snapshot.
@@ -144,6 +147,7 @@ pub fn basis(fresh: bool, pending: Pending) -> Basis {
         || pending.releasing
         || pending.purge_due
         || pending.grace_due
+        || pending.edited
     {
         Basis::Mirror
     } else {
@@ -269,6 +273,10 @@ mod tests {
             },
             Pending {
                 grace_due: true,
+                ..Pending::default()
+            },
+            Pending {
+                edited: true,
                 ..Pending::default()
             },
         ] {
