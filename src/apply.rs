@@ -230,6 +230,15 @@ impl RunWrite<'_> {
         narrow::users_wanting(&self.tx, directory, names, unusual)
     }
 
+    /// Users of `tenant` with an open report about one of `names`.
+    pub fn reported_wanting(
+        &self,
+        tenant: &str,
+        names: &narrow::Names,
+    ) -> Result<BTreeSet<ObjectId>, StoreError> {
+        narrow::reported_wanting(&self.tx, tenant, names)
+    }
+
     /// Completes such a view: the tenant's groups with its records' memberships, the
     /// directories' names, the pending deactivations.
     pub fn groups_around(&self, tenant: &str, view: &mut StoreView) -> Result<(), StoreError> {

@@ -1,22 +1,28 @@
 //! An incremental run planned from the users its changes touch, not the whole tenant (SPEC 8:
 //! local work proportional to the change).
 //!
-//! Whose outcome can a change move? The users Entra changed (`Refreshed::touched`); whoever
-//! has an open report that waits on someone else ([`waiting_on_others`]: a user blocked by
-//! another's name is kept as a report, and a name freed by a change, or by an admin's edit
-//! since, unblocks them); and — repeated until nothing more is found —
-//! every user of the tenant linked to a record those users are linked to or whose email or
-//! username one of them wants (SPEC 4.3 takeovers, 4.8 names, 4.11 emails of other tenants are
-//! decided from exactly those records), and every user the sync last wrote such a name for
-//! (their link's source): they still want it even where an admin renamed their record (4.6). The planner decides them as a run of those users
-//! ([`Scope::Touched`]) from a store view of only their records; everybody else is as the last
-//! run left them, which is what a plan of the whole tenant would find too.
+//! Whose outcome can a change move? The users Entra changed (`Refreshed::touched`); the few
+//! reported users [`waiting_on_others`] for a reason no name says; and — repeated until
+//! nothing more is found — for every name in play (the emails and usernames those users want,
+//! and those their records carry):
+//! - every user of the tenant linked to a record those users are linked to or that holds a
+//!   name they want (SPEC 4.3 takeovers, 4.8 names, 4.11 emails of other tenants are decided
+//!   from exactly those records);
+//! - every user the sync last wrote that name for (their link's source): they still want it
+//!   even where an admin renamed their record (4.6);
+//! - every user with an open report about that name (a user blocked by another's name is kept
+//!   as a report, and a change that frees or takes the name settles it again).
+//!
+//! The planner decides them as a run of those users ([`Scope::Touched`]) from a store view of
+//! only their records; everybody else is as the last run left them, which is what a plan of
+//! the whole tenant would find too. Edits made behind the sync's back are not seen here: they
+//! send the run to the whole tenant before it gets here (`Pending::edited`).
 //!
 //! When a plan of those users could differ from a plan of the whole tenant — a deactivation
 //! limit reached or allowed, one of them waiting on someone else's change, a group to create,
-//! rename or remove, a record to purge — it gives up (`None`) and the caller plans the whole tenant. The random
-//! histories (`tests/e2e/histories.rs`) hold every incremental run to the same store as a
-//! full one.
+//! rename or remove, a record to purge — it gives up (`None`) and the caller plans the whole
+//! tenant. The random histories (`tests/e2e/histories.rs`) hold every incremental run to the
+//! same store as a full one.
 //!
 //! Owns the choice of users; reads through the run's transaction; decides nothing itself.
 
@@ -52,7 +58,10 @@ pub fn plan(
     // now), and those whose records, and the names they want, the view does not hold yet.
     let mut more: BTreeSet<ObjectId> = reported.difference(touched).copied().collect();
     let mut unread = users.clone();
+    // The names looked up so far: those the users want (records holding them, users wanting
+    // them, reports about them), and those only their records carry (users and reports).
     let mut looked_up = Names::default();
+    let mut carried_seen = Names::default();
     let mut view = StoreView::default();
     // The records the NOCASE indexes cannot compare are read once, on the first pass.
     let mut unusual = true;
@@ -62,14 +71,19 @@ pub fn plan(
         }
         write.mirror_users(run.tenant, &more, snapshot)?;
         let resolution = resolve::resolve(rules, snapshot);
-        let wanted = names(&resolution, &mut looked_up);
-        write.records_around(run.directory, &unread, &wanted, unusual, &mut view)?;
-        let wanting = write.users_wanting(run.directory, &wanted, unusual)?;
+        let mut fresh = names(&resolution, &mut looked_up);
+        write.records_around(run.directory, &unread, &fresh, unusual, &mut view)?;
+        let carried = carried(&view, &looked_up, &mut carried_seen);
+        fresh.emails.extend(carried.emails);
+        fresh.usernames.extend(carried.usernames);
+        let wanting = write.users_wanting(run.directory, &fresh, unusual)?;
+        let reported = write.reported_wanting(run.tenant, &fresh)?;
         unusual = false;
         more = linked_users(&view, run.directory)
-            .union(&wanting)
+            .into_iter()
+            .chain(wanting)
+            .chain(reported)
             .filter(|u| !users.contains(u))
-            .copied()
             .collect();
         if more.is_empty() {
             break resolution;
@@ -102,14 +116,20 @@ pub fn plan(
     Ok((!whole_tenant_needed).then_some((planned, users)))
 }
 
-/// The reported users whose outcome can move without a change of their own: those blocked by
-/// a name someone else holds or wants (4.8, 4.11), by the root employee (4.5), or left to a
-/// later run by a `--user` run. A user without an email or with incomplete data waits only on
-/// Entra changing them, which touches them.
+/// The reported users every run with changes plans again, whatever the change: those whose
+/// outcome can move without a change of their own, for a reason no name says — an email
+/// another tenant's record holds (4.11: that tenant's runs change it), a wait a `--user` run
+/// left, a report from before the store kept names (migration 09). Reports about a name
+/// (4.5, 4.8, 4.11 within the tenant) are found by the name, when a change touches it; a
+/// user without an email or with incomplete data waits only on Entra changing them.
 pub fn waiting_on_others(reports: &[Report]) -> BTreeSet<ObjectId> {
     reports
         .iter()
-        .filter(|r| !matches!(r.kind, ReportKind::NoEmail | ReportKind::IncompleteData))
+        .filter(|r| match r.kind {
+            ReportKind::NoEmail | ReportKind::IncompleteData => false,
+            ReportKind::EmailClaimed | ReportKind::WaitsForFullSync => true,
+            _ => r.wants.is_empty(),
+        })
         .map(|r| r.object_id)
         .collect()
 }
@@ -138,6 +158,28 @@ fn names(resolution: &Resolution, looked_up: &mut Names) -> Names {
             && looked_up.usernames.insert(username.as_str().to_string())
         {
             names.usernames.insert(username.as_str().to_string());
+        }
+    }
+    names
+}
+
+/// The emails and usernames the records of `view` carry, as the planner compares them, that
+/// are neither in `wanted` nor in `seen` yet (which then holds them): whoever wants one of
+/// those, or is reported about one, is decided with the records' users.
+fn carried(view: &StoreView, wanted: &Names, seen: &mut Names) -> Names {
+    let mut names = Names::default();
+    for record in view.records.values() {
+        if let Some(email) = record.values.email_key() {
+            let email = email.as_str();
+            if !wanted.emails.contains(email) && seen.emails.insert(email.to_string()) {
+                names.emails.insert(email.to_string());
+            }
+        }
+        if let Some(username) = record.values.username_key() {
+            let username = username.as_str();
+            if !wanted.usernames.contains(username) && seen.usernames.insert(username.to_string()) {
+                names.usernames.insert(username.to_string());
+            }
         }
     }
     names

@@ -244,6 +244,34 @@ pub(crate) fn users_wanting(
     Ok(users)
 }
 
+/// Users of `tenant` with an open report about one of `names` (migration 09): a change to
+/// who holds or wants the name can settle it.
+pub(crate) fn reported_wanting(
+    conn: &Connection,
+    tenant: &str,
+    names: &Names,
+) -> Result<BTreeSet<ObjectId>, StoreError> {
+    let mut users = BTreeSet::new();
+    for (sql, values) in [
+        (
+            "SELECT object_id FROM open_reports WHERE tenant = ?1 AND wants_email = ?2",
+            &names.emails,
+        ),
+        (
+            "SELECT object_id FROM open_reports WHERE tenant = ?1 AND wants_username = ?2",
+            &names.usernames,
+        ),
+    ] {
+        let mut stmt = conn.prepare_cached(sql)?;
+        for value in values {
+            for id in stmt.query_map(params![tenant, value], |r| r.get::<_, String>(0))? {
+                users.extend(ObjectId::parse(&id?).ok());
+            }
+        }
+    }
+    Ok(users)
+}
+
 /// Reads the records `keys` names that `view` does not hold yet, and every link of them;
 /// returns the employees read.
 fn read_records(

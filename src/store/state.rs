@@ -7,9 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use entra_sync_core::ObjectId;
+use entra_sync_core::id::{Email, Username};
 use entra_sync_core::plan::{Change, Plan, RecordRef, Scope, Waiting};
 use entra_sync_core::record::{RecordKind, Values};
-use entra_sync_core::resolve::{Report, ReportKind};
+use entra_sync_core::resolve::{Report, ReportKind, Wants};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
@@ -321,19 +322,25 @@ impl Store {
 fn read_state(conn: &Connection, tenant: &str) -> Result<OpenState, StoreError> {
     let mut state = OpenState::default();
     let mut stmt = conn.prepare(
-        "SELECT object_id, kind, user, message FROM open_reports WHERE tenant = ?1
-         ORDER BY kind, object_id",
+        "SELECT object_id, kind, user, message, wants_email, wants_username FROM open_reports
+         WHERE tenant = ?1 ORDER BY kind, object_id",
     )?;
     let rows = stmt.query_map([tenant], |r| {
         Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
+            (
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ),
+            Wants {
+                email: r.get::<_, Option<String>>(4)?.as_deref().map(Email::new),
+                username: r.get::<_, Option<String>>(5)?.as_deref().map(Username::new),
+            },
         ))
     })?;
     for row in rows {
-        let (object_id, kind, user, message) = row?;
+        let ((object_id, kind, user, message), wants) = row?;
         let (Ok(object_id), Ok(kind)) = (
             ObjectId::parse(&object_id),
             serde_json::from_value::<ReportKind>(serde_json::Value::String(kind)),
@@ -345,6 +352,7 @@ fn read_state(conn: &Connection, tenant: &str) -> Result<OpenState, StoreError> 
             object_id,
             user,
             message,
+            wants,
         });
     }
     let mut stmt = conn.prepare(
@@ -457,8 +465,9 @@ pub(crate) fn write_state(
         }
     }
     let mut insert = tx.prepare_cached(
-        "INSERT OR REPLACE INTO open_reports (tenant, object_id, kind, user, message, since)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR REPLACE INTO open_reports
+             (tenant, object_id, kind, user, message, since, wants_email, wants_username)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     for report in &plan.reports {
         let object_id = report.object_id.to_string();
@@ -472,7 +481,9 @@ pub(crate) fn write_state(
             kind,
             report.user,
             report.message,
-            since
+            since,
+            report.wants.email.as_ref().map(Email::as_str),
+            report.wants.username.as_ref().map(Username::as_str),
         ])?;
     }
     let mut insert = tx.prepare_cached(

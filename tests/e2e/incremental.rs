@@ -543,3 +543,62 @@ async fn a_record_deleted_behind_the_syncs_back_is_back_after_the_next_idle_run(
     let after = env.sync_ok(&[]).await;
     assert_eq!(tenant(&after, "t0")["planned_users"], 0, "{after}");
 }
+
+/// SPEC 8 and 4.8: a user skipped over a name someone else holds is planned again by the run
+/// whose change touches that name, and only by it.
+#[tokio::test]
+async fn a_reported_user_is_planned_again_only_when_a_change_touches_the_name_they_want() {
+    let (env, _, _, users) = staffed().await;
+    let mail = |user: &str, mail: &str| {
+        env.sim()
+            .update_user(
+                user,
+                UserPatch {
+                    mail: Some(Some(mail.into())),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    };
+    env.sync_ok(&[]).await;
+    // bob comes to want ada's email, which ada's record holds: bob is skipped.
+    mail(&users[1], "ada@contoso.com");
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(
+        tenant(&s, "t0")["reports"][0]["kind"],
+        "duplicate_email",
+        "{s}"
+    );
+    retitle(&env, &users[2], "Buyer");
+    let unrelated = env.sync_ok(&[]).await;
+    let t = tenant(&unrelated, "t0");
+    assert_eq!(t["planned_users"], 1, "{t}");
+    assert_eq!(
+        t["reports"][0]["kind"], "duplicate_email",
+        "the report stays open: {t}"
+    );
+    // ada moves on: her old email is free, and bob gets it in the same run.
+    mail(&users[0], "ada.new@contoso.com");
+    let freed = env.sync_ok(&[]).await;
+    let t = tenant(&freed, "t0");
+    assert_eq!(
+        (t["updated"].as_i64(), t["planned_users"].as_i64()),
+        (Some(2), Some(2)),
+        "{t}"
+    );
+    assert_eq!(t["reports"].as_array().map(Vec::len), Some(0), "{t}");
+    assert_eq!(
+        env.rows("SELECT username, email FROM employees WHERE is_root = 0 ORDER BY username"),
+        vec![
+            vec!["ada".to_string(), "ada.new@contoso.com".to_string()],
+            vec!["bob".to_string(), "ada@contoso.com".to_string()]
+        ]
+    );
+    let full = env.sync_ok(&["--full"]).await;
+    let f = tenant(&full, "t0");
+    assert_eq!(
+        (f["created"].as_i64(), f["updated"].as_i64()),
+        (Some(0), Some(0)),
+        "{f}"
+    );
+}

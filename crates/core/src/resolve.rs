@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::directory::{EntraUser, Snapshot};
-use crate::id::ObjectId;
+use crate::id::{Email, ObjectId, Username};
 use crate::record::{ContactValues, EmployeeValues, RecordKind, Values};
 use crate::rules::{EmailSource, Rule, Rules, Target};
 
@@ -34,6 +34,24 @@ pub struct Report {
     pub object_id: ObjectId,
     pub user: String,
     pub message: String,
+    /// The names the skipped user wants, which someone else may hold or want too: not shown,
+    /// kept with the open report so a run planned from a change looks at the user again
+    /// exactly when the change touches one of them (the product's `narrow`).
+    #[serde(skip)]
+    pub wants: Wants,
+}
+
+/// A user's email and username as the sync compares them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Wants {
+    pub email: Option<Email>,
+    pub username: Option<Username>,
+}
+
+impl Wants {
+    pub fn is_empty(&self) -> bool {
+        self.email.is_none() && self.username.is_none()
+    }
 }
 
 impl Report {
@@ -46,6 +64,7 @@ impl Report {
                 .clone()
                 .unwrap_or_else(|| user.id.to_string()),
             message: message.into(),
+            wants: Wants::default(),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::id::{Email, ObjectId, Username};
 use crate::record::{RecordKind, StoredRecord, Values};
-use crate::resolve::{Desired, Report, ReportKind};
+use crate::resolve::{Desired, Report, ReportKind, Wants};
 
 use super::{Action, Change, Link, LinkState, LinkWrite, RecordRef, Run, StoreView};
 
@@ -267,6 +267,7 @@ impl<'a> Decisions<'a> {
             message: "the outcome depends on another user's pending change (a username or email \
                       someone else is about to free); nothing was written: run a full sync"
                 .into(),
+            wants: Wants::default(),
         };
         decided.outcomes.insert(user, Outcome::Skipped(report));
     }
@@ -536,6 +537,7 @@ impl<'a> Decisions<'a> {
                     object_id: link.object_id,
                     user: link.object_id.to_string(),
                     message: "left scope, but the root employee is never deactivated".into(),
+                    wants: Wants::default(),
                 });
                 continue;
             }
@@ -891,6 +893,10 @@ fn report(d: &Desired, kind: ReportKind, message: String) -> Report {
         object_id: d.object_id,
         user: d.user.to_string(),
         message,
+        wants: Wants {
+            email: d.values.email_key(),
+            username: d.values.username_key(),
+        },
     }
 }
 
