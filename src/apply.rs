@@ -219,24 +219,14 @@ impl RunWrite<'_> {
         narrow::records_around(&self.tx, directory, users, names, unusual, view)
     }
 
-    /// Users of `directory` the sync last wrote one of `names` for (with `unusual`, also
-    /// those whose names the NOCASE indexes cannot compare).
+    /// Users of `tenant` who want one of `names` although no record of theirs carries it
+    /// (reported about it, or their record renamed away from it).
     pub fn users_wanting(
-        &self,
-        directory: &str,
-        names: &narrow::Names,
-        unusual: bool,
-    ) -> Result<BTreeSet<ObjectId>, StoreError> {
-        narrow::users_wanting(&self.tx, directory, names, unusual)
-    }
-
-    /// Users of `tenant` with an open report about one of `names`.
-    pub fn reported_wanting(
         &self,
         tenant: &str,
         names: &narrow::Names,
     ) -> Result<BTreeSet<ObjectId>, StoreError> {
-        narrow::reported_wanting(&self.tx, tenant, names)
+        narrow::users_wanting(&self.tx, tenant, names)
     }
 
     /// Completes such a view: the tenant's groups with its records' memberships, the

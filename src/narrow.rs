@@ -8,10 +8,10 @@
 //! - every user of the tenant linked to a record those users are linked to or that holds a
 //!   name they want (SPEC 4.3 takeovers, 4.8 names, 4.11 emails of other tenants are decided
 //!   from exactly those records);
-//! - every user the sync last wrote that name for (their link's source): they still want it
-//!   even where an admin renamed their record (4.6);
-//! - every user with an open report about that name (a user blocked by another's name is kept
-//!   as a report, and a change that frees or takes the name settles it again).
+//! - every user who wants that name although no record of theirs carries it: with an open
+//!   report about it (a user blocked by another's name is kept as a report, and a change that
+//!   frees or takes the name settles it again), or whose record an admin renamed away from it
+//!   (`Plan::unheld`: they still want it, 4.6).
 //!
 //! The planner decides them as a run of those users ([`Scope::Touched`]) from a store view of
 //! only their records; everybody else is as the last run left them, which is what a plan of
@@ -76,13 +76,11 @@ pub fn plan(
         let carried = carried(&view, &looked_up, &mut carried_seen);
         fresh.emails.extend(carried.emails);
         fresh.usernames.extend(carried.usernames);
-        let wanting = write.users_wanting(run.directory, &fresh, unusual)?;
-        let reported = write.reported_wanting(run.tenant, &fresh)?;
+        let wanting = write.users_wanting(run.tenant, &fresh)?;
         unusual = false;
         more = linked_users(&view, run.directory)
             .into_iter()
             .chain(wanting)
-            .chain(reported)
             .filter(|u| !users.contains(u))
             .collect();
         if more.is_empty() {

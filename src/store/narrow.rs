@@ -195,77 +195,28 @@ pub(crate) fn records_around(
     Ok(())
 }
 
-/// Users of `directory` the sync last wrote one of `names` for (their link's source): while
-/// Entra does not change them they still want those names, even where an admin renamed their
-/// record (SPEC 4.6), so whoever else wants one must be planned with them. With `unusual`,
-/// also every user whose names the NOCASE indexes cannot compare (migration 07).
+/// Users of `tenant` who want one of `names` although no record of theirs says so: with an
+/// open report about it (migration 09: a change to who holds or wants the name can settle
+/// it), or whose record an admin renamed away from it (`unheld_names`, migration 10: they
+/// still want it, SPEC 4.6).
 pub(crate) fn users_wanting(
-    conn: &Connection,
-    directory: &str,
-    names: &Names,
-    unusual: bool,
-) -> Result<BTreeSet<ObjectId>, StoreError> {
-    let mut users = BTreeSet::new();
-    let mut add = |stmt: &mut rusqlite::CachedStatement<'_>, params: &[&dyn rusqlite::ToSql]| {
-        for id in stmt.query_map(params, |r| r.get::<_, String>(0))? {
-            users.extend(ObjectId::parse(&id?).ok());
-        }
-        Ok::<_, StoreError>(())
-    };
-    // Each read `INDEXED BY` its index as migration 07 has it: SQLite fails the statement
-    // rather than scan the links if the expressions ever stop matching.
-    let mut by_email = conn.prepare_cached(
-        "SELECT object_id FROM sync_links INDEXED BY sync_links_source_email
-         WHERE directory = ?1 AND json_valid(source)
-           AND json_extract(source, '$.email') = ?2 COLLATE NOCASE",
-    )?;
-    for email in &names.emails {
-        add(&mut by_email, params![directory, email])?;
-    }
-    let mut by_username = conn.prepare_cached(
-        "SELECT object_id FROM sync_links INDEXED BY sync_links_source_username
-         WHERE directory = ?1 AND json_valid(source)
-           AND json_extract(source, '$.username') = ?2 COLLATE NOCASE",
-    )?;
-    for username in &names.usernames {
-        add(&mut by_username, params![directory, username])?;
-    }
-    if unusual {
-        let mut stmt = conn.prepare_cached(
-            "SELECT object_id FROM sync_links INDEXED BY sync_links_unusual_source
-             WHERE directory = ?1 AND json_valid(source) AND (
-                json_extract(source, '$.email') <> trim(json_extract(source, '$.email'))
-                OR json_extract(source, '$.email') GLOB '*[^ -~]*'
-                OR json_extract(source, '$.username') <> trim(json_extract(source, '$.username'))
-                OR json_extract(source, '$.username') GLOB '*[^ -~]*')",
-        )?;
-        add(&mut stmt, params![directory])?;
-    }
-    Ok(users)
-}
-
-/// Users of `tenant` with an open report about one of `names` (migration 09): a change to
-/// who holds or wants the name can settle it.
-pub(crate) fn reported_wanting(
     conn: &Connection,
     tenant: &str,
     names: &Names,
 ) -> Result<BTreeSet<ObjectId>, StoreError> {
     let mut users = BTreeSet::new();
-    for (sql, values) in [
-        (
-            "SELECT object_id FROM open_reports WHERE tenant = ?1 AND wants_email = ?2",
-            &names.emails,
-        ),
-        (
-            "SELECT object_id FROM open_reports WHERE tenant = ?1 AND wants_username = ?2",
-            &names.usernames,
-        ),
-    ] {
-        let mut stmt = conn.prepare_cached(sql)?;
-        for value in values {
-            for id in stmt.query_map(params![tenant, value], |r| r.get::<_, String>(0))? {
-                users.extend(ObjectId::parse(&id?).ok());
+    for table in ["open_reports", "unheld_names"] {
+        for (column, values) in [
+            ("wants_email", &names.emails),
+            ("wants_username", &names.usernames),
+        ] {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT object_id FROM {table} WHERE tenant = ?1 AND {column} = ?2"
+            ))?;
+            for value in values {
+                for id in stmt.query_map(params![tenant, value], |r| r.get::<_, String>(0))? {
+                    users.extend(ObjectId::parse(&id?).ok());
+                }
             }
         }
     }
@@ -420,57 +371,38 @@ mod tests {
     }
 
     #[test]
-    fn users_still_wanting_a_name_are_found_by_their_links_source_whatever_their_record_says() {
+    fn users_wanting_a_name_no_record_of_theirs_carries_are_found_by_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
-        let link = |n: u8, directory: &str, source: &str| {
-            store
-                .conn
-                .execute(
-                    "INSERT INTO sync_links (directory, object_id, record_kind, record_id, source, synced_at)
-                     VALUES (?1, ?2, 'employee', ?3, ?4, 'x')",
-                    params![directory, format!("00000000-0000-0000-0000-00000000000{n}"), n, source],
-                )
-                .unwrap();
-        };
-        link(
-            1,
-            "d",
-            r#"{"kind":"employee","username":"Ada","email":"ADA@contoso.com"}"#,
-        );
-        link(2, "d", r#"{"kind":"contact","email":"bob@contoso.com"}"#);
-        link(
-            3,
-            "d",
-            r#"{"kind":"employee","username":"ÄRNE","email":"arne@contoso.com"}"#,
-        );
-        link(4, "d", r#"{"kind":"contact","email":" cy@contoso.com"}"#);
-        link(5, "d", "not json, written by hand");
-        link(
-            6,
-            "other",
-            r#"{"kind":"employee","username":"ada","email":"ada@contoso.com"}"#,
-        );
-        link(
-            7,
-            "d",
-            r#"{"kind":"employee","username":"dee","email":"dee@contoso.com"}"#,
-        );
-        let names = Names {
-            emails: ["ada@contoso.com".to_string(), "bob@contoso.com".to_string()].into(),
-            usernames: ["ada".to_string()].into(),
-        };
-        let found = |unusual| {
-            let users = users_wanting(&store.conn, "d", &names, unusual).unwrap();
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO open_reports (tenant, object_id, kind, user, message, since,
+                                           wants_email, wants_username) VALUES
+                    ('t', '00000000-0000-0000-0000-000000000001', 'duplicate_email', 'u', 'm', 'x',
+                     'ada@contoso.com', 'bob'),
+                    ('t', '00000000-0000-0000-0000-000000000002', 'no_email', 'u', 'm', 'x', NULL, NULL),
+                    ('other', '00000000-0000-0000-0000-000000000003', 'duplicate_email', 'u', 'm', 'x',
+                     'ada@contoso.com', NULL);
+                 INSERT INTO unheld_names (tenant, object_id, wants_email, wants_username) VALUES
+                    ('t', '00000000-0000-0000-0000-000000000004', 'cy@contoso.com', 'ada'),
+                    ('t', '00000000-0000-0000-0000-000000000005', 'dee@contoso.com', 'dee');",
+            )
+            .unwrap();
+        let found = |emails: &[&str], usernames: &[&str]| {
+            let names = Names {
+                emails: emails.iter().map(|e| e.to_string()).collect(),
+                usernames: usernames.iter().map(|u| u.to_string()).collect(),
+            };
+            let users = users_wanting(&store.conn, "t", &names).unwrap();
             users
                 .iter()
                 .map(|u| u.to_string()[35..].to_string())
                 .collect::<Vec<_>>()
         };
-        // ada by either name in any ASCII case, bob's contact by email; not the other
-        // directory's ada, not dee, and a hand-written source breaks nothing. ÄRNE (not ASCII)
-        // and cy (spaces around) only with the unusual ones, which the indexes cannot compare.
-        assert_eq!(found(false), vec!["1", "2"]);
-        assert_eq!(found(true), vec!["1", "2", "3", "4"]);
+        // The reported user by email, the renamed one by username; not another tenant's.
+        assert_eq!(found(&["ada@contoso.com"], &["ada"]), vec!["1", "4"]);
+        assert_eq!(found(&[], &["bob", "dee"]), vec!["1", "5"]);
+        assert!(found(&["eve@contoso.com"], &["eve"]).is_empty());
     }
 }

@@ -24,6 +24,7 @@ const BY_TENANT_NAME: &[&str] = &[
     "entra_members",
     "delta_cursors",
     "open_reports",
+    "unheld_names",
     "held_changes",
     "pending_deactivations",
     "tenant_state",
@@ -424,6 +425,7 @@ pub(crate) fn write_state(
     match scope {
         Scope::All => {
             tx.execute("DELETE FROM open_reports WHERE tenant = ?1", [tenant])?;
+            tx.execute("DELETE FROM unheld_names WHERE tenant = ?1", [tenant])?;
             tx.execute("DELETE FROM held_changes WHERE tenant = ?1", [tenant])?;
             tx.execute(
                 "DELETE FROM pending_deactivations WHERE tenant = ?1",
@@ -451,6 +453,7 @@ pub(crate) fn write_state(
             let mut forget = Vec::new();
             for sql in [
                 "DELETE FROM open_reports WHERE tenant = ?1 AND object_id = ?2",
+                "DELETE FROM unheld_names WHERE tenant = ?1 AND object_id = ?2",
                 "DELETE FROM held_changes WHERE tenant = ?1 AND object_id = ?2",
                 "DELETE FROM pending_deactivations WHERE tenant = ?1 AND object_id = ?2",
             ] {
@@ -484,6 +487,18 @@ pub(crate) fn write_state(
             since,
             report.wants.email.as_ref().map(Email::as_str),
             report.wants.username.as_ref().map(Username::as_str),
+        ])?;
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO unheld_names (tenant, object_id, wants_email, wants_username)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (user, wants) in &plan.unheld {
+        insert.execute(params![
+            tenant,
+            IdText::of(*user),
+            wants.email.as_ref().map(Email::as_str),
+            wants.username.as_ref().map(Username::as_str),
         ])?;
     }
     let mut insert = tx.prepare_cached(

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::directory::Snapshot;
 use crate::id::ObjectId;
 use crate::record::{Cell, RecordKind, StoredRecord, Values, cell_diff};
-use crate::resolve::{Report, Resolution};
+use crate::resolve::{Report, Resolution, Wants};
 use crate::rules::Rules;
 
 use decide::{Decided, Decisions};
@@ -440,6 +440,13 @@ pub struct Plan {
     pub waiting: Vec<Waiting>,
     pub groups: Vec<GroupChange>,
     pub reports: Vec<Report>,
+    /// The live users whose record does not carry the names they want, and will not after
+    /// this plan (an admin renamed it, and Entra has not changed them since: SPEC 4.6). They
+    /// still want those names (4.8), which no record says: the store keeps them, so that a run
+    /// planned from a change finds them when someone else comes to want one. (Not in a plan
+    /// file: the run after `apply FILE` plans every user again.)
+    #[serde(skip)]
+    pub unheld: Vec<(ObjectId, Wants)>,
 }
 
 impl Plan {
@@ -530,6 +537,10 @@ pub fn plan(
         plan.waiting.retain(|w| targets.contains(&w.object_id));
     }
     plan.held = held;
+    plan.unheld = decisions.unheld(&decided);
+    if let Some(targets) = run.scope.people() {
+        plan.unheld.retain(|(user, _)| targets.contains(user));
+    }
     // A run of some users' people (`Scope::Touched`) are everyone whose records it touches:
     // their purges are the whole tenant's (nothing else can have fallen due since the last
     // run of everybody, or the caller plans everybody).

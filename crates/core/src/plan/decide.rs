@@ -492,6 +492,40 @@ impl<'a> Decisions<'a> {
         }
     }
 
+    /// The live users whose record will not carry the names they want after this plan: it
+    /// is not rewritten (or only given back on their return), and an admin renamed it.
+    pub(super) fn unheld(&self, decided: &Decided) -> Vec<(ObjectId, Wants)> {
+        decided
+            .outcomes
+            .iter()
+            .filter_map(|(user, outcome)| {
+                let Outcome::Live {
+                    kind,
+                    matched: Matched::Linked(id) | Matched::TakenOver(id),
+                    action,
+                    ..
+                } = outcome
+                else {
+                    return None;
+                };
+                let d = self.desired.get(user)?;
+                if action.is_some() && !self.only_returning(d) {
+                    return None;
+                }
+                let record = self.record(*kind, *id)?;
+                let wants = Wants {
+                    email: d.values.email_key(),
+                    username: d.values.username_key(),
+                };
+                let carried = Wants {
+                    email: record.values.email_key(),
+                    username: record.values.username_key(),
+                };
+                (wants != carried).then_some((*user, wants))
+            })
+            .collect()
+    }
+
     /// Whether the user's return only gives back service and access (their names stay as the
     /// record has them).
     fn only_returning(&self, d: &Desired) -> bool {

@@ -612,6 +612,47 @@ fn a_user_losing_a_username_to_its_holder_reads_the_same_report_in_every_later_r
 }
 
 #[test]
+fn a_user_whose_record_an_admin_renamed_is_listed_with_the_names_they_want_until_rewritten() {
+    let mut w = World::new();
+    w.add(user(1), EMP);
+    w.add(user(2), EMP);
+    assert!(w.sync().unheld.is_empty());
+    if let Values::Employee(e) = &mut w.records.get_mut(&(E, 1)).unwrap().values {
+        e.username = Some("renamed".into());
+    }
+    let kept = w.sync();
+    assert!(
+        kept.changes.is_empty(),
+        "the edit stays: {:?}",
+        kept.changes
+    );
+    let wants = |p: &Plan| -> Vec<(ObjectId, Option<String>, Option<String>)> {
+        p.unheld
+            .iter()
+            .map(|(u, w)| {
+                (
+                    *u,
+                    w.email.as_ref().map(|e| e.to_string()),
+                    w.username.as_ref().map(|n| n.to_string()),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        wants(&kept),
+        vec![(
+            user(1).id,
+            Some("user1@contoso.com".into()),
+            Some("user1".into())
+        )]
+    );
+    w.entra_user(1).job_title = Some("Lead".into());
+    let rewritten = w.sync();
+    assert_eq!(rewritten.changes.len(), 1);
+    assert!(wants(&rewritten).is_empty());
+}
+
+#[test]
 fn root_employee_is_never_touched() {
     for group in [CON, EMP] {
         let mut w = World::new();
