@@ -14,7 +14,8 @@ use serde::ser::SerializeMap;
 
 use crate::store::narrow;
 use crate::store::{
-    IdText, MirrorWrite, RunRecord, Store, StoreError, insert_run, write_mirror, write_state,
+    IdText, MirrorWrite, RunRecord, Store, StoreError, edited_since_whole_plan, insert_run,
+    names_moved_for_others, write_mirror, write_state,
 };
 use entra_sync_core::ObjectId;
 use entra_sync_core::directory::Snapshot;
@@ -219,6 +220,12 @@ impl RunWrite<'_> {
         narrow::records_around(&self.tx, directory, users, names, unusual, view)
     }
 
+    /// Whether someone but the sync edited the store since `tenant`'s last plan of every
+    /// user, as this transaction sees it.
+    pub fn edited_since_whole_plan(&self, tenant: &str) -> Result<bool, StoreError> {
+        edited_since_whole_plan(&self.tx, tenant)
+    }
+
     /// Users of `tenant` who want one of `names` although no record of theirs carries it
     /// (reported about it, or their record renamed away from it).
     pub fn users_wanting(
@@ -368,6 +375,7 @@ impl RunWrite<'_> {
         if let Some(scope) = state {
             write_state(tx, plan, scope, now)?;
         }
+        names_moved_for_others(tx, plan)?;
         phase.done(&plan.tenant, "apply reports and open state");
         Ok(run_id)
     }

@@ -53,6 +53,10 @@ pub fn plan(
     touched: &BTreeSet<ObjectId>,
     reported: &BTreeSet<ObjectId>,
 ) -> Result<Option<(Plan, BTreeSet<ObjectId>)>, StoreError> {
+    // An edit made since the run looked (outside this transaction) is seen by a whole plan.
+    if write.edited_since_whole_plan(run.tenant)? {
+        return Ok(None);
+    }
     let mut users: BTreeSet<ObjectId> = touched.union(reported).copied().collect();
     // Users to add from the stored mirror (the touched ones are in `snapshot` as they are
     // now), and those whose records, and the names they want, the view does not hold yet.

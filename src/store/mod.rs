@@ -14,8 +14,8 @@ mod state;
 pub use changes::{ChangeEntry, ChangeQuery};
 pub use mirror::{Cursors, MirrorWrite, RESTORABLE_DAYS};
 pub(crate) use mirror::{load_mirror, write_mirror};
-pub(crate) use state::write_state;
 pub use state::{HeldChange, OpenState, PendingDeactivation};
+pub(crate) use state::{edited_since_whole_plan, names_moved_for_others, write_state};
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

@@ -206,18 +206,33 @@ pub(crate) fn users_wanting(
 ) -> Result<BTreeSet<ObjectId>, StoreError> {
     let mut users = BTreeSet::new();
     for table in ["open_reports", "unheld_names"] {
-        for (column, values) in [
-            ("wants_email", &names.emails),
-            ("wants_username", &names.usernames),
-        ] {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT object_id FROM {table} WHERE tenant = ?1 AND {column} = ?2"
-            ))?;
-            for value in values {
-                for id in stmt.query_map(params![tenant, value], |r| r.get::<_, String>(0))? {
-                    users.extend(ObjectId::parse(&id?).ok());
-                }
+        let mut add = |sql: &str, params: &[&dyn rusqlite::ToSql]| {
+            let mut stmt = conn.prepare_cached(sql)?;
+            for id in stmt.query_map(params, |r| r.get::<_, String>(0))? {
+                users.extend(ObjectId::parse(&id?).ok());
             }
+            Ok::<_, StoreError>(())
+        };
+        let by_email =
+            format!("SELECT object_id FROM {table} WHERE tenant = ?1 AND wants_email = ?2");
+        for email in &names.emails {
+            add(&by_email, params![tenant, email])?;
+        }
+        // A username, and the names an employee holding it would be archived under
+        // (`…_archived`, `…_archived2`, …: the planner gives the first nobody wants).
+        let by_username =
+            format!("SELECT object_id FROM {table} WHERE tenant = ?1 AND wants_username = ?2");
+        let archived = format!(
+            "SELECT object_id FROM {table}
+             WHERE tenant = ?1 AND wants_username >= ?2 AND wants_username < ?3"
+        );
+        for username in &names.usernames {
+            add(&by_username, params![tenant, username])?;
+            let (from, to) = (
+                format!("{username}_archived"),
+                format!("{username}_archivee"),
+            );
+            add(&archived, params![tenant, from, to])?;
         }
     }
     Ok(users)
@@ -386,7 +401,8 @@ mod tests {
                      'ada@contoso.com', NULL);
                  INSERT INTO unheld_names (tenant, object_id, wants_email, wants_username) VALUES
                     ('t', '00000000-0000-0000-0000-000000000004', 'cy@contoso.com', 'ada'),
-                    ('t', '00000000-0000-0000-0000-000000000005', 'dee@contoso.com', 'dee');",
+                    ('t', '00000000-0000-0000-0000-000000000005', 'dee@contoso.com', 'dee'),
+                    ('t', '00000000-0000-0000-0000-000000000006', 'x@contoso.com', 'bob_archived2');",
             )
             .unwrap();
         let found = |emails: &[&str], usernames: &[&str]| {
@@ -402,7 +418,8 @@ mod tests {
         };
         // The reported user by email, the renamed one by username; not another tenant's.
         assert_eq!(found(&["ada@contoso.com"], &["ada"]), vec!["1", "4"]);
-        assert_eq!(found(&[], &["bob", "dee"]), vec!["1", "5"]);
+        // bob, and who wants a name bob's employee would be archived under.
+        assert_eq!(found(&[], &["bob", "dee"]), vec!["1", "5", "6"]);
         assert!(found(&["eve@contoso.com"], &["eve"]).is_empty());
     }
 }

@@ -239,12 +239,7 @@ impl Store {
     /// Whether someone but the sync edited what the planner reads since the tenant's last
     /// plan of all its users (migration 08; never planned so: edited).
     pub fn edited_since_whole_plan(&self, tenant: &str) -> Result<bool, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT (SELECT count FROM store_edits)
-                    IS NOT (SELECT edits_seen FROM tenant_state WHERE tenant = ?1)",
-            [tenant],
-            |r| r.get(0),
-        )?)
+        edited_since_whole_plan(&self.conn, tenant)
     }
 
     /// Of `users`, those who may be coming back without a membership change (a restore): the
@@ -318,6 +313,68 @@ impl Store {
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// See [`Store::edited_since_whole_plan`].
+pub(crate) fn edited_since_whole_plan(conn: &Connection, tenant: &str) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT (SELECT count FROM store_edits)
+                IS NOT (SELECT edits_seen FROM tenant_state WHERE tenant = ?1)",
+        [tenant],
+        |r| r.get(0),
+    )?)
+}
+
+/// Marks `tenant` to be planned whole by its next run (as if edited behind the sync's back).
+pub(crate) fn plan_whole_next(conn: &Connection, tenant: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE tenant_state SET edits_seen = NULL WHERE tenant = ?1",
+        [tenant],
+    )?;
+    Ok(())
+}
+
+/// The other tenants with a user who wants one of the names `plan`'s changes give or take
+/// (usernames are unique across all employees, and an email another tenant's record holds
+/// stays there: SPEC 4.8, 4.11), reported about it or holding a renamed record: a full run of
+/// theirs would now decide them differently, so their next run plans the whole tenant.
+pub(crate) fn names_moved_for_others(tx: &Transaction<'_>, plan: &Plan) -> Result<(), StoreError> {
+    let mut emails = std::collections::HashSet::new();
+    let mut usernames = std::collections::HashSet::new();
+    for change in plan.changes.iter().filter(|c| !c.action.bookkeeping()) {
+        for values in change.before.iter().chain([&change.after]) {
+            emails.extend(values.email_key());
+            usernames.extend(values.username_key());
+        }
+    }
+    if emails.is_empty() && usernames.is_empty() {
+        return Ok(());
+    }
+    let mut tenants = BTreeSet::new();
+    let mut stmt = tx.prepare_cached(
+        "SELECT tenant, wants_email, wants_username FROM open_reports WHERE tenant <> ?1
+         UNION ALL
+         SELECT tenant, wants_email, wants_username FROM unheld_names WHERE tenant <> ?1",
+    )?;
+    let rows = stmt.query_map([&plan.tenant], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (tenant, email, username) = row?;
+        let moved = email.is_some_and(|e| emails.contains(&Email::new(&e)))
+            || username.is_some_and(|u| usernames.contains(&Username::new(&u)));
+        if moved {
+            tenants.insert(tenant);
+        }
+    }
+    for tenant in tenants {
+        plan_whole_next(tx, &tenant)?;
+    }
+    Ok(())
 }
 
 fn read_state(conn: &Connection, tenant: &str) -> Result<OpenState, StoreError> {
@@ -441,6 +498,12 @@ pub(crate) fn write_state(
             )?;
         }
         Scope::Users(users) | Scope::Touched(users) => {
+            // A `--user` run rewrites its person's records whatever an admin did to them,
+            // which can free a name someone it does not plan waits for: the next run plans
+            // everybody. (A run planned from a change planned whoever wants its names.)
+            if matches!(scope, Scope::Users(_)) && plan.writes_records() {
+                plan_whole_next(tx, tenant)?;
+            }
             if let Some(watch) = &plan.purge_watch {
                 tx.execute(
                     "INSERT INTO tenant_state (tenant, purge_watch) VALUES (?1, ?2)

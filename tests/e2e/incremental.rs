@@ -602,3 +602,113 @@ async fn a_reported_user_is_planned_again_only_when_a_change_touches_the_name_th
         "{f}"
     );
 }
+
+/// SPEC 4.8 across tenants: usernames are unique over every employee, so a name one tenant's
+/// run frees settles another tenant's user waiting for it in the same round, even though
+/// nothing changed in that tenant's Entra.
+#[tokio::test]
+async fn a_username_freed_in_one_tenant_goes_to_the_user_waiting_for_it_in_another() {
+    let mut env = TestEnv::with_tenants(2).await;
+    let g0 = env.group_in(0, "Staff A", 1);
+    let g1 = env.group_in(1, "Staff B", 1);
+    let first = env.user_in(0, "jdoe");
+    let second = env.user_in(1, "jdoe");
+    env.rule(0, &g0, 10, "employee", String::new());
+    env.rule(1, &g1, 10, "employee", String::new());
+    let upn = |tenant: usize, user: &str, patch: UserPatch| {
+        env.sims[tenant].control().update_user(user, patch).unwrap();
+    };
+    upn(
+        1,
+        &second,
+        UserPatch {
+            mail: Some(Some("jdoe@fabrikam.com".into())),
+            ..Default::default()
+        },
+    );
+    env.sims[0].control().add_member(&g0, &first).unwrap();
+    env.sims[1].control().add_member(&g1, &second).unwrap();
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(
+        tenant(&s, "t1")["reports"][0]["kind"],
+        "username_collision",
+        "{s}"
+    );
+    env.sync_ok(&[]).await;
+    upn(
+        0,
+        &first,
+        UserPatch {
+            user_principal_name: Some("john@contoso.com".into()),
+            ..Default::default()
+        },
+    );
+    let s = env.sync_ok(&[]).await;
+    let t1 = tenant(&s, "t1");
+    assert_eq!(t1["created"], 1, "{t1}");
+    assert_eq!(
+        env.rows("SELECT username, email FROM employees ORDER BY username"),
+        vec![
+            vec!["jdoe".to_string(), "jdoe@fabrikam.com".to_string()],
+            vec!["john".to_string(), "jdoe@contoso.com".to_string()]
+        ]
+    );
+}
+
+/// Support's `--user` resync gives a record back the names Entra has for it, over an admin's
+/// rename: whoever waited for the name the admin had given it gets it at the next run.
+#[tokio::test]
+async fn a_name_a_user_run_frees_goes_to_the_user_waiting_for_it_at_the_next_run() {
+    let (env, staff, _, users) = staffed().await;
+    env.sync_ok(&[]).await;
+    env.exec("UPDATE employees SET username = 'local' WHERE username = 'ada'");
+    env.sync_ok(&[]).await;
+    let local = env.user("local");
+    env.add(&staff, &local);
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(
+        tenant(&s, "t0")["reports"][0]["kind"],
+        "username_collision",
+        "{s}"
+    );
+    let out = env.run(&["sync", "--user", &users[0]]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    retitle(&env, &users[2], "Buyer");
+    let s = env.sync_ok(&[]).await;
+    let t = tenant(&s, "t0");
+    assert_eq!(
+        (t["created"].as_i64(), t["reports"].as_array().map(Vec::len)),
+        (Some(1), Some(0)),
+        "{t}"
+    );
+    assert_eq!(
+        env.rows("SELECT username FROM employees WHERE is_root = 0 ORDER BY username"),
+        vec![
+            vec!["ada".to_string()],
+            vec!["bob".to_string()],
+            vec!["local".to_string()]
+        ]
+    );
+}
+
+/// SPEC 4.14: a ticket deleted from a record long out of service makes it due, and the next
+/// run purges it, idle or not.
+#[tokio::test]
+async fn a_record_whose_last_ticket_is_deleted_is_purged_by_the_next_idle_run() {
+    let (mut env, staff, _, users) = staffed().await;
+    env.extra_config
+        .push_str("\n[retention]\npurge_deactivated_after_days = 30\n");
+    env.sync_ok(&[]).await;
+    env.remove(&staff, &users[1]);
+    env.sync_ok(&[]).await;
+    env.exec(
+        "UPDATE employees SET deactivated_at = '2020-01-01T00:00:00Z' WHERE username = 'bob';
+         INSERT INTO tickets (subject, employee_id)
+             SELECT 'printer', id FROM employees WHERE username = 'bob';",
+    );
+    let kept = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&kept, "t0")["purged"], 0, "{kept}");
+    env.exec("DELETE FROM tickets");
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["purged"], 1, "{s}");
+}
