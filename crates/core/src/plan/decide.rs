@@ -492,6 +492,34 @@ impl<'a> Decisions<'a> {
         }
     }
 
+    /// The names a live user claims: those they want — or, when their return undoes an
+    /// archive, the names that gives back, which are the record's own (an admin may have
+    /// renamed it before) and must be free like any other name written.
+    fn claimed_names(&self, d: &Desired, outcome: &Outcome) -> (Option<Email>, Option<Username>) {
+        if let Some(values) = self.unarchiving(d, outcome) {
+            return (values.email_key(), values.username_key());
+        }
+        (d.values.email_key(), d.values.username_key())
+    }
+
+    /// What a live user's return writes to the record the sync archived, when it gives back
+    /// the record's own names (see [`Self::undone`]).
+    fn unarchiving(&self, d: &Desired, outcome: &Outcome) -> Option<Values> {
+        let Outcome::Live {
+            kind,
+            matched: Matched::Linked(id),
+            action: Some(_),
+            ..
+        } = outcome
+        else {
+            return None;
+        };
+        if !self.link_of(d.object_id, *kind)?.state.archived() {
+            return None;
+        }
+        self.undone(d, &self.record(*kind, *id)?.values)
+    }
+
     /// The live users whose record will not carry the names they want after this plan: it
     /// is not rewritten (or only given back on their return), and an admin renamed it.
     pub(super) fn unheld(&self, decided: &Decided) -> Vec<(ObjectId, Wants)> {
@@ -509,17 +537,19 @@ impl<'a> Decisions<'a> {
                     return None;
                 };
                 let d = self.desired.get(user)?;
-                if action.is_some() && !self.only_returning(d) {
-                    return None;
-                }
                 let record = self.record(*kind, *id)?;
+                let after = match self.unarchiving(d, outcome) {
+                    Some(values) => values,
+                    None if action.is_some() && !self.only_returning(d) => return None,
+                    None => record.values.clone(),
+                };
                 let wants = Wants {
                     email: d.values.email_key(),
                     username: d.values.username_key(),
                 };
                 let carried = Wants {
-                    email: record.values.email_key(),
-                    username: record.values.username_key(),
+                    email: after.email_key(),
+                    username: after.username_key(),
                 };
                 (wants != carried).then_some((*user, wants))
             })
@@ -626,11 +656,12 @@ impl<'a> Decisions<'a> {
                     }
                     _ => records.clone(),
                 };
+                let (email, username) = self.claimed_names(d, outcome);
                 claims.insert(
                     *user,
                     Claim {
-                        email: d.values.email_key(),
-                        username: d.values.username_key(),
+                        email,
+                        username,
                         records,
                         written,
                     },

@@ -454,6 +454,46 @@ fn user_moved_from_employee_to_contact_group_is_archived_and_gets_a_contact() {
 }
 
 #[test]
+fn an_archived_records_admin_given_name_is_not_given_back_over_whoever_took_it() {
+    // Found in review: undoing an archive gives the record back the names an admin had given
+    // it, which another user may have taken meanwhile; the plan checked the names the user
+    // wants instead, and the store's unique usernames refused every run from then on.
+    let mut w = World::new();
+    w.add(user(1), EMP);
+    w.sync();
+    if let Values::Employee(e) = &mut w.records.get_mut(&(E, 1)).unwrap().values {
+        e.username = Some("rob".into());
+    }
+    w.sync();
+    w.leave(1, EMP);
+    w.join(1, CON);
+    w.sync();
+    assert_eq!(
+        employee_values(w.record(E, 1)).username.as_deref(),
+        Some("rob_Archived")
+    );
+    let mut rob = user(2);
+    rob.user_principal_name = Some("rob@contoso.com".into());
+    w.add(rob, EMP);
+    w.sync();
+    w.leave(1, CON);
+    w.join(1, EMP);
+    let p = w.sync();
+    let mut names: Vec<String> = w.table(E).into_iter().map(|r| r.1.to_lowercase()).collect();
+    names.sort();
+    let before = names.len();
+    names.dedup();
+    assert_eq!(
+        names.len(),
+        before,
+        "two employees named alike: {:?}",
+        w.table(E)
+    );
+    assert_eq!(p.reports.len(), 1, "{:?}", p.reports);
+    assert_eq!(p.reports[0].object_id, user(1).id);
+}
+
+#[test]
 fn a_local_edit_survives_its_user_leaving_and_coming_back_as_if_no_run_had_seen_it() {
     // Found by the random histories: a return undid local edits only when a run had seen the
     // user leave, so the store depended on when runs happened (SPEC 4.13).
