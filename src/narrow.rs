@@ -62,10 +62,8 @@ pub fn plan(
     // now), and those whose records, and the names they want, the view does not hold yet.
     let mut more: BTreeSet<ObjectId> = reported.difference(touched).copied().collect();
     let mut unread = users.clone();
-    // The names looked up so far: those the users want (records holding them, users wanting
-    // them, reports about them), and those only their records carry (users and reports).
+    // The names in play looked up so far (records holding them, users wanting them).
     let mut looked_up = Names::default();
-    let mut carried_seen = Names::default();
     let mut view = StoreView::default();
     // The records the NOCASE indexes cannot compare are read once, on the first pass.
     let mut unusual = true;
@@ -77,11 +75,19 @@ pub fn plan(
         let resolution = resolve::resolve(rules, snapshot);
         let mut fresh = names(&resolution, &mut looked_up);
         write.records_around(run.directory, &unread, &fresh, unusual, &mut view)?;
-        let carried = carried(&view, &looked_up, &mut carried_seen);
-        fresh.emails.extend(carried.emails);
-        fresh.usernames.extend(carried.usernames);
-        let wanting = write.users_wanting(run.tenant, &fresh)?;
         unusual = false;
+        // The names the records read carry, or would carry again when an archive is undone,
+        // until every record holding one of those is read too.
+        loop {
+            let carried = carried(&view, &mut looked_up);
+            if carried.emails.is_empty() && carried.usernames.is_empty() {
+                break;
+            }
+            write.records_around(run.directory, &BTreeSet::new(), &carried, false, &mut view)?;
+            fresh.emails.extend(carried.emails);
+            fresh.usernames.extend(carried.usernames);
+        }
+        let wanting = write.users_wanting(run.tenant, &fresh)?;
         more = linked_users(&view, run.directory)
             .into_iter()
             .chain(wanting)
@@ -165,22 +171,24 @@ fn names(resolution: &Resolution, looked_up: &mut Names) -> Names {
     names
 }
 
-/// The emails and usernames the records of `view` carry, as the planner compares them, that
-/// are neither in `wanted` nor in `seen` yet (which then holds them): whoever wants one of
-/// those, or is reported about one, is decided with the records' users.
-fn carried(view: &StoreView, wanted: &Names, seen: &mut Names) -> Names {
+/// The emails and usernames the records of `view` carry, and those an archived one would
+/// carry again if its archive were undone, as the planner compares them, that are not in
+/// `looked_up` yet (which then holds them): whoever holds, wants or is reported about one of
+/// those is decided with the records' users (a name a record keeps blocks others; a name
+/// an undone archive gives back must be free).
+fn carried(view: &StoreView, looked_up: &mut Names) -> Names {
     let mut names = Names::default();
     for record in view.records.values() {
-        if let Some(email) = record.values.email_key() {
-            let email = email.as_str();
-            if !wanted.emails.contains(email) && seen.emails.insert(email.to_string()) {
-                names.emails.insert(email.to_string());
+        for values in [record.values.clone(), record.values.unarchived()] {
+            if let Some(email) = values.email_key()
+                && looked_up.emails.insert(email.as_str().to_string())
+            {
+                names.emails.insert(email.as_str().to_string());
             }
-        }
-        if let Some(username) = record.values.username_key() {
-            let username = username.as_str();
-            if !wanted.usernames.contains(username) && seen.usernames.insert(username.to_string()) {
-                names.usernames.insert(username.to_string());
+            if let Some(username) = values.username_key()
+                && looked_up.usernames.insert(username.as_str().to_string())
+            {
+                names.usernames.insert(username.as_str().to_string());
             }
         }
     }

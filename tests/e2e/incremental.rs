@@ -712,3 +712,33 @@ async fn a_record_whose_last_ticket_is_deleted_is_purged_by_the_next_idle_run() 
     let s = env.sync_ok(&[]).await;
     assert_eq!(tenant(&s, "t0")["purged"], 1, "{s}");
 }
+
+/// SPEC 4.4 and 4.8: a return from a kind change gives the archived employee back its own
+/// names, which an admin had changed before and another user has taken since: the user is
+/// reported, and the run (planned from that one change) writes nothing the store refuses.
+#[tokio::test]
+async fn an_undone_archive_never_gives_back_a_name_someone_took_meanwhile() {
+    let (env, staff, customers, users) = staffed().await;
+    env.sync_ok(&[]).await;
+    env.exec("UPDATE employees SET username = 'rob' WHERE username = 'bob'");
+    env.sync_ok(&[]).await;
+    env.remove(&staff, &users[1]);
+    env.add(&customers, &users[1]);
+    assert_eq!(tenant(&env.sync_ok(&[]).await, "t0")["archived"], 1);
+    let rob = env.user("rob");
+    env.add(&staff, &rob);
+    assert_eq!(tenant(&env.sync_ok(&[]).await, "t0")["created"], 1);
+    env.remove(&customers, &users[1]);
+    env.add(&staff, &users[1]);
+    let s = env.sync_ok(&[]).await;
+    let t = tenant(&s, "t0");
+    assert_eq!(t["reports"][0]["kind"], "username_collision", "{t}");
+    assert_eq!(
+        env.rows("SELECT username, active FROM employees WHERE is_root = 0 ORDER BY username"),
+        vec![
+            vec!["ada".to_string(), "1".to_string()],
+            vec!["rob".to_string(), "1".to_string()],
+            vec!["rob_Archived".to_string(), "0".to_string()]
+        ]
+    );
+}
