@@ -492,24 +492,12 @@ impl<'a> Decisions<'a> {
         }
     }
 
-    /// The names a live user claims: those they want — or, when their return gives back
-    /// the record the sync took out of service, the names it comes back with, which are the
-    /// record's own (an admin may have renamed it before) and must be free like any other
-    /// name written: an archive undone, or a return that only gives back service and access.
+    /// The names a live user claims: those they want — or, when their return undoes an
+    /// archive, the names that gives back, which are the record's own (an admin may have
+    /// renamed it before) and must be free like any other name written.
     fn claimed_names(&self, d: &Desired, outcome: &Outcome) -> (Option<Email>, Option<Username>) {
         if let Some(values) = self.unarchiving(d, outcome) {
             return (values.email_key(), values.username_key());
-        }
-        if let Outcome::Live {
-            kind,
-            matched: Matched::Linked(id),
-            action: Some(_),
-            ..
-        } = outcome
-            && self.only_returning(d)
-            && let Some(record) = self.record(*kind, *id)
-        {
-            return (record.values.email_key(), record.values.username_key());
         }
         (d.values.email_key(), d.values.username_key())
     }

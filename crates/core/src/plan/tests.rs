@@ -494,44 +494,6 @@ fn an_archived_records_admin_given_name_is_not_given_back_over_whoever_took_it()
 }
 
 #[test]
-fn a_return_that_gives_back_an_admins_email_settles_it_with_whoever_has_it_at_once() {
-    // Found in review: the record came back into service with the email an admin had given
-    // it while another user's active record had it too; only the run after reported that,
-    // so the open state depended on whether a run came in between.
-    let mut w = World::new();
-    w.add(user(1), EMP);
-    w.add(user(2), EMP);
-    w.sync();
-    let two = w
-        .table(E)
-        .iter()
-        .find(|r| r.1 == "user2")
-        .unwrap()
-        .2
-        .clone();
-    if let Values::Employee(e) = &mut w.records.get_mut(&(E, 1)).unwrap().values {
-        e.email = Some(two);
-    }
-    w.sync();
-    w.leave(1, EMP);
-    w.sync();
-    w.join(1, EMP);
-    let back = w.sync();
-    let again = w.sync();
-    assert_eq!(back.reports, again.reports);
-    let active: Vec<String> = w
-        .table(E)
-        .into_iter()
-        .filter(|r| r.3)
-        .map(|r| r.2.to_lowercase())
-        .collect();
-    let mut unique = active.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), active.len(), "{:?}", w.table(E));
-}
-
-#[test]
 fn a_local_edit_survives_its_user_leaving_and_coming_back_as_if_no_run_had_seen_it() {
     // Found by the random histories: a return undid local edits only when a run had seen the
     // user leave, so the store depended on when runs happened (SPEC 4.13).
