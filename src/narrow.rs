@@ -41,6 +41,9 @@ use crate::store::narrow::{Names, linked_users};
 /// Past this many users to plan, planning the whole tenant costs about as much.
 pub const USERS_LIMIT: usize = 5_000;
 
+/// The same for the records read around them (names shared by many records).
+const RECORDS_LIMIT: usize = 4 * USERS_LIMIT;
+
 /// The plan of the users `touched` and `reported` bring in, and those users; `None` when only
 /// a plan of the whole tenant can be trusted. `snapshot` holds the touched users as Entra has
 /// them now (and every tracked group); the others' rows are added from the stored mirror.
@@ -79,6 +82,9 @@ pub fn plan(
         // The names the records read carry, or would carry again when an archive is undone,
         // until every record holding one of those is read too.
         loop {
+            if view.records.len() > RECORDS_LIMIT {
+                return Ok(None);
+            }
             let carried = carried(&view, &mut looked_up);
             if carried.emails.is_empty() && carried.usernames.is_empty() {
                 break;
@@ -157,16 +163,7 @@ fn removes(plan: &Plan) -> bool {
 fn names(resolution: &Resolution, looked_up: &mut Names) -> Names {
     let mut names = Names::default();
     for desired in resolution.desired.values() {
-        if let Some(email) = desired.values.email_key()
-            && looked_up.emails.insert(email.as_str().to_string())
-        {
-            names.emails.insert(email.as_str().to_string());
-        }
-        if let Some(username) = desired.values.username_key()
-            && looked_up.usernames.insert(username.as_str().to_string())
-        {
-            names.usernames.insert(username.as_str().to_string());
-        }
+        names.add_new(&desired.values, looked_up);
     }
     names
 }
@@ -179,18 +176,8 @@ fn names(resolution: &Resolution, looked_up: &mut Names) -> Names {
 fn carried(view: &StoreView, looked_up: &mut Names) -> Names {
     let mut names = Names::default();
     for record in view.records.values() {
-        for values in [record.values.clone(), record.values.unarchived()] {
-            if let Some(email) = values.email_key()
-                && looked_up.emails.insert(email.as_str().to_string())
-            {
-                names.emails.insert(email.as_str().to_string());
-            }
-            if let Some(username) = values.username_key()
-                && looked_up.usernames.insert(username.as_str().to_string())
-            {
-                names.usernames.insert(username.as_str().to_string());
-            }
-        }
+        names.add_new(&record.values, looked_up);
+        names.add_new(&record.values.unarchived(), looked_up);
     }
     names
 }

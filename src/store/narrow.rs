@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use entra_sync_core::ObjectId;
 use entra_sync_core::directory::{EntraUser, MemberType, Snapshot};
 use entra_sync_core::plan::StoreView;
-use entra_sync_core::record::RecordKind;
+use entra_sync_core::record::{RecordKind, Values};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
@@ -23,6 +23,25 @@ use super::{
 pub struct Names {
     pub emails: BTreeSet<String>,
     pub usernames: BTreeSet<String>,
+}
+
+impl Names {
+    /// Adds the names of `values` that `seen` does not hold yet (which then holds them too).
+    /// A blank name is nobody's: looking it up would read every record without one.
+    pub fn add_new(&mut self, values: &Values, seen: &mut Names) {
+        if let Some(email) = values.email_key()
+            && !email.as_str().is_empty()
+            && seen.emails.insert(email.as_str().to_string())
+        {
+            self.emails.insert(email.as_str().to_string());
+        }
+        if let Some(username) = values.username_key()
+            && !username.as_str().is_empty()
+            && seen.usernames.insert(username.as_str().to_string())
+        {
+            self.usernames.insert(username.as_str().to_string());
+        }
+    }
 }
 
 /// The tenant's tracked groups (their names and creation times) and, with nested groups,
@@ -421,5 +440,25 @@ mod tests {
         // bob, and who wants a name bob's employee would be archived under.
         assert_eq!(found(&[], &["bob", "dee"]), vec!["1", "5", "6"]);
         assert!(found(&["eve@contoso.com"], &["eve"]).is_empty());
+    }
+    #[test]
+    fn names_in_play_are_folded_once_and_a_blank_name_is_none() {
+        use entra_sync_core::record::EmployeeValues;
+        let employee = |username: &str, email: &str| {
+            Values::Employee(EmployeeValues {
+                username: Some(username.into()),
+                email: Some(email.into()),
+                ..EmployeeValues::default()
+            })
+        };
+        let mut seen = Names::default();
+        let mut first = Names::default();
+        first.add_new(&employee("Ada", " ADA@Contoso.com"), &mut seen);
+        first.add_new(&employee(" ", ""), &mut seen);
+        assert_eq!(first.emails, ["ada@contoso.com".to_string()].into());
+        assert_eq!(first.usernames, ["ada".to_string()].into());
+        let mut again = Names::default();
+        again.add_new(&employee("ada", "ada@contoso.com"), &mut seen);
+        assert!(again.emails.is_empty() && again.usernames.is_empty());
     }
 }
