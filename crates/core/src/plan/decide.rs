@@ -7,7 +7,9 @@
 //! want, or that a record nobody rewrites keeps, goes to one of them by a rule that does not
 //! depend on the order users are planned in — whoever holds it now, else the smaller object id;
 //! a user who loses a name is skipped with a report, which keeps their records as they are,
-//! so the names are settled again until nothing changes.
+//! so the names are settled again until nothing changes. A user claims the names they want,
+//! except a return that undoes an archive: it claims the names it gives back to the record
+//! (an admin may have renamed it before), and is reported under those.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -641,9 +643,21 @@ impl<'a> Decisions<'a> {
     /// skipped, and the blocks are settled again.
     fn names_4_8(&self, outcomes: &mut BTreeMap<ObjectId, Outcome>, kept: &BTreeSet<ObjectId>) {
         let mut claims: BTreeMap<ObjectId, Claim> = BTreeMap::new();
+        // Users whose claim is not the names they want (an undone archive gives back the
+        // record's own): their reports speak of, and are kept under, the names claimed.
+        let mut as_claimed: HashMap<ObjectId, Desired> = HashMap::new();
         for (user, outcome) in outcomes.iter() {
             if matches!(outcome, Outcome::Live { .. }) {
                 let d = &self.desired[user];
+                if let Some(values) = self.unarchiving(d, outcome) {
+                    as_claimed.insert(
+                        *user,
+                        Desired {
+                            values,
+                            ..d.clone()
+                        },
+                    );
+                }
                 let records = Self::records_of(outcome);
                 let written = match outcome {
                     Outcome::Live {
@@ -689,7 +703,7 @@ impl<'a> Decisions<'a> {
                 let Some(claim) = claims.get(&user) else {
                     continue;
                 };
-                let d = &self.desired[&user];
+                let d = as_claimed.get(&user).unwrap_or(&self.desired[&user]);
                 let report = claim
                     .username
                     .as_ref()
@@ -716,17 +730,26 @@ impl<'a> Decisions<'a> {
                 }
             }
             // The contended names.
+            // A winner claiming its record's own name does not want it from Entra: the runs
+            // after see its record keep the name, and say so; this one says the same.
             let mut losers = self.contended(
                 &wanted_names,
                 &claims,
+                &as_claimed,
                 |v, n| v.username_key().as_ref() == Some(n),
-                |d, winner| self.username_taken_by(d, winner),
+                |d, name, winner| match self.link_of(winner, RecordKind::Employee) {
+                    Some(link) if as_claimed.contains_key(&winner) => {
+                        self.username_taken(d, name, link.record_id)
+                    }
+                    _ => self.username_taken_by(d, winner),
+                },
             );
             losers.extend(self.contended(
                 &wanted_emails,
                 &claims,
+                &as_claimed,
                 |v, e| v.email_key().as_ref() == Some(e),
-                duplicate,
+                |d, _, winner| duplicate(d, winner),
             ));
             if losers.is_empty() {
                 return;
@@ -787,8 +810,9 @@ impl<'a> Decisions<'a> {
         &self,
         wanted: &HashMap<K, Vec<ObjectId>>,
         claims: &BTreeMap<ObjectId, Claim>,
+        as_claimed: &HashMap<ObjectId, Desired>,
         carries: impl Fn(&Values, &K) -> bool,
-        lost: impl Fn(&Desired, ObjectId) -> Report,
+        lost: impl Fn(&Desired, &K, ObjectId) -> Report,
     ) -> Vec<(ObjectId, Report)> {
         let mut losers = Vec::new();
         for (name, wanting) in wanted {
@@ -804,7 +828,8 @@ impl<'a> Decisions<'a> {
                 self.carried(&claims[&u].records, |v| carries(v, name))
             });
             for user in live.into_iter().filter(|u| *u != winner) {
-                losers.push((user, lost(&self.desired[&user], winner)));
+                let d = as_claimed.get(&user).unwrap_or(&self.desired[&user]);
+                losers.push((user, lost(d, name, winner)));
             }
         }
         losers

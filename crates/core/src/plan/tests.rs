@@ -493,6 +493,65 @@ fn an_archived_records_admin_given_name_is_not_given_back_over_whoever_took_it()
     assert_eq!(p.reports[0].object_id, user(1).id);
 }
 
+/// User 1's employee, renamed by an admin with `edit`, then archived by a move to contacts.
+fn archived_after_an_admin_edit(edit: impl Fn(&mut EmployeeValues)) -> World {
+    let mut w = World::new();
+    w.add(user(1), EMP);
+    w.sync();
+    if let Values::Employee(e) = &mut w.records.get_mut(&(E, 1)).unwrap().values {
+        edit(e);
+    }
+    w.sync();
+    w.leave(1, EMP);
+    w.join(1, CON);
+    w.sync();
+    w
+}
+
+#[test]
+fn a_return_blocked_on_the_names_its_record_gets_back_is_reported_under_those_names() {
+    // Found in review: the report spoke of, and was kept under, the names the user wants, so
+    // a change freeing the record's own name did not bring the user back in a narrow run.
+    let mut w = archived_after_an_admin_edit(|e| e.email = Some("x@contoso.com".into()));
+    let mut three = user(3);
+    three.mail = Some("x@contoso.com".into());
+    w.add(three, EMP);
+    w.sync();
+    w.leave(1, CON);
+    w.join(1, EMP);
+    let p = w.sync();
+    let report = &p.reports[0];
+    assert_eq!(
+        (report.kind, report.object_id),
+        (ReportKind::DuplicateEmail, user(1).id)
+    );
+    assert!(
+        report.message.contains("x@contoso.com"),
+        "{}",
+        report.message
+    );
+    assert_eq!(
+        report.wants.email.as_ref().map(|e| e.to_string()),
+        Some("x@contoso.com".to_string())
+    );
+}
+
+#[test]
+fn a_name_a_return_gives_back_reads_the_same_to_the_loser_in_the_run_after() {
+    let mut w = archived_after_an_admin_edit(|e| e.username = Some("rob".into()));
+    let mut rob = user(3);
+    rob.user_principal_name = Some("rob@contoso.com".into());
+    w.add(rob, EMP);
+    w.leave(1, CON);
+    w.join(1, EMP);
+    let back = w.sync();
+    let again = w.sync();
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    let said = |p: &Plan| -> Vec<String> { p.reports.iter().map(|r| r.message.clone()).collect() };
+    assert_eq!(said(&back).len(), 1, "{:?}", back.reports);
+    assert_eq!(said(&back), said(&again));
+}
+
 #[test]
 fn a_local_edit_survives_its_user_leaving_and_coming_back_as_if_no_run_had_seen_it() {
     // Found by the random histories: a return undid local edits only when a run had seen the
