@@ -75,6 +75,9 @@ enum Step {
     /// The first person's UPN moves to the second's name at a domain of the first's own: they
     /// now want the second's username (SPEC 4.8) while the second does not change.
     Rehome(usize, usize),
+    /// The same, to the name an admin's `LocalRename` gives the second's record: the first
+    /// wants it while that record, or its archive, may hold it.
+    TakeLocal(usize, usize),
     /// The contact rule wins over the employee rule, or back.
     SwapRuleOrder,
     LocalEdit(usize),
@@ -111,6 +114,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (p.clone(), g).prop_map(|(p, g)| Step::Move(p, g)),
         1 => (p.clone(), p.clone()).prop_map(|(a, b)| Step::SwapUpns(a, b)),
         1 => (p.clone(), p.clone()).prop_map(|(a, b)| Step::Rehome(a, b)),
+        1 => (p.clone(), p.clone()).prop_map(|(a, b)| Step::TakeLocal(a, b)),
         1 => p.clone().prop_map(Step::Retitle),
         1 => p.clone().prop_map(Step::Disable),
         1 => p.clone().prop_map(Step::Enable),
@@ -384,9 +388,16 @@ impl World {
                     self.upns.swap(a, b);
                 }
             }
-            Step::Rehome(a, b) => {
+            Step::Rehome(a, b) | Step::TakeLocal(a, b) => {
                 if let Some(id) = id(a) {
-                    let name = self.upns[b].split('@').next().unwrap_or_default();
+                    let name = match step {
+                        Step::TakeLocal(..) => format!("local{b}"),
+                        _ => self.upns[b]
+                            .split('@')
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    };
                     let upn = format!("{name}@home{a}.example");
                     let _ = sim.update_user(
                         &id,
@@ -604,9 +615,10 @@ async fn play(
 ) -> Result<(), TestCaseError> {
     let mut world = World::new(grace).await;
     // Where everybody starts, synced by every store.
-    let swapped = steps
-        .iter()
-        .any(|s| matches!(s, Step::SwapUpns(a, b) if a != b) || matches!(s, Step::Rehome(..)));
+    let swapped = steps.iter().any(|s| {
+        matches!(s, Step::SwapUpns(a, b) if a != b)
+            || matches!(s, Step::Rehome(..) | Step::TakeLocal(..))
+    });
     let mut last: Vec<Step> = start
         .iter()
         .enumerate()
@@ -970,6 +982,21 @@ fn histories_found_before_stay_fixed() {
                 Step::LocalRename(1),
                 Step::Sync,
                 Step::Rehome(2, 1),
+                Step::Sync,
+            ],
+        ),
+        (
+            // Undoing an archive gave the record back the name an admin had given it, which
+            // another user had taken meanwhile: the store refused that run and every retry.
+            vec![None, Some(Group::Staff), None, None, None],
+            vec![
+                Step::LocalRename(1),
+                Step::Move(1, Group::Customers),
+                Step::Sync,
+                Step::TakeLocal(2, 1),
+                Step::Join(2, Group::Staff),
+                Step::Sync,
+                Step::Move(1, Group::Staff),
                 Step::Sync,
             ],
         ),
