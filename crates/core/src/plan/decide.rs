@@ -646,17 +646,26 @@ impl<'a> Decisions<'a> {
         // Users whose claim is not the names they want (an undone archive gives back the
         // record's own): their reports speak of, and are kept under, the names claimed.
         let mut as_claimed: HashMap<ObjectId, Desired> = HashMap::new();
+        // Those of them whose record's own email another tenant's record has (4.11), skipped
+        // before the names are settled, like any user whose email does.
+        let mut claimed_elsewhere: Vec<(ObjectId, Report)> = Vec::new();
         for (user, outcome) in outcomes.iter() {
             if matches!(outcome, Outcome::Live { .. }) {
                 let d = &self.desired[user];
                 if let Some(values) = self.unarchiving(d, outcome) {
-                    as_claimed.insert(
-                        *user,
-                        Desired {
-                            values,
-                            ..d.clone()
-                        },
-                    );
+                    let claimed = Desired {
+                        values,
+                        ..d.clone()
+                    };
+                    if let Some(report) = claimed
+                        .values
+                        .email_key()
+                        .and_then(|email| self.email_claims_4_11(&claimed, &email))
+                    {
+                        claimed_elsewhere.push((*user, report));
+                        continue;
+                    }
+                    as_claimed.insert(*user, claimed);
                 }
                 let records = Self::records_of(outcome);
                 let written = match outcome {
@@ -681,6 +690,9 @@ impl<'a> Decisions<'a> {
                     },
                 );
             }
+        }
+        for (user, report) in claimed_elsewhere {
+            outcomes.insert(user, Outcome::Skipped(report));
         }
         let mut rewritten: HashSet<(RecordKind, i64)> = claims
             .values()

@@ -1160,6 +1160,44 @@ fn an_email_linked_to_another_tenant_stays_there() {
 }
 
 #[test]
+fn an_undone_archive_never_gives_back_an_email_another_tenants_record_has() {
+    // Found in review: the claim of an undone archive (the names an admin had given the
+    // record) was not held to SPEC 4.11, so two active records could share an email.
+    let mut w = World::new();
+    w.add(user(1), EMP);
+    w.sync_tenant("t");
+    if let Values::Employee(e) = &mut w.records.get_mut(&(E, 1)).unwrap().values {
+        e.email = Some("other@contoso.com".into());
+    }
+    w.sync_tenant("t");
+    w.leave(1, EMP);
+    w.join(1, CON);
+    w.sync_tenant("t");
+    let mut two = user(2);
+    two.mail = Some("other@contoso.com".into());
+    w.add(two, EMP);
+    w.sync_tenant("first");
+    w.leave(1, CON);
+    w.join(1, EMP);
+    let p = w.sync_tenant("t");
+    let active: Vec<String> = w
+        .records
+        .values()
+        .filter(|r| r.active)
+        .filter_map(|r| r.values.email().map(str::to_lowercase))
+        .filter(|e| e == "other@contoso.com")
+        .collect();
+    assert_eq!(active.len(), 1, "{:?}", w.table(E));
+    assert!(
+        p.reports
+            .iter()
+            .any(|r| r.object_id == user(1).id && r.kind == ReportKind::EmailClaimed),
+        "{:?}",
+        p.reports
+    );
+}
+
+#[test]
 fn duplicate_emails_in_one_tenant_create_one_record_and_report_the_other() {
     let mut w = World::new();
     let mut twin = user(2);
