@@ -174,7 +174,9 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // The sync's own writes are not edits behind its back (migration 08); the row is
-        // deleted before commit, and never seen by anyone else.
+        // deleted before commit, and never seen by anyone else. (A row someone else left
+        // there is cleared: it would stop the counting for good.)
+        tx.execute("DELETE FROM sync_writing", [])?;
         tx.execute("INSERT INTO sync_writing (since) VALUES (?1)", [&now])?;
         Ok(RunWrite { tx, now })
     }

@@ -206,6 +206,14 @@ fn edits_behind_the_syncs_back_are_counted_and_its_own_writes_are_not() {
         w.sync();
         assert!(!edited(&w), "a plan of every user saw {edit}");
     }
+    // A marker row someone else left would silence the triggers: it counts as an edit, and
+    // the sync's next write clears it.
+    w.exec("INSERT INTO sync_writing (since) VALUES ('left behind')");
+    assert!(edited(&w));
+    w.sync();
+    assert!(!edited(&w));
+    w.exec("UPDATE employees SET username = 'again' WHERE id = 1");
+    assert!(edited(&w), "counting again");
 }
 
 #[test]
