@@ -241,7 +241,9 @@ async fn batch_items_meet_faults_one_by_one() {
     assert_eq!(a["status"], 200);
 }
 
-/// `latency`: every Graph and token request waits it out; the control API does not.
+/// `latency`: every Graph and token request waits it out; the control API does not. The work
+/// of answering (here a slow server, a delay fault shorter than the latency) is done within
+/// the latency, as Graph's is, not after it.
 #[tokio::test(start_paused = true)]
 async fn latency_delays_every_graph_and_token_request() {
     let env = crate::support::Env::start(graph_sim::SimOptions {
@@ -256,6 +258,19 @@ async fn latency_delays_every_graph_and_token_request() {
         started.elapsed() >= std::time::Duration::from_millis(100),
         "answered after {:?}",
         started.elapsed()
+    );
+    env.ctl().inject_fault(Fault::new(
+        "/groups",
+        FaultKind::Delay(Duration::from_millis(30)),
+        1,
+    ));
+    let started = tokio::time::Instant::now();
+    let r = env.get("/groups?$top=1").await;
+    assert_eq!(r.status, 200);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_millis(130),
+        "answered after {took:?}: 100 ms from arrival, not 100 + the 30 ms of work"
     );
 }
 
