@@ -282,45 +282,60 @@ pub async fn full(
     if rules.nested_groups {
         tracked.extend(mirror_groups.iter().copied());
     }
-    let mut links = BTreeMap::new();
-    // The cursors first (both at once), then the read and the deleted users (at once).
-    let (users, group_links) = futures_util::future::try_join(
-        delta::round(client, &delta::users_latest(client), "users delta"),
-        latest_group_links(client, &tracked, 0),
-    )
-    .await?;
-    links.insert("users".to_string(), users.delta_link);
-    links.extend(group_links);
-    // Deleted before the users cursor was taken: its rounds will only ever show the restore.
-    let (snapshot, deleted) = futures_util::future::try_join(
-        fetch::full_snapshot(client, &rule_groups, rules.nested_groups),
-        fetch::deleted_users(client),
-    )
-    .await?;
-    // Nested groups found by this read get cursors of their own, taken now; the groups tracked
-    // before keep the ones taken before the read, so what changed in them during the read is
-    // replayed by the next round. (A change inside a newly found group between its read and
-    // its cursor waits for the next full sync.) A group no longer nested keeps its cursor
-    // until then: changes to groups missing from the mirror are ignored.
-    let found: BTreeSet<ObjectId> = snapshot
-        .groups
-        .keys()
-        .filter(|g| !tracked.contains(*g))
-        .copied()
-        .collect();
-    let first = links.keys().filter(|k| k.starts_with("groups:")).count();
-    links.extend(latest_group_links(client, &found, first).await?);
-    Ok(Refreshed {
-        mode: RunMode::Full,
-        snapshot: Some(snapshot),
-        cursors: Cursors {
-            scope: scope_fingerprint(rules),
-            rules: rules.fingerprint(),
-            links,
-        },
-        deleted,
-        touched: None,
-    })
+    let chains = fetch::chains(&rule_groups);
+    let reading = async {
+        let mut links = BTreeMap::new();
+        // The cursors first (both at once), then the read and the deleted users (at once).
+        let (users, group_links) = futures_util::future::try_join(
+            delta::round(client, &delta::users_latest(client), "users delta"),
+            latest_group_links(client, &tracked, 0),
+        )
+        .await?;
+        links.insert("users".to_string(), users.delta_link);
+        links.extend(group_links);
+        // Nested groups found by this read get cursors of their own, each taken before its
+        // members are read; the groups tracked before keep the ones taken before the read, so
+        // what changed in either during the read is replayed by the next round. A group no
+        // longer nested keeps its cursor until the next full sync: changes to groups missing
+        // from the mirror are ignored.
+        let first = links.keys().filter(|k| k.starts_with("groups:")).count();
+        // Deleted before the users cursor was taken: its rounds will only ever show the restore.
+        let ((snapshot, found_links), deleted) = futures_util::future::try_join(
+            fetch::full_snapshot(
+                client,
+                &rule_groups,
+                rules.nested_groups.then_some(&tracked),
+                &chains,
+            ),
+            fetch::deleted_users(client),
+        )
+        .await?;
+        links.extend(
+            found_links
+                .into_iter()
+                .enumerate()
+                .map(|(i, link)| (format!("groups:{}", first + i), link)),
+        );
+        Ok(Refreshed {
+            mode: RunMode::Full,
+            snapshot: Some(snapshot),
+            cursors: Cursors {
+                scope: scope_fingerprint(rules),
+                rules: rules.fingerprint(),
+                links,
+            },
+            deleted,
+            touched: None,
+        })
+    };
+    // The member counts go out beside the cursors; they only order the read, which never
+    // waits for them.
+    let counting = fetch::count_members(client, &chains);
+    let (reading, counting) = (std::pin::pin!(reading), std::pin::pin!(counting));
+    match futures_util::future::select(reading, counting).await {
+        futures_util::future::Either::Left((read, _)) => read,
+        futures_util::future::Either::Right(((), reading)) => reading.await,
+    }
 }
 
 /// Current cursors for `groups`, one per 50 groups, stored as `groups:{first}`, `groups:{first+1}`….
@@ -329,12 +344,12 @@ async fn latest_group_links(
     groups: &BTreeSet<ObjectId>,
     first: usize,
 ) -> Result<BTreeMap<String, String>, GraphError> {
-    let mut links = BTreeMap::new();
-    for (i, url) in delta::groups_latest(client, groups).into_iter().enumerate() {
-        let round = delta::round(client, &url, "groups delta").await?;
-        links.insert(format!("groups:{}", first + i), round.delta_link);
-    }
-    Ok(links)
+    Ok(delta::latest_group_links(client, groups)
+        .await?
+        .into_iter()
+        .enumerate()
+        .map(|(i, link)| (format!("groups:{}", first + i), link))
+        .collect())
 }
 
 /// The delta rounds since `cursors`. `Ok(None)` when only a full read can be trusted (the

@@ -25,6 +25,18 @@ pub fn users_latest(client: &GraphClient) -> String {
     ))
 }
 
+/// Cursors at "now" for `groups` (one round per 50 ids): their delta links, in order.
+pub async fn latest_group_links(
+    client: &GraphClient,
+    groups: &BTreeSet<ObjectId>,
+) -> Result<Vec<String>, GraphError> {
+    let mut links = Vec::new();
+    for url in groups_latest(client, groups) {
+        links.push(round(client, &url, "groups delta").await?.delta_link);
+    }
+    Ok(links)
+}
+
 /// Starts of groups rounds at "now" for `groups`, one per 50 ids.
 pub fn groups_latest(client: &GraphClient, groups: &BTreeSet<ObjectId>) -> Vec<String> {
     let ids: Vec<&ObjectId> = groups.iter().collect();

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use entra_sync_core::ObjectId;
 use entra_sync_core::directory::{EntraGroup, EntraUser, MemberType, Snapshot};
 
+use super::gate::{Chain, Rank};
 use super::wire::{Member, USER_SELECT};
 use super::{GraphClient, GraphError};
 
@@ -63,10 +64,12 @@ pub async fn group_infos(
 
 /// One group's direct members (member id → type). The user objects among them go into
 /// `users`, shared by every group read of a snapshot, so a user in many groups is kept once.
+/// `chain` ranks its pages among the read's others, and learns how far it has come.
 pub async fn group_members(
     client: &GraphClient,
     group_id: ObjectId,
     users: &Mutex<BTreeMap<ObjectId, EntraUser>>,
+    chain: Arc<Chain>,
 ) -> Result<BTreeMap<ObjectId, MemberType>, GraphError> {
     let url = client.url(&format!(
         "/groups/{group_id}/members?$select={USER_SELECT}&$top=999"
@@ -75,9 +78,18 @@ pub async fn group_members(
     let mut members = BTreeMap::new();
     // Page by page: a large group's raw JSON is never held all at once.
     let mut next = Some(url);
+    let rank = Rank::Members(Arc::clone(&chain));
+    // The slot in flight the chain keeps from one page to the next.
+    let mut slot = None;
     while let Some(url) = next.take() {
-        let page = client.get_page::<Member>(&url, &what).await?;
+        let page = client
+            .get_chained_page::<Member>(&url, &what, &rank, &mut slot)
+            .await?;
         next = page.next_link;
+        chain.add_read(page.value.len() as u64);
+        if next.is_none() || client.outranked(&rank) {
+            slot = None;
+        }
         let mut known = users.lock().unwrap_or_else(PoisonError::into_inner);
         for item in page.value {
             let id = match item.id() {
@@ -105,48 +117,139 @@ pub async fn group_members(
     Ok(members)
 }
 
-/// The whole snapshot of `rule_groups` (and, when `nested`, the groups inside them).
+/// The read chain of each rule group, by group: how many members each has (once
+/// [`count_members`] has asked) and how many were read, which ranks their pages.
+pub type Chains = BTreeMap<ObjectId, Arc<Chain>>;
+
+pub fn chains(rule_groups: &[ObjectId]) -> Chains {
+    rule_groups
+        .iter()
+        .map(|g| (*g, Arc::new(Chain::default())))
+        .collect()
+}
+
+/// Asks Graph how many members each of `chains`' groups has (`/members/$count`, in `$batch`es
+/// of 20), so the read serves the longest chains of pages first. Only when the tenant has
+/// more rule groups than requests in flight (with fewer, every chain always has a slot).
+/// A hint: `ConsistencyLevel: eventual` may lag, and an answer that fails or does not parse
+/// only leaves the order as it was.
+pub async fn count_members(client: &GraphClient, chains: &Chains) {
+    if chains.len() <= client.max_concurrency() {
+        return;
+    }
+    let paths: Vec<String> = chains
+        .keys()
+        .map(|id| format!("/groups/{id}/members/$count"))
+        .collect();
+    let answers = match client
+        .batch_get_with(
+            &paths,
+            &[("ConsistencyLevel", "eventual")],
+            "counting the rule groups' members",
+        )
+        .await
+    {
+        Ok(answers) => answers,
+        Err(e) => {
+            tracing::debug!(
+                tenant = client.tenant(),
+                "{e}; the groups are read in any order"
+            );
+            return;
+        }
+    };
+    for (chain, (status, body)) in chains.values().zip(answers) {
+        // A plain-text count: a JSON string in the `$batch` answer (or a number).
+        let count = match &body {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        if let (200..=299, Some(count)) = (status, count) {
+            chain.set_total(count);
+        }
+    }
+}
+
+/// What a full read's tasks bring back.
+enum Read {
+    Members(ObjectId, Result<BTreeMap<ObjectId, MemberType>, GraphError>),
+    /// Cursors for nested groups the read found, taken before their members are read.
+    Cursors(BTreeSet<ObjectId>, Result<Vec<String>, GraphError>),
+}
+
+/// The whole snapshot of `rule_groups` and, with `nested` (the groups that have cursors
+/// already), the groups inside them; and the delta links of cursors taken for the nested
+/// groups found that had none, each before its members were read (one round per 50 groups
+/// found in one group's members).
 pub async fn full_snapshot(
     client: &Arc<GraphClient>,
     rule_groups: &[ObjectId],
-    nested: bool,
-) -> Result<Snapshot, GraphError> {
+    nested: Option<&BTreeSet<ObjectId>>,
+    chains: &Chains,
+) -> Result<(Snapshot, Vec<String>), GraphError> {
     let users = Arc::new(Mutex::new(BTreeMap::new()));
-    // Every group's pages are read at once (bounded by the client's `max_concurrency`), and a
-    // nested group as soon as it is found, not after the slowest group of its level: the read
-    // takes about as long as the longest chain of pages. The groups' metadata (one `$batch`)
-    // is read beside them.
+    // Every group's pages are read at once (bounded by the client's `max_concurrency`, the
+    // longest chains first), and a nested group as soon as it is found, not after the slowest
+    // group of its level: the read takes about as long as the longest chain of pages. The
+    // groups' metadata (one `$batch`) is read beside them.
     let members = async {
         let mut tasks = JoinSet::new();
-        let spawn = |tasks: &mut JoinSet<_>, group: ObjectId| {
+        let read_members = |tasks: &mut JoinSet<_>, group: ObjectId| {
             let client = Arc::clone(client);
             let users = Arc::clone(&users);
+            let chain = chains.get(&group).cloned().unwrap_or_default();
             tasks.spawn(async move {
-                let result = group_members(&client, group, &users).await;
-                (group, result)
+                Read::Members(group, group_members(&client, group, &users, chain).await)
             });
         };
         let mut read: BTreeSet<ObjectId> = rule_groups.iter().copied().collect();
         for group in &read {
-            spawn(&mut tasks, *group);
+            read_members(&mut tasks, *group);
         }
         let mut by_group = BTreeMap::new();
+        let mut links = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            let (group, result) = joined.map_err(|e| GraphError::BadResponse {
+            let joined = joined.map_err(|e| GraphError::BadResponse {
                 what: "reading group members".into(),
                 reason: format!("a reader task failed: {e}"),
             })?;
-            let members = result?;
-            for (id, kind) in &members {
-                if nested && *kind == MemberType::Group && read.insert(*id) {
-                    spawn(&mut tasks, *id);
+            match joined {
+                Read::Members(group, result) => {
+                    let members = result?;
+                    let mut found = BTreeSet::new();
+                    for (id, kind) in &members {
+                        if let Some(tracked) = nested
+                            && *kind == MemberType::Group
+                            && read.insert(*id)
+                        {
+                            if tracked.contains(id) {
+                                read_members(&mut tasks, *id);
+                            } else {
+                                found.insert(*id);
+                            }
+                        }
+                    }
+                    if !found.is_empty() {
+                        let client = Arc::clone(client);
+                        tasks.spawn(async move {
+                            let links = super::delta::latest_group_links(&client, &found).await;
+                            Read::Cursors(found, links)
+                        });
+                    }
+                    by_group.insert(group, members);
+                }
+                Read::Cursors(found, result) => {
+                    links.extend(result?);
+                    for group in found {
+                        read_members(&mut tasks, group);
+                    }
                 }
             }
-            by_group.insert(group, members);
         }
-        Ok::<_, GraphError>(by_group)
+        Ok::<_, GraphError>((by_group, links))
     };
-    let (mut groups, by_group) =
+    let (mut groups, (by_group, links)) =
         futures_util::future::try_join(group_infos(client, rule_groups), members).await?;
     for (group, members) in by_group {
         groups
@@ -158,7 +261,7 @@ pub async fn full_snapshot(
     let users = std::mem::take(&mut *users.lock().unwrap_or_else(PoisonError::into_inner));
     let snapshot = Snapshot { users, groups };
     check_permissions(&snapshot)?;
-    Ok(snapshot)
+    Ok((snapshot, links))
 }
 
 /// The groups `user` is a direct member of (`/users/{id}/memberOf`, every page).

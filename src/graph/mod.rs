@@ -7,6 +7,7 @@
 
 pub mod delta;
 pub mod fetch;
+pub mod gate;
 pub mod pace;
 pub mod wire;
 
@@ -17,7 +18,6 @@ use std::time::Duration;
 use rand::Rng;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 
 use crate::auth::{AuthError, TokenSource, error_chain};
 use crate::clock::Clock;
@@ -176,7 +176,9 @@ pub struct GraphClient {
     /// A longer `Retry-After` is not waited for: that try counts as failed.
     max_retry_wait: Duration,
     retry_base: Duration,
-    in_flight: Semaphore,
+    /// At most `max_concurrency` requests in flight; the longest member reads go first.
+    in_flight: gate::Gate,
+    max_concurrency: usize,
     /// Keeps requests under the tenant's resource-unit budget once Graph has shown it.
     pacer: pace::Pacer,
     /// The same for the app's budget across tenants, shared by the clients of its tenants.
@@ -212,7 +214,8 @@ impl GraphClient {
             max_attempts: sync.max_attempts,
             max_retry_wait: Duration::from_secs(sync.max_retry_wait_seconds),
             retry_base: Duration::from_millis(sync.retry_base_ms),
-            in_flight: Semaphore::new(sync.max_concurrency),
+            in_flight: gate::Gate::new(sync.max_concurrency),
+            max_concurrency: sync.max_concurrency,
             pacer: pace::Pacer::default(),
             app_pacer: Arc::new(pace::Pacer::app()),
             stats: Arc::new(GraphStats::default()),
@@ -224,6 +227,11 @@ impl GraphClient {
     pub fn with_app_pacer(mut self, pacer: Arc<pace::Pacer>) -> GraphClient {
         self.app_pacer = pacer;
         self
+    }
+
+    /// Requests this client has in flight at most.
+    pub fn max_concurrency(&self) -> usize {
+        self.max_concurrency
     }
 
     pub fn tenant(&self) -> &str {
@@ -252,7 +260,38 @@ impl GraphClient {
         url: &str,
         what: &str,
     ) -> Result<Page<T>, GraphError> {
-        let body = self.send(url, Body::None, what).await?;
+        let body = self
+            .send(url, Body::None, what, &gate::Rank::First, None)
+            .await?;
+        self.parse_page(what, body)
+    }
+
+    /// [`GraphClient::get_page`] for one of a chain of pages: it waits for a slot in flight as
+    /// `rank` says, unless `slot` holds one, and a good answer leaves its slot in `slot` for
+    /// the chain's next page (see [`GraphClient::outranked`]).
+    pub async fn get_chained_page<'c, T: serde::de::DeserializeOwned>(
+        &'c self,
+        url: &str,
+        what: &str,
+        rank: &gate::Rank,
+        slot: &mut Option<gate::Slot<'c>>,
+    ) -> Result<Page<T>, GraphError> {
+        let body = self.send(url, Body::None, what, rank, Some(slot)).await?;
+        self.parse_page(what, body)
+    }
+
+    /// Whether a request waiting for a slot ranks above `rank`: a chain holding a slot then
+    /// lets it go.
+    pub fn outranked(&self, rank: &gate::Rank) -> bool {
+        self.in_flight.outranked(rank)
+    }
+
+    /// A page's body parsed, its links checked.
+    fn parse_page<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        body: bytes::Bytes,
+    ) -> Result<Page<T>, GraphError> {
         let page = parse_page_of(&body).map_err(|reason| GraphError::BadResponse {
             what: what.to_string(),
             reason,
@@ -282,6 +321,21 @@ impl GraphClient {
         paths: &[String],
         what: &str,
     ) -> Result<Vec<(u16, Value)>, GraphError> {
+        self.batch_get_with(paths, &[], what).await
+    }
+
+    /// [`GraphClient::batch_get`] with `headers` on every item (Graph reads a `$batch` item's
+    /// `ConsistencyLevel` from the item, not from the outer request).
+    pub async fn batch_get_with(
+        &self,
+        paths: &[String],
+        headers: &[(&str, &str)],
+        what: &str,
+    ) -> Result<Vec<(u16, Value)>, GraphError> {
+        let item_headers: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), Value::String((*v).to_string())))
+            .collect();
         let mut results: Vec<Option<(u16, Value)>> = vec![None; paths.len()];
         for chunk_start in (0..paths.len()).step_by(20) {
             let mut pending: Vec<usize> =
@@ -291,13 +345,22 @@ impl GraphClient {
                 attempt += 1;
                 let requests: Vec<Value> = pending
                     .iter()
-                    .map(|i| json!({"id": i.to_string(), "method": "GET", "url": paths[*i]}))
+                    .map(|i| {
+                        let mut item =
+                            json!({"id": i.to_string(), "method": "GET", "url": paths[*i]});
+                        if !item_headers.is_empty() {
+                            item["headers"] = Value::Object(item_headers.clone());
+                        }
+                        item
+                    })
                     .collect();
                 let body = self
                     .send(
                         &self.url("/$batch"),
                         Body::Json(json!({ "requests": requests })),
                         what,
+                        &gate::Rank::First,
+                        None,
                     )
                     .await?;
                 let parsed: Value =
@@ -462,7 +525,16 @@ impl GraphClient {
     }
 
     /// One request with retries; returns the body of a 2xx answer.
-    async fn send(&self, url: &str, body: Body, what: &str) -> Result<bytes::Bytes, GraphError> {
+    /// `keep`: the slot a chain of requests holds, used instead of waiting for one, and given
+    /// the slot back after a good answer.
+    async fn send<'c>(
+        &'c self,
+        url: &str,
+        body: Body,
+        what: &str,
+        rank: &gate::Rank,
+        mut keep: Option<&mut Option<gate::Slot<'c>>>,
+    ) -> Result<bytes::Bytes, GraphError> {
         // A link to another host must never receive our bearer token.
         self.refuse_foreign(url, what)?;
         let kind = pace::kind(url);
@@ -495,8 +567,11 @@ impl GraphClient {
             .header("client-request-id", uuid::Uuid::new_v4().to_string())
             .header("x-ms-throttle-priority", "Low");
             let outcome = {
-                let _permit = self.in_flight.acquire().await;
-                match request.send().await {
+                let slot = match keep.as_mut().and_then(|k| k.take()) {
+                    Some(slot) => slot,
+                    None => self.in_flight.acquire(rank.clone()).await,
+                };
+                let outcome = match request.send().await {
                     Ok(resp) => {
                         let status = resp.status();
                         let retry_after = resp
@@ -519,7 +594,14 @@ impl GraphClient {
                         }
                     }
                     Err(e) => Err(error_chain(&e)),
+                };
+                // A good answer gives the chain its slot back; anything else frees it before
+                // waiting to retry.
+                match (&outcome, keep.as_mut()) {
+                    (Ok((status, ..)), Some(keep)) if status.is_success() => **keep = Some(slot),
+                    _ => drop(slot),
                 }
+                outcome
             };
             let (status, retry_after, bytes) = match outcome {
                 Ok(parts) => parts,

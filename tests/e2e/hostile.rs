@@ -168,3 +168,80 @@ async fn a_generated_tenant_with_guests_devices_and_disabled_users_syncs_cleanly
         assert_eq!(s["tenants"][0][key], 0, "{key}: {s}");
     }
 }
+
+/// More rule groups than requests in flight: Graph is asked how many members each group has
+/// (`/members/$count`, one `$batch`), so the read serves the longest chains of pages first.
+/// The counts are a hint: refused, or so slow that the read ends first, they change nothing
+/// of what is synced, and the read never waits for them.
+#[tokio::test]
+async fn member_counts_only_order_the_read_and_a_refused_or_slow_count_changes_nothing() {
+    let mut env = TestEnv::with_options(1, |o| o.page_size = 2).await;
+    env.sync_extra = "max_concurrency = 2\n".into();
+    let mut users = Vec::new();
+    for (i, size) in [1, 3, 7].into_iter().enumerate() {
+        let group = env.group(&format!("Size {size}"), 1 + i as u32);
+        for n in 0..size {
+            let user = env.user(&format!("g{i}u{n}"));
+            env.add(&group, &user);
+            users.push((group.clone(), user));
+        }
+        env.employee_rule(&group, 10 + i as i64, None);
+    }
+    let s = env.sync_ok(&["--full"]).await;
+    assert_eq!(tenant(&s, "t0")["created"], 11, "{s}");
+    let counted = |env: &TestEnv| {
+        env.sim()
+            .stats()
+            .batch_items
+            .iter()
+            .filter(|(k, _)| k.contains("/members/$count"))
+            .map(|(k, n)| format!("{k} x{n}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        counted(&env),
+        ["GET /v1.0/groups/{id}/members/$count 200 x3"]
+    );
+    let names =
+        |env: &TestEnv| env.rows("SELECT username, active FROM employees ORDER BY username");
+
+    // Refused: each count answers 403; the read goes on in arrival order.
+    let (group, user) = users[10].clone();
+    env.remove(&group, &user);
+    env.sim()
+        .inject_fault(graph_sim::Fault::status("/members/$count", 403, None, 3));
+    let s = env.sync_ok(&["--full"]).await;
+    let t = tenant(&s, "t0");
+    assert_eq!(
+        (t["status"].as_str(), t["deactivated"].as_i64()),
+        (Some("success"), Some(1)),
+        "{s}"
+    );
+    let after_refused = names(&env);
+
+    // Slow: the batch of counts is answered a minute late; the read ends without it.
+    env.add(&group, &user);
+    env.sim().inject_fault(graph_sim::Fault::new(
+        "/members/$count",
+        graph_sim::FaultKind::Delay(std::time::Duration::from_secs(60)),
+        1,
+    ));
+    let s = env.sync_ok(&["--full"]).await;
+    let t = tenant(&s, "t0");
+    assert_eq!(
+        (t["status"].as_str(), t["reactivated"].as_i64()),
+        (Some("success"), Some(1)),
+        "{s}"
+    );
+    assert!(
+        t["duration_ms"].as_i64().unwrap_or(i64::MAX) < 30_000,
+        "{s}"
+    );
+    let back = names(&env);
+    assert_eq!(back.iter().filter(|r| r[1] == "1").count(), 11, "{back:?}");
+    assert_eq!(
+        after_refused.iter().filter(|r| r[1] == "1").count(),
+        10,
+        "{after_refused:?}"
+    );
+}

@@ -193,6 +193,44 @@ async fn a_change_made_while_a_full_sync_finds_a_nested_group_is_not_lost() {
     );
 }
 
+/// A nested group found by a full read gets its cursor before its members are read: a change
+/// inside it after its members were read, while the sync still reads something else, is
+/// replayed by the next round.
+#[tokio::test]
+async fn a_change_inside_a_nested_group_found_by_a_full_sync_after_its_read_is_not_lost() {
+    let (env, staff, _, users) = staffed().await;
+    let nested = env.group("Staff / Nested", 3);
+    env.add(&staff, &nested);
+    // The deleted users are read beside the members; held back, they keep the sync going
+    // after both groups' members were served.
+    env.sim().inject_fault(Fault::new(
+        "/directory/deletedItems",
+        FaultKind::Delay(Duration::from_millis(1500)),
+        1,
+    ));
+    // Staff's, Customers' and then the nested group's members.
+    let member_reads = "GET /v1.0/groups/{id}/members 200";
+    let change_after_the_nested_read = async {
+        while env.sim().stats().by_endpoint.get(member_reads).copied() < Some(3) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        env.add(&nested, &users[3]);
+    };
+    let (first, ()) = tokio::join!(env.sync_ok(&[]), change_after_the_nested_read);
+    assert_eq!(tenant(&first, "t0")["mode"], "full");
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE username = 'dee'"),
+        vec![vec!["0"]],
+        "the full read saw the nested group before dee joined"
+    );
+    let s = env.sync_ok(&[]).await;
+    assert_eq!(tenant(&s, "t0")["mode"], "incremental");
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE username = 'dee' AND active = 1"),
+        vec![vec!["1"]]
+    );
+}
+
 #[tokio::test]
 async fn a_failed_incremental_run_is_recorded_as_incremental() {
     let (env, _, _, _) = staffed().await;
