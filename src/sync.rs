@@ -261,6 +261,44 @@ impl Syncer {
             tenants.retain(|t| only.contains(&t.name));
         }
         let mut summary = SyncSummary::default();
+        // A sync writes its tenants in config order, each planned after the ones before it
+        // have written (a name the first takes, the next cannot). A dry run of several does
+        // the same on a throwaway copy of the store, so its plans are the sync's (and a
+        // reviewed plan of several tenants applies whole). Not for `explain`: one person's
+        // answer is not worth a copy of the store.
+        let scratch = if opts.dry_run && !opts.explain && tenants.len() > 1 {
+            match Scratch::of(&config.store.path) {
+                Ok(scratch) => Some(scratch),
+                Err(e) => {
+                    for tenant in tenants {
+                        let mut outcome =
+                            TenantOutcome::new(&tenant.name, run_mode(opts), RunStatus::Failed);
+                        outcome.error = Some(format!(
+                            "tenant \"{}\": a copy of the store for the dry run: {e}",
+                            tenant.name
+                        ));
+                        summary.tenants.push(outcome);
+                    }
+                    return Ok(summary);
+                }
+            }
+        } else {
+            None
+        };
+        let real_store = config.store.path.clone();
+        let scratch_config;
+        let config = match &scratch {
+            Some(scratch) => {
+                scratch_config = Config {
+                    store: crate::config::StoreConfig {
+                        path: scratch.path.clone(),
+                    },
+                    ..config.clone()
+                };
+                &scratch_config
+            }
+            None => config,
+        };
         let lock = if opts.dry_run || tenants.is_empty() {
             Ok(None)
         } else {
@@ -296,7 +334,10 @@ impl Syncer {
                 return Ok(summary);
             }
         };
-        let turns = Turns::default();
+        let turns = Turns {
+            real_store: scratch.as_ref().map(|_| real_store.clone()),
+            ..Turns::default()
+        };
         // Unordered: a slow tenant does not keep the tenants after it from starting their
         // reads (the turns keep the writes in order); the summary is put back in config order.
         let mut outcomes: Vec<(usize, Option<TenantOutcome>)> =
@@ -335,6 +376,27 @@ impl Syncer {
     }
 }
 
+/// A dry run's private copy of the store (or a new store, when there is none yet), written
+/// by its tenants' runs and removed with it.
+struct Scratch {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl Scratch {
+    fn of(store: &std::path::Path) -> Result<Scratch, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("entra-sync-dry-run-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let path = dir.path().join("psa.db");
+        if let Some(real) = Store::open_read_only(store).map_err(|e| e.to_string())? {
+            real.copy_to(&path).map_err(|e| e.to_string())?;
+        }
+        Ok(Scratch { _dir: dir, path })
+    }
+}
+
 /// A one-off [`Syncer::run`] on the system clock.
 pub async fn run(config: &Config, opts: &SyncOptions) -> Result<SyncSummary, SyncError> {
     Syncer::default().run(config, opts).await
@@ -345,6 +407,9 @@ pub async fn run(config: &Config, opts: &SyncOptions) -> Result<SyncSummary, Syn
 #[derive(Default)]
 struct Turns {
     done: tokio::sync::watch::Sender<usize>,
+    /// A dry run whose tenants write a throwaway copy of the store ([`Scratch`]) instead of
+    /// this one: each is planned as the sync would plan it, after the ones before it.
+    real_store: Option<std::path::PathBuf>,
 }
 
 /// One tenant's place in [`Turns`].
@@ -439,7 +504,9 @@ async fn tenant_run(
 ) -> Result<Option<Plan>, anyhow::Error> {
     let store_path = &config.store.path;
     // The run holds the writer lock (Syncer::run); this tenant writes in its turn.
-    let mut store = if opts.dry_run {
+    // A dry run reads the store, or writes its tenants into a throwaway copy of it.
+    let read_only = opts.dry_run && turn.turns.real_store.is_none();
+    let mut store = if read_only {
         Store::open_read_only(store_path)?
     } else {
         Some(Store::open(store_path)?)
@@ -460,7 +527,7 @@ async fn tenant_run(
             signed_in?;
             // Not in turn: it touches only this tenant's entry, and waiting here would make a
             // first run of the fleet read one tenant after another.
-            if let Some(s) = store.as_mut().filter(|_| !opts.dry_run) {
+            if let Some(s) = store.as_mut().filter(|_| !read_only) {
                 s.register_directory(&tenant.name, &tenant.tenant_id, &d)?;
             }
             d
@@ -676,7 +743,7 @@ async fn tenant_run(
                 ..Plan::default()
             };
             outcome.reviewed = reviewed(&plan, &StoreView::default(), None);
-            let access = Access::open(&mut store, opts.dry_run, syncer.clock())?;
+            let access = Access::open(&mut store, read_only, syncer.clock())?;
             access.write_mirror(
                 &tenant.name,
                 None,
@@ -693,7 +760,7 @@ async fn tenant_run(
     phase.done(&tenant.name, "mirror load");
     // The run's one write transaction starts here, and the store view is read through it
     // first (the mirror write below does not touch what the view reads).
-    let access = Access::open(&mut store, opts.dry_run, syncer.clock())?;
+    let access = Access::open(&mut store, read_only, syncer.clock())?;
     let now_text = crate::clock::rfc3339(now);
     let safety = Safety {
         max_deactivations: config.safety.max_deactivations,
@@ -798,7 +865,31 @@ async fn tenant_run(
         (plan, written)
     });
     mirror_written?;
-    outcome.reviewed = reviewed(&plan, &view, Some(scope.clone()));
+    // A plan made on a copy the tenants before it wrote is fingerprinted against the store
+    // itself, which `apply` checks before it writes any of them.
+    let real_view = match &turn.turns.real_store {
+        Some(real) if opts.plan_out => {
+            let mut real_view = match Store::open_read_only(real)? {
+                Some(s) => s.view(&tenant.name)?,
+                None => StoreView::default(),
+            };
+            for link in real_view
+                .links
+                .iter_mut()
+                .filter(|l| l.directory == tenant.name)
+            {
+                link.directory.clone_from(&directory);
+            }
+            Some(real_view)
+        }
+        _ => None,
+    };
+    outcome.reviewed = reviewed(
+        &plan,
+        real_view.as_ref().unwrap_or(&view),
+        Some(scope.clone()),
+    );
+    drop(real_view);
     outcome.explanations = explained
         .iter()
         .map(|person| explain::explain(&rules, &snapshot, &view, &plan, &directory, *person))

@@ -123,6 +123,18 @@ impl Store {
         &self.path
     }
 
+    /// A consistent copy of the whole store at `path`, a file that must not exist yet, only
+    /// the owner may read (0600).
+    pub fn copy_to(&self, path: &Path) -> Result<(), StoreError> {
+        create_private(path).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            reason: format!("cannot create the file: {e}"),
+        })?;
+        self.conn
+            .execute("VACUUM INTO ?1", [path.to_string_lossy()])?;
+        Ok(())
+    }
+
     /// What the planner needs for `tenant`.
     pub fn view(&self, tenant: &str) -> Result<StoreView, StoreError> {
         view_of(&self.conn, tenant)

@@ -372,3 +372,41 @@ async fn a_first_sync_can_be_planned_reviewed_and_applied() {
     let s = env.sync_ok(&[]).await;
     assert_eq!(tenant(&s, "t0")["created"], 0, "{s}");
 }
+
+/// Two tenants whose new users want the same username (unique across tenants, SPEC 4.8):
+/// a sync writes the first tenant, then plans the second against that. A reviewed plan of both
+/// must do the same: the second tenant's plan is made as if the first's were applied, so
+/// applying the file leaves the store a sync would (it was refused by the store's unique
+/// index, the whole apply failing).
+#[tokio::test]
+async fn a_plan_of_several_tenants_plans_each_after_the_ones_before_it() {
+    let env_for = || async {
+        let mut env = TestEnv::with_tenants(2).await;
+        for t in 0..2 {
+            let staff = env.group_in(t, "Staff", 1);
+            let user = env.user_in(t, "sam");
+            env.sims[t].control().add_member(&staff, &user).unwrap();
+            env.rule(t, &staff, 10, "employee", String::new());
+        }
+        env
+    };
+    let synced = env_for().await;
+    let s = synced.sync_ok(&[]).await;
+    let reviewed = env_for().await;
+    assert_eq!(plan_out(&reviewed).await, 0);
+    assert!(
+        !reviewed.store_path().exists()
+            || reviewed.rows("SELECT COUNT(*) FROM employees") == [["0"]],
+        "--plan-out writes nothing to the store"
+    );
+    let out = reviewed.run(&["apply", &plan_path(&reviewed)]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let employees = |env: &TestEnv| {
+        env.rows("SELECT username, email, active FROM employees ORDER BY username, email")
+    };
+    assert_eq!(employees(&reviewed), employees(&synced), "{s}");
+    assert_eq!(
+        reviewed.rows("SELECT tenant, kind FROM open_reports"),
+        synced.rows("SELECT tenant, kind FROM open_reports")
+    );
+}
