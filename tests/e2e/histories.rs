@@ -3,7 +3,11 @@
 //! re-created with the same UPN and mail, and come to want each other's usernames; rules
 //! change; admins edit, rename and deactivate records; runs fail, are held and released,
 //! resync one person, and time passes past the grace period (half the histories have one) and
-//! past retention.
+//! past retention. A second tenant, listed after the first, has guests who want the first's
+//! names: one has person 0's mail (the first tenant wins it, SPEC 4.11), one a UPN that makes
+//! person 1's username (usernames are unique across tenants, SPEC 4.8); its runs go on when
+//! the first tenant's fail. The guard holds more than one deactivation per run, so holds and
+//! releases happen.
 //!
 //! Three stores follow each history against the same simulated tenant, in-process:
 //! - `plain`: the runs as given (incremental where cursors allow);
@@ -39,6 +43,21 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use crate::support::{TestEnv, rows_at};
 
 const PEOPLE: usize = 5;
+/// People of the second tenant (listed after the first in the config), who want the names of
+/// the first's: guest 0 has person 0's mail (SPEC 4.11: the first-listed tenant wins it),
+/// guest 1 a UPN that makes person 1's username (usernames are unique across tenants).
+const GUESTS: usize = 2;
+
+fn guest_upn(guest: usize) -> String {
+    format!("p{guest}@fabrikam.example")
+}
+
+fn guest_mail(guest: usize) -> String {
+    match guest {
+        0 => upn(0),
+        g => format!("q{g}@fabrikam.example"),
+    }
+}
 
 /// Who a person is in Entra; person 4's UPN collides with the root employee's email.
 fn upn(person: usize) -> String {
@@ -84,7 +103,11 @@ enum Step {
     LocalDeactivate(usize),
     /// An admin renames the person's live record: its email, and an employee's username.
     LocalRename(usize),
-    /// A run that fails at Graph.
+    /// A guest of the second tenant joins or leaves its employee (Staff) or contact
+    /// (Customers) group; Nested stands for Staff there.
+    GuestJoin(usize, Group),
+    GuestLeave(usize, Group),
+    /// A run that fails at Graph (the first tenant's; the second's runs on).
     Fail,
     Sync,
     /// A full sync, whatever the cursors say.
@@ -108,6 +131,7 @@ fn step() -> impl Strategy<Value = Step> {
         Just(Group::Customers),
         Just(Group::Nested)
     ];
+    let g2 = prop_oneof![Just(Group::Staff), Just(Group::Customers)];
     prop_oneof![
         4 => (p.clone(), g.clone()).prop_map(|(p, g)| Step::Join(p, g)),
         3 => (p.clone(), g.clone()).prop_map(|(p, g)| Step::Leave(p, g)),
@@ -126,6 +150,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => p.clone().prop_map(Step::LocalEdit),
         1 => p.clone().prop_map(Step::LocalDeactivate),
         1 => p.clone().prop_map(Step::LocalRename),
+        2 => (0..GUESTS, g2.clone()).prop_map(|(q, g)| Step::GuestJoin(q, g)),
+        1 => (0..GUESTS, g2).prop_map(|(q, g)| Step::GuestLeave(q, g)),
         1 => Just(Step::Fail),
         4 => Just(Step::Sync),
         1 => Just(Step::FullSync),
@@ -173,6 +199,9 @@ struct World {
     groups: BTreeMap<&'static str, String>,
     /// Each person's current object id; `None` after a hard delete.
     accounts: Vec<Option<String>>,
+    /// The second tenant's groups and its guests' object ids.
+    guest_groups: BTreeMap<&'static str, String>,
+    guests: Vec<String>,
     /// Each person's current UPN (their mail stays the one they were created with).
     upns: Vec<String>,
     contact_first: bool,
@@ -206,7 +235,7 @@ const ROOT: &str = "INSERT INTO employees (id, username, email, first_name, acti
 
 impl World {
     async fn new(grace: bool) -> World {
-        let env = TestEnv::new().await;
+        let env = TestEnv::with_tenants(2).await;
         let clock = Arc::new(ManualClock::new(
             chrono::Utc
                 .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
@@ -220,6 +249,25 @@ impl World {
         env.add(&groups["staff"], &groups["nested"]);
         let accounts = (0..PEOPLE)
             .map(|p| Some(account(&env, p, &upn(p))))
+            .collect();
+        let mut guest_groups = BTreeMap::new();
+        guest_groups.insert("staff", env.group_in(1, "Guest staff", 1));
+        guest_groups.insert("customers", env.group_in(1, "Guest customers", 2));
+        let guests = (0..GUESTS)
+            .map(|q| {
+                env.sims[1]
+                    .control()
+                    .add_user(NewUser {
+                        user_principal_name: guest_upn(q),
+                        display_name: format!("guest{q}"),
+                        given_name: Some(format!("guest{q}")),
+                        surname: Some("Guest".into()),
+                        mail: Some(guest_mail(q)),
+                        job_title: Some("Guest".into()),
+                        ..NewUser::default()
+                    })
+                    .id
+            })
             .collect();
         let store = |name: &'static str| {
             let path = env.dir.path().join(format!("{name}.db"));
@@ -240,6 +288,8 @@ impl World {
             clock,
             groups,
             accounts,
+            guest_groups,
+            guests,
             upns: (0..PEOPLE).map(upn).collect(),
             contact_first: false,
             grace,
@@ -265,12 +315,25 @@ impl World {
         let customers = self.groups["customers"].clone();
         self.env.employee_rule(&staff, employee, Some("Tech"));
         self.env.contact_rule(&customers, contact, true);
+        let (staff, customers) = (
+            self.guest_groups["staff"].clone(),
+            self.guest_groups["customers"].clone(),
+        );
+        self.env
+            .rule(1, &staff, employee, "employee", String::new());
+        self.env.rule(
+            1,
+            &customers,
+            contact,
+            "contact",
+            "portal_access = false".into(),
+        );
         self.env.extra_config = "[retention]\npurge_deactivated_after_days = 30\n".into();
         self.env.write_config();
         let text = std::fs::read_to_string(self.env.config_path()).unwrap();
         let default_store = self.env.store_path().display().to_string();
         let guarded = format!(
-            "max_deactivations = 2\nmax_deactivation_percent = 0\ndeactivate_after_minutes = {}",
+            "max_deactivations = 1\nmax_deactivation_percent = 0\ndeactivate_after_minutes = {}",
             if self.grace { 30 } else { 0 }
         );
         for (store, guard) in [
@@ -367,6 +430,17 @@ impl World {
                         self.accounts[p] = None;
                     }
                 }
+            }
+            Step::GuestJoin(q, g) | Step::GuestLeave(q, g) => {
+                let group = match g {
+                    Group::Customers => &self.guest_groups["customers"],
+                    Group::Staff | Group::Nested => &self.guest_groups["staff"],
+                };
+                let guests = self.env.sims[1].control();
+                let _ = match step {
+                    Step::GuestJoin(..) => guests.add_member(group, &self.guests[q]),
+                    _ => guests.remove_member(group, &self.guests[q]),
+                };
             }
             Step::Recreate(p) if self.accounts[p].is_none() => {
                 self.accounts[p] = Some(account(&self.env, p, &self.upns[p]));
@@ -594,8 +668,11 @@ fn expect_ran(summary: &SyncSummary, store: &Store, step: &Step) -> Result<(), T
             t.status,
             t.error
         );
-        let held = store
-            .rows("SELECT COUNT(*) FROM held_changes WHERE action IN ('deactivate', 'archive')");
+        let held = store.rows(&format!(
+            "SELECT COUNT(*) FROM held_changes WHERE action IN ('deactivate', 'archive')
+             AND tenant = '{}'",
+            t.tenant
+        ));
         prop_assert_eq!(
             held[0][0].parse::<i64>().unwrap_or(-1),
             t.counts.held,
@@ -694,13 +771,17 @@ async fn play(
                 }
             }
             Step::Fail => {
-                for s in [&world.plain, &world.full] {
+                for (s, full) in [(&world.plain, false), (&world.full, true)] {
                     world
                         .env
                         .sim()
                         .inject_fault(Fault::status("/users/delta", 403, None, 1));
-                    let summary = s.sync(opts(false)).await;
+                    let summary = s.sync(opts(full)).await;
                     prop_assert_eq!(summary.tenants[0].status, RunStatus::Failed);
+                    let others = SyncSummary {
+                        tenants: summary.tenants[1..].to_vec(),
+                    };
+                    expect_ran(&others, s, &step)?;
                 }
                 world.env.sim().clear_faults();
             }
@@ -998,6 +1079,17 @@ fn histories_found_before_stay_fixed() {
                 Step::Sync,
                 Step::Move(1, Group::Staff),
                 Step::Sync,
+            ],
+        ),
+        (
+            // Across tenants: a reviewed plan of both planned the second tenant's guest
+            // against the store without the first tenant's new record, and gave them the
+            // username that record takes; applying the file failed on the unique index.
+            vec![None; PEOPLE],
+            vec![
+                Step::GuestJoin(1, Group::Staff),
+                Step::Join(1, Group::Staff),
+                Step::Reviewed,
             ],
         ),
     ];
