@@ -377,7 +377,7 @@ pub async fn incremental(
         .iter()
         .filter(|(r, _)| r.starts_with("groups:"))
         .collect();
-    // Nested groups a full read found got cursors of their own, taken after the read: more
+    // Nested groups a full read found got cursors of their own, taken as it found them: more
     // groups delta rounds than the tracked groups need (one per 50). Fresh cursors for all of
     // them, taken *before* this run's rounds are read, replace those: whatever changed since
     // is then replayed by the next round (delta items are merged by state, so a replay is

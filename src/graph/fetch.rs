@@ -87,9 +87,6 @@ pub async fn group_members(
             .await?;
         next = page.next_link;
         chain.add_read(page.value.len() as u64);
-        if next.is_none() || client.outranked(&rank) {
-            slot = None;
-        }
         let mut known = users.lock().unwrap_or_else(PoisonError::into_inner);
         for item in page.value {
             let id = match item.id() {
@@ -128,46 +125,68 @@ pub fn chains(rule_groups: &[ObjectId]) -> Chains {
         .collect()
 }
 
+/// Rule groups counted at most: the `$batch`es of counts go out at once, ahead of every member
+/// page; past this many groups they would cost the read more than the order saves.
+const COUNTED_GROUPS: usize = 100;
+
 /// Asks Graph how many members each of `chains`' groups has (`/members/$count`, in `$batch`es
-/// of 20), so the read serves the longest chains of pages first. Only when the tenant has
-/// more rule groups than requests in flight (with fewer, every chain always has a slot).
-/// A hint: `ConsistencyLevel: eventual` may lag, and an answer that fails or does not parse
-/// only leaves the order as it was.
+/// of 20 at once), so the read serves the longest chains of pages first. Only when the tenant
+/// has more rule groups than requests in flight (with fewer, every chain always has a slot),
+/// and at most [`COUNTED_GROUPS`]. A hint: `ConsistencyLevel: eventual` may lag, and an answer
+/// that fails or does not parse only leaves the order as it was.
 pub async fn count_members(client: &GraphClient, chains: &Chains) {
-    if chains.len() <= client.max_concurrency() {
+    if chains.len() <= client.max_concurrency() || chains.len() > COUNTED_GROUPS {
         return;
     }
-    let paths: Vec<String> = chains
-        .keys()
-        .map(|id| format!("/groups/{id}/members/$count"))
-        .collect();
-    let answers = match client
-        .batch_get_with(
-            &paths,
-            &[("ConsistencyLevel", "eventual")],
-            "counting the rule groups' members",
-        )
-        .await
-    {
-        Ok(answers) => answers,
-        Err(e) => {
-            tracing::debug!(
+    let groups: Vec<(&ObjectId, &Arc<Chain>)> = chains.iter().collect();
+    let batches = groups.chunks(20).map(|batch| async move {
+        let paths: Vec<String> = batch
+            .iter()
+            .map(|(id, _)| format!("/groups/{id}/members/$count"))
+            .collect();
+        let answers = client
+            .batch_get_with(
+                &paths,
+                &[("ConsistencyLevel", "eventual")],
+                "counting the rule groups' members",
+            )
+            .await;
+        match answers {
+            Ok(answers) => {
+                for ((id, chain), (status, body)) in batch.iter().zip(answers) {
+                    match (status, count_of(&body)) {
+                        (200..=299, Some(count)) => chain.set_total(count),
+                        _ => tracing::debug!(
+                            tenant = client.tenant(),
+                            group = %id,
+                            status,
+                            "no member count; the group is read in arrival order"
+                        ),
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(
                 tenant = client.tenant(),
-                "{e}; the groups are read in any order"
-            );
-            return;
+                "{e}; the groups are read in arrival order"
+            ),
         }
-    };
-    for (chain, (status, body)) in chains.values().zip(answers) {
-        // A plain-text count: a JSON string in the `$batch` answer (or a number).
-        let count = match &body {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        };
-        if let (200..=299, Some(count)) = (status, count) {
-            chain.set_total(count);
-        }
+    });
+    futures_util::future::join_all(batches).await;
+}
+
+/// A `$count` answer inside a `$batch`: plain text, which arrives as a JSON string (as
+/// graph-sim sends it), a number, or base64 (as `$batch` carries bodies that are not JSON).
+fn count_of(body: &Value) -> Option<u64> {
+    use base64::Engine;
+    match body {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok().or_else(|| {
+            let text = base64::engine::general_purpose::STANDARD
+                .decode(s.trim())
+                .ok()?;
+            std::str::from_utf8(&text).ok()?.trim().parse().ok()
+        }),
+        _ => None,
     }
 }
 
@@ -180,8 +199,7 @@ enum Read {
 
 /// The whole snapshot of `rule_groups` and, with `nested` (the groups that have cursors
 /// already), the groups inside them; and the delta links of cursors taken for the nested
-/// groups found that had none, each before its members were read (one round per 50 groups
-/// found in one group's members).
+/// groups found that had none, each before its members were read.
 pub async fn full_snapshot(
     client: &Arc<GraphClient>,
     rule_groups: &[ObjectId],
@@ -209,6 +227,9 @@ pub async fn full_snapshot(
         }
         let mut by_group = BTreeMap::new();
         let mut links = Vec::new();
+        // Nested groups found that wait for their cursors, and whether a round is out.
+        let mut waiting = BTreeSet::new();
+        let mut taking = false;
         while let Some(joined) = tasks.join_next().await {
             let joined = joined.map_err(|e| GraphError::BadResponse {
                 what: "reading group members".into(),
@@ -230,13 +251,7 @@ pub async fn full_snapshot(
                             }
                         }
                     }
-                    if !found.is_empty() {
-                        let client = Arc::clone(client);
-                        tasks.spawn(async move {
-                            let links = super::delta::latest_group_links(&client, &found).await;
-                            Read::Cursors(found, links)
-                        });
-                    }
+                    waiting.extend(found);
                     by_group.insert(group, members);
                 }
                 Read::Cursors(found, result) => {
@@ -244,7 +259,20 @@ pub async fn full_snapshot(
                     for group in found {
                         read_members(&mut tasks, group);
                     }
+                    taking = false;
                 }
+            }
+            // One round of cursors at a time, for every group found meanwhile (one request
+            // per 50): a read that finds many nested groups leaves a few cursors, not one
+            // per group, for the next incremental run to fold.
+            if !taking && !waiting.is_empty() {
+                let found = std::mem::take(&mut waiting);
+                let client = Arc::clone(client);
+                tasks.spawn(async move {
+                    let links = super::delta::latest_group_links(&client, &found).await;
+                    Read::Cursors(found, links)
+                });
+                taking = true;
             }
         }
         Ok::<_, GraphError>((by_group, links))
@@ -355,4 +383,30 @@ pub fn lacks_user_read_all<'a>(users: impl IntoIterator<Item = &'a EntraUser>) -
         any = true;
     }
     any
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_member_count_is_read_as_text_a_number_or_base64_and_nothing_else() {
+        assert_eq!(count_of(&json!("22832")), Some(22_832));
+        assert_eq!(count_of(&json!(" 7\n")), Some(7));
+        assert_eq!(count_of(&json!(7)), Some(7));
+        assert_eq!(count_of(&json!("MjI4MzI=")), Some(22_832));
+        for hostile in [
+            json!("seven"),
+            json!("-1"),
+            json!(-1),
+            json!(1.5),
+            json!("99999999999999999999999"),
+            json!(null),
+            json!({"value": 7}),
+            json!("////"),
+        ] {
+            assert_eq!(count_of(&hostile), None, "{hostile}");
+        }
+    }
 }

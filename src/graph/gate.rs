@@ -54,12 +54,13 @@ impl Chain {
 
     /// Members left to read. A group of unknown size ranks above every known one (a nested
     /// group found late has the least time left to finish in); among them, the one read least
-    /// goes first, so without counts the slots go round.
+    /// goes first, so without counts the slots go round as they did in arrival order. A group
+    /// read past its count (the count lagged) is of unknown size again.
     fn left(&self) -> u64 {
         let read = self.read.load(Ordering::Relaxed);
         match self.total.load(Ordering::Relaxed) {
-            0 => (u64::MAX / 2).saturating_sub(read),
-            total => (total - 1).saturating_sub(read),
+            total if total > 0 && read < total - 1 => total - 1 - read,
+            _ => (u64::MAX / 2).saturating_sub(read),
         }
     }
 }
@@ -153,7 +154,7 @@ impl Gate {
         }
     }
 
-    /// Whether a waiter ranks above `rank`.
+    /// Whether a waiter ranks above `rank`: a chain then gives up the slot it keeps.
     pub fn outranked(&self, rank: &Rank) -> bool {
         let rank = rank.value();
         self.state().waiting.iter().any(|w| w.rank.value() > rank)
@@ -302,6 +303,42 @@ mod tests {
         let again = tokio::time::timeout(Duration::from_secs(1), gate.acquire(Rank::First)).await;
         assert!(again.is_ok());
         assert!(gate.state().waiting.is_empty());
+    }
+
+    #[test]
+    fn a_group_read_past_its_count_is_of_unknown_size_again() {
+        assert_eq!(chain(Some(2_000), 999).left(), 1_001);
+        assert!(chain(Some(999), 999).left() > chain(Some(30_000), 0).left());
+        assert!(chain(Some(0), 0).left() > chain(Some(30_000), 0).left());
+    }
+
+    #[test]
+    fn a_waiter_handed_a_slot_and_then_cancelled_passes_it_on() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let gate = Arc::new(Gate::new(1));
+            let held = gate.acquire(Rank::First).await;
+            let (got, mut gets) = tokio::sync::mpsc::unbounded_channel();
+            let waiter = |name: &'static str| {
+                let (gate, got) = (Arc::clone(&gate), got.clone());
+                tokio::spawn(async move {
+                    let _slot = gate.acquire(Rank::First).await;
+                    let _ = got.send(name);
+                    std::future::pending::<()>().await;
+                })
+            };
+            let a = waiter("a");
+            let b = waiter("b");
+            tokio::task::yield_now().await;
+            // The slot is handed to `a`, which is aborted before it runs again.
+            drop(held);
+            a.abort();
+            let _ = a.await;
+            assert_eq!(gets.recv().await, Some("b"));
+            b.abort();
+        });
     }
 
     #[tokio::test(start_paused = true)]

@@ -268,7 +268,8 @@ impl GraphClient {
 
     /// [`GraphClient::get_page`] for one of a chain of pages: it waits for a slot in flight as
     /// `rank` says, unless `slot` holds one, and a good answer leaves its slot in `slot` for
-    /// the chain's next page (see [`GraphClient::outranked`]).
+    /// the chain's next page. A kept slot is given up before any wait, and to a waiter that
+    /// ranks above the chain.
     pub async fn get_chained_page<'c, T: serde::de::DeserializeOwned>(
         &'c self,
         url: &str,
@@ -278,12 +279,6 @@ impl GraphClient {
     ) -> Result<Page<T>, GraphError> {
         let body = self.send(url, Body::None, what, rank, Some(slot)).await?;
         self.parse_page(what, body)
-    }
-
-    /// Whether a request waiting for a slot ranks above `rank`: a chain holding a slot then
-    /// lets it go.
-    pub fn outranked(&self, rank: &gate::Rank) -> bool {
-        self.in_flight.outranked(rank)
     }
 
     /// A page's body parsed, its links checked.
@@ -476,13 +471,18 @@ impl GraphClient {
     }
 
     /// Waits as long as the pacers ask before a request of `kind` (`items` of them).
-    async fn pace(&self, kind: &str, items: u32) {
+    /// A chain of pages waiting here first gives up the slot it keeps (`keep`): a slot is not
+    /// held idle through a wait.
+    async fn pace(&self, kind: &str, items: u32, keep: Option<&mut Option<gate::Slot<'_>>>) {
         let now = crate::clock::Instant::now();
         let wait = self
             .pacer
             .reserve(kind, items, now)
             .max(self.app_pacer.reserve(kind, items, now));
         if !wait.is_zero() {
+            if let Some(keep) = keep {
+                *keep = None;
+            }
             metrics::counter!("entra_sync_pacing_wait_milliseconds_total", "tenant" => self.tenant.clone())
                 .increment(wait.as_millis() as u64);
             tokio::time::sleep(wait).await;
@@ -549,7 +549,14 @@ impl GraphClient {
         let mut refreshed = false;
         loop {
             attempt += 1;
-            self.pace(&kind, items).await;
+            // A kept slot goes to a request that now ranks above the chain.
+            if let Some(keep) = keep.as_mut()
+                && keep.is_some()
+                && self.in_flight.outranked(rank)
+            {
+                **keep = None;
+            }
+            self.pace(&kind, items, keep.as_deref_mut()).await;
             let token = match self.tokens.token().await {
                 Ok(t) => t,
                 Err(e) if e.is_transient() && attempt < self.max_attempts => {
