@@ -99,7 +99,15 @@ fn main() -> ExitCode {
                     allow_mass_deactivation,
                     ..SyncOptions::default()
                 };
-                cli::sync_command(&config, opts, json, plan_out).await
+                if !(dry_run || plan_out.is_some()) {
+                    return cli::sync_command(&config, opts, json, plan_out).await;
+                }
+                // A dry run of several tenants works on a copy of the store: interrupted, it
+                // removes the copy before it exits.
+                tokio::select! {
+                    code = cli::sync_command(&config, opts, json, plan_out) => code,
+                    () = interrupted() => cli::fail(cli::EXIT_FAILED, "interrupted; the dry run wrote nothing"),
+                }
             }
             Command::Apply {
                 file,
@@ -143,6 +151,22 @@ fn main() -> ExitCode {
             },
         }
     })
+}
+
+/// SIGINT or SIGTERM (never, if they cannot be watched).
+async fn interrupted() {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut interrupt), Ok(mut terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 /// `entra-sync run`: the daemon with what only a process has: the listener named in the

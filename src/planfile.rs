@@ -44,6 +44,28 @@ impl PlanFile {
     }
 }
 
+/// The stored records `plan` changes or puts in a group.
+pub fn stored_records(plan: &Plan) -> impl Iterator<Item = (RecordKind, i64)> + '_ {
+    let changed = plan
+        .changes
+        .iter()
+        .chain(&plan.held)
+        .filter_map(|c| match c.record {
+            RecordRef::Existing(id) => Some((c.kind, id)),
+            RecordRef::New(_) => None,
+        });
+    let grouped = plan.groups.iter().flat_map(|g| {
+        g.remove
+            .iter()
+            .copied()
+            .chain(g.add.iter().filter_map(|(kind, r)| match r {
+                RecordRef::Existing(id) => Some((*kind, *id)),
+                RecordRef::New(_) => None,
+            }))
+    });
+    changed.chain(grouped)
+}
+
 /// What a plan file says it is; anything else is refused.
 pub const FORMAT: &str = "entra-sync plan";
 pub const VERSION: u32 = 1;
@@ -114,22 +136,12 @@ impl Fingerprint {
                 digest(&format!("{}\n{}\n{}", c.scope, c.rules, links.join("\n")))
             }
         };
-        let mut touched: Vec<(RecordKind, i64)> = Vec::new();
+        let mut touched: Vec<(RecordKind, i64)> = stored_records(plan).collect();
         let mut emails: HashSet<Email> = HashSet::new();
         let mut usernames: HashSet<Username> = HashSet::new();
         for change in plan.changes.iter().chain(&plan.held) {
-            if let RecordRef::Existing(id) = change.record {
-                touched.push((change.kind, id));
-            }
             emails.extend(change.after.email_key());
             usernames.extend(change.after.username_key());
-        }
-        for group in &plan.groups {
-            touched.extend(group.remove.iter().copied());
-            touched.extend(group.add.iter().filter_map(|(kind, r)| match r {
-                RecordRef::Existing(id) => Some((*kind, *id)),
-                RecordRef::New(_) => None,
-            }));
         }
         // Whoever holds a name the plan writes: a record edited or added since could clash.
         for (key, rec) in &view.records {

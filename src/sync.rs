@@ -267,14 +267,21 @@ impl Syncer {
         // reviewed plan of several tenants applies whole). Not for `explain`: one person's
         // answer is not worth a copy of the store.
         let scratch = if opts.dry_run && !opts.explain && tenants.len() > 1 {
-            match Scratch::of(&config.store.path) {
+            match Scratch::of(&config.store.path, opts.plan_out) {
                 Ok(scratch) => Some(scratch),
+                // A dry run to look at may plan each tenant against the store as it is.
+                Err(e) if !opts.plan_out => {
+                    tracing::warn!(
+                        "a copy of the store for the dry run: {e}; each tenant is planned against the store as it is, not after the tenants before it"
+                    );
+                    None
+                }
                 Err(e) => {
                     for tenant in tenants {
                         let mut outcome =
                             TenantOutcome::new(&tenant.name, run_mode(opts), RunStatus::Failed);
                         outcome.error = Some(format!(
-                            "tenant \"{}\": a copy of the store for the dry run: {e}",
+                            "tenant \"{}\": a copy of the store to plan on: {e}; free space there or plan one tenant at a time (--tenant)",
                             tenant.name
                         ));
                         summary.tenants.push(outcome);
@@ -285,7 +292,6 @@ impl Syncer {
         } else {
             None
         };
-        let real_store = config.store.path.clone();
         let scratch_config;
         let config = match &scratch {
             Some(scratch) => {
@@ -335,7 +341,7 @@ impl Syncer {
             }
         };
         let turns = Turns {
-            real_store: scratch.as_ref().map(|_| real_store.clone()),
+            scratch: scratch.as_ref().map(|s| s.before.clone()),
             ..Turns::default()
         };
         // Unordered: a slow tenant does not keep the tenants after it from starting their
@@ -377,23 +383,47 @@ impl Syncer {
 }
 
 /// A dry run's private copy of the store (or a new store, when there is none yet), written
-/// by its tenants' runs and removed with it.
+/// by its tenants' runs and removed with it; beside the store (as private as the store
+/// itself) where the run may write, else in the temporary directory.
 struct Scratch {
     _dir: tempfile::TempDir,
     path: std::path::PathBuf,
+    /// `--plan-out`: a second copy, untouched, the plans' fingerprints are taken against.
+    before: Option<std::path::PathBuf>,
 }
 
 impl Scratch {
-    fn of(store: &std::path::Path) -> Result<Scratch, String> {
+    fn of(store: &std::path::Path, keep_before: bool) -> Result<Scratch, String> {
+        let beside = store
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
         let dir = tempfile::Builder::new()
-            .prefix("entra-sync-dry-run-")
-            .tempdir()
+            .prefix(".entra-sync-dry-run-")
+            .tempdir_in(beside)
+            .or_else(|_| {
+                tempfile::Builder::new()
+                    .prefix("entra-sync-dry-run-")
+                    .tempdir()
+            })
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
         let path = dir.path().join("psa.db");
+        let mut before = None;
         if let Some(real) = Store::open_read_only(store).map_err(|e| e.to_string())? {
-            real.copy_to(&path).map_err(|e| e.to_string())?;
+            if keep_before {
+                let copy = dir.path().join("before.db");
+                real.copy_to(&copy).map_err(|e| e.to_string())?;
+                std::fs::copy(&copy, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+                before = Some(copy);
+            } else {
+                real.copy_to(&path).map_err(|e| e.to_string())?;
+            }
         }
-        Ok(Scratch { _dir: dir, path })
+        Ok(Scratch {
+            _dir: dir,
+            path,
+            before,
+        })
     }
 }
 
@@ -407,9 +437,10 @@ pub async fn run(config: &Config, opts: &SyncOptions) -> Result<SyncSummary, Syn
 #[derive(Default)]
 struct Turns {
     done: tokio::sync::watch::Sender<usize>,
-    /// A dry run whose tenants write a throwaway copy of the store ([`Scratch`]) instead of
-    /// this one: each is planned as the sync would plan it, after the ones before it.
-    real_store: Option<std::path::PathBuf>,
+    /// A dry run whose tenants write a throwaway copy of the store ([`Scratch`]), so each is
+    /// planned as the sync would plan it, after the ones before it; with the store as it was
+    /// when copied, for `--plan-out` (`None`: not kept, or no store yet).
+    scratch: Option<Option<std::path::PathBuf>>,
 }
 
 /// One tenant's place in [`Turns`].
@@ -505,7 +536,7 @@ async fn tenant_run(
     let store_path = &config.store.path;
     // The run holds the writer lock (Syncer::run); this tenant writes in its turn.
     // A dry run reads the store, or writes its tenants into a throwaway copy of it.
-    let read_only = opts.dry_run && turn.turns.real_store.is_none();
+    let read_only = opts.dry_run && turn.turns.scratch.is_none();
     let mut store = if read_only {
         Store::open_read_only(store_path)?
     } else {
@@ -867,10 +898,13 @@ async fn tenant_run(
     mirror_written?;
     // A plan made on a copy the tenants before it wrote is fingerprinted against the store
     // itself, which `apply` checks before it writes any of them.
-    let real_view = match &turn.turns.real_store {
-        Some(real) if opts.plan_out => {
-            let mut real_view = match Store::open_read_only(real)? {
-                Some(s) => s.view(&tenant.name)?,
+    let real_view = match &turn.turns.scratch {
+        Some(before) if opts.plan_out => {
+            let mut real_view = match before {
+                Some(before) => Store::open_read_only(before)?
+                    .map(|s| s.view(&tenant.name))
+                    .transpose()?
+                    .unwrap_or_default(),
                 None => StoreView::default(),
             };
             for link in real_view
@@ -879,6 +913,16 @@ async fn tenant_run(
                 .filter(|l| l.directory == tenant.name)
             {
                 link.directory.clone_from(&directory);
+            }
+            // Plans never reach into another tenant's records; if one did, its ids would be
+            // the copy's.
+            if let Some((kind, id)) = crate::planfile::stored_records(&plan)
+                .find(|key| !real_view.records.contains_key(key))
+            {
+                anyhow::bail!(
+                    "the plan changes {kind} #{id}, which only a tenant planned before it creates; plan this tenant on its own (--tenant {}) once the others are applied",
+                    tenant.name
+                );
             }
             Some(real_view)
         }

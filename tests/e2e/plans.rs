@@ -410,3 +410,46 @@ async fn a_plan_of_several_tenants_plans_each_after_the_ones_before_it() {
         synced.rows("SELECT tenant, kind FROM open_reports")
     );
 }
+
+/// A plan of several tenants is made on a copy of the store taken when the run starts, and
+/// fingerprinted against that copy as it was: a record an admin adds to the store while the
+/// run still reads Graph is seen by `apply`, which refuses naming it.
+#[tokio::test]
+async fn a_record_added_while_several_tenants_are_planned_is_seen_by_apply() {
+    let mut env = TestEnv::with_tenants(2).await;
+    for t in 0..2 {
+        let staff = env.group_in(t, "Staff", 1);
+        let user = env.user_in(t, &format!("sam{t}"));
+        env.sims[t].control().add_member(&staff, &user).unwrap();
+        env.rule(t, &staff, 10, "employee", String::new());
+    }
+    env.init_store();
+    env.sim().inject_fault(graph_sim::Fault::new(
+        "/users/delta",
+        graph_sim::FaultKind::Delay(std::time::Duration::from_millis(1500)),
+        1,
+    ));
+    let added_meanwhile = async {
+        while !env.sim().faults().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        env.exec(
+            "INSERT INTO employees (username, email, first_name, active) VALUES ('sam0', 'other@example.com', 'Other', 1)",
+        );
+    };
+    let (code, ()) = tokio::join!(plan_out(&env), added_meanwhile);
+    assert_eq!(code, 0);
+    let out = env.run(&["apply", &plan_path(&env)]).await;
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("now holds a username or email the plan writes"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        env.rows("SELECT username FROM employees ORDER BY username"),
+        [["sam0"]],
+        "nothing of the plan was written"
+    );
+}
