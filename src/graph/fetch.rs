@@ -132,7 +132,7 @@ const COUNTED_GROUPS: usize = 100;
 /// Asks Graph how many members each of `chains`' groups has (`/members/$count`, in `$batch`es
 /// of 20 at once), so the read serves the longest chains of pages first. Only when the tenant
 /// has more rule groups than requests in flight (with fewer, every chain always has a slot),
-/// and at most [`COUNTED_GROUPS`]. A hint: `ConsistencyLevel: eventual` may lag, and an answer
+/// and at most `COUNTED_GROUPS`. A hint: `ConsistencyLevel: eventual` may lag, and an answer
 /// that fails or does not parse only leaves the order as it was.
 pub async fn count_members(client: &GraphClient, chains: &Chains) {
     if chains.len() <= client.max_concurrency() || chains.len() > COUNTED_GROUPS {
