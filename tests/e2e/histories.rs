@@ -202,6 +202,8 @@ struct World {
     /// The second tenant's groups and its guests' object ids.
     guest_groups: BTreeMap<&'static str, String>,
     guests: Vec<String>,
+    /// Every account of the people whose names the guests want, and the guests'.
+    contesting: BTreeSet<String>,
     /// Each person's current UPN (their mail stays the one they were created with).
     upns: Vec<String>,
     contact_first: bool,
@@ -247,13 +249,13 @@ impl World {
         groups.insert("customers", env.group("Customers", 2));
         groups.insert("nested", env.group("Nested", 3));
         env.add(&groups["staff"], &groups["nested"]);
-        let accounts = (0..PEOPLE)
+        let accounts: Vec<Option<String>> = (0..PEOPLE)
             .map(|p| Some(account(&env, p, &upn(p))))
             .collect();
         let mut guest_groups = BTreeMap::new();
         guest_groups.insert("staff", env.group_in(1, "Guest staff", 1));
         guest_groups.insert("customers", env.group_in(1, "Guest customers", 2));
-        let guests = (0..GUESTS)
+        let guests: Vec<String> = (0..GUESTS)
             .map(|q| {
                 env.sims[1]
                     .control()
@@ -268,6 +270,12 @@ impl World {
                     })
                     .id
             })
+            .collect();
+        // Guest g wants person g's names.
+        let contesting = guests
+            .iter()
+            .cloned()
+            .chain(accounts.iter().take(GUESTS).flatten().cloned())
             .collect();
         let store = |name: &'static str| {
             let path = env.dir.path().join(format!("{name}.db"));
@@ -288,6 +296,7 @@ impl World {
             clock,
             groups,
             accounts,
+            contesting,
             guest_groups,
             guests,
             upns: (0..PEOPLE).map(upn).collect(),
@@ -443,7 +452,11 @@ impl World {
                 };
             }
             Step::Recreate(p) if self.accounts[p].is_none() => {
-                self.accounts[p] = Some(account(&self.env, p, &self.upns[p]));
+                let id = account(&self.env, p, &self.upns[p]);
+                if p < GUESTS {
+                    self.contesting.insert(id.clone());
+                }
+                self.accounts[p] = Some(id);
             }
             Step::SwapUpns(a, b) if a != b => {
                 if let (Some(ida), Some(idb)) = (id(a), id(b)) {
@@ -874,11 +887,10 @@ async fn play(
             .collect::<BTreeSet<String>>();
         // Names the two tenants contest stay where a run first put them (SPEC 4.11: an email
         // linked to one tenant's record stays there; 4.8: a username stays with its holder),
-        // so runs split otherwise may give them to the other tenant's person: those records
-        // are left out once a guest has joined.
-        let contested = |r: &Vec<String>| {
-            guests_joined && (r[3].eq_ignore_ascii_case(&upn(0)) || r[2] == "p0" || r[2] == "p1")
-        };
+        // so runs split otherwise may give them to the other tenant's person, and the loser
+        // keeps the name an admin gave it, or none: the records of the people who contest
+        // them are left out once a guest has joined.
+        let contested = |r: &Vec<String>| guests_joined && world.contesting.contains(&r[0]);
         let keep = |rows: Vec<Vec<String>>| -> Vec<Vec<String>> {
             rows.into_iter()
                 .filter(|r| !purged_in_one.contains(&r[0]) && !contested(r))
