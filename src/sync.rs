@@ -267,7 +267,7 @@ impl Syncer {
         // reviewed plan of several tenants applies whole). Not for `explain`: one person's
         // answer is not worth a copy of the store.
         let scratch = if opts.dry_run && !opts.explain && tenants.len() > 1 {
-            match Scratch::of(&config.store.path, opts.plan_out) {
+            match Scratch::of(&config.store.path, opts.plan_out, self.clock.now()) {
                 Ok(scratch) => Some(scratch),
                 // A dry run to look at may plan each tenant against the store as it is.
                 Err(e) if !opts.plan_out => {
@@ -392,14 +392,22 @@ struct Scratch {
     before: Option<std::path::PathBuf>,
 }
 
+/// What a dry run's copy of the store is called beside the store.
+const SCRATCH_PREFIX: &str = ".entra-sync-dry-run-";
+
 impl Scratch {
-    fn of(store: &std::path::Path, keep_before: bool) -> Result<Scratch, String> {
+    fn of(
+        store: &std::path::Path,
+        keep_before: bool,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Scratch, String> {
         let beside = store
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."));
+        Scratch::remove_stale(beside, now);
         let dir = tempfile::Builder::new()
-            .prefix(".entra-sync-dry-run-")
+            .prefix(SCRATCH_PREFIX)
             .tempdir_in(beside)
             .or_else(|_| {
                 tempfile::Builder::new()
@@ -424,6 +432,39 @@ impl Scratch {
             path,
             before,
         })
+    }
+
+    /// A copy left by a dry run that was killed (SIGKILL, a power cut) holds people's
+    /// records: the next dry run removes it once it is a day old (none runs that long).
+    fn remove_stale(beside: &std::path::Path, now: chrono::DateTime<chrono::Utc>) {
+        let Ok(entries) = std::fs::read_dir(beside) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if !entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(SCRATCH_PREFIX)
+            {
+                continue;
+            }
+            let made = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(chrono::DateTime::<chrono::Utc>::from);
+            if made.is_ok_and(|made| now - made > chrono::Duration::days(1)) {
+                match std::fs::remove_dir_all(entry.path()) {
+                    Ok(()) => tracing::info!(
+                        "removed {}, a dry run's copy of the store left a day ago",
+                        entry.path().display()
+                    ),
+                    Err(e) => tracing::warn!(
+                        "cannot remove {}, a dry run's copy of the store left a day ago: {e}",
+                        entry.path().display()
+                    ),
+                }
+            }
+        }
     }
 }
 
@@ -1223,4 +1264,33 @@ fn log_outcome(o: &TenantOutcome, clock: &dyn Clock) {
         duration_ms = o.duration_ms,
         "sync finished"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_runs_copy_left_behind_is_removed_a_day_later_and_no_sooner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("psa.db");
+        Store::open(&store).expect("store");
+        let left = dir.path().join(format!("{SCRATCH_PREFIX}killed"));
+        std::fs::create_dir(&left).expect("left");
+        std::fs::write(left.join("psa.db"), "records").expect("copy");
+        let now = SystemClock.now();
+        let scratch = Scratch::of(&store, true, now).expect("scratch");
+        assert!(
+            left.exists(),
+            "a copy made just now may be another dry run's"
+        );
+        assert!(scratch.path.exists() && scratch.before.as_ref().is_some_and(|b| b.exists()));
+        assert!(scratch.path.starts_with(dir.path()), "beside the store");
+        let kept = scratch.path.clone();
+        drop(scratch);
+        assert!(!kept.exists(), "removed with the run");
+        Scratch::of(&store, false, now + chrono::Duration::hours(25)).expect("scratch");
+        assert!(!left.exists(), "a day later it is removed");
+        assert!(store.exists());
+    }
 }
