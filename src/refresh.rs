@@ -282,7 +282,7 @@ pub async fn full(
     if rules.nested_groups {
         tracked.extend(mirror_groups.iter().copied());
     }
-    let chains = fetch::chains(&rule_groups);
+    let chains = fetch::chains(&tracked);
     let reading = async {
         let mut links = BTreeMap::new();
         // The cursors first (both at once), then the read and the deleted users (at once).

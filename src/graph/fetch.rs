@@ -114,25 +114,27 @@ pub async fn group_members(
     Ok(members)
 }
 
-/// The read chain of each rule group, by group: how many members each has (once
+/// The read chain of each group a full read knows it will read (the rule groups, and the
+/// nested groups the mirror has), by group: how many members each has (once
 /// [`count_members`] has asked) and how many were read, which ranks their pages.
 pub type Chains = BTreeMap<ObjectId, Arc<Chain>>;
 
-pub fn chains(rule_groups: &[ObjectId]) -> Chains {
-    rule_groups
-        .iter()
+pub fn chains<'a>(groups: impl IntoIterator<Item = &'a ObjectId>) -> Chains {
+    groups
+        .into_iter()
         .map(|g| (*g, Arc::new(Chain::default())))
         .collect()
 }
 
-/// Rule groups counted at most: the `$batch`es of counts go out at once, ahead of every member
+/// Groups counted at most: the `$batch`es of counts go out at once, ahead of every member
 /// page; past this many groups they would cost the read more than the order saves.
 const COUNTED_GROUPS: usize = 100;
 
 /// Asks Graph how many members each of `chains`' groups has (`/members/$count`, in `$batch`es
-/// of 20 at once), so the read serves the longest chains of pages first. Only when the tenant
-/// has more rule groups than requests in flight (with fewer, every chain always has a slot),
-/// and at most `COUNTED_GROUPS`. A hint: `ConsistencyLevel: eventual` may lag, and an answer
+/// of 20 at once), so the read serves the longest chains of pages first. Only when there are
+/// more groups than requests in flight (with fewer, every chain always has a slot), and at
+/// most `COUNTED_GROUPS`. Nested groups the read finds that the mirror did not have are not
+/// counted: they rank first among member pages. A hint: `ConsistencyLevel: eventual` may lag, and an answer
 /// that fails or does not parse only leaves the order as it was.
 pub async fn count_members(client: &GraphClient, chains: &Chains) {
     if chains.len() <= client.max_concurrency() || chains.len() > COUNTED_GROUPS {
@@ -148,7 +150,7 @@ pub async fn count_members(client: &GraphClient, chains: &Chains) {
             .batch_get_with(
                 &paths,
                 &[("ConsistencyLevel", "eventual")],
-                "counting the rule groups' members",
+                "counting the groups' members",
             )
             .await;
         match answers {

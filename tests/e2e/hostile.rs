@@ -245,3 +245,38 @@ async fn member_counts_only_order_the_read_and_a_refused_or_slow_count_changes_n
         "{after_refused:?}"
     );
 }
+
+/// The nested groups a tenant's mirror knows are counted too: they share the slots.
+#[tokio::test]
+async fn nested_groups_the_mirror_knows_are_counted_with_the_rule_groups() {
+    let mut env = TestEnv::new().await;
+    env.sync_extra = "max_concurrency = 2\nnested_groups = true\n".into();
+    let mut groups = Vec::new();
+    for i in 0..3 {
+        let group = env.group(&format!("Rule {i}"), 1 + i);
+        let user = env.user(&format!("u{i}"));
+        env.add(&group, &user);
+        env.employee_rule(&group, 10 + i64::from(i), None);
+        groups.push(group);
+    }
+    let nested = env.group("Nested", 9);
+    env.add(&groups[0], &nested);
+    let inner = env.user("inner");
+    env.add(&nested, &inner);
+    let counted = |env: &TestEnv| {
+        env.sim()
+            .stats()
+            .batch_items
+            .get("GET /v1.0/groups/{id}/members/$count 200")
+            .copied()
+    };
+    env.sync_ok(&["--full"]).await;
+    assert_eq!(counted(&env), Some(3), "the rule groups");
+    env.sim().reset_stats();
+    let s = env.sync_ok(&["--full"]).await;
+    assert_eq!(counted(&env), Some(4), "and the nested one: {s}");
+    assert_eq!(
+        env.rows("SELECT COUNT(*) FROM employees WHERE active = 1"),
+        [["4"]]
+    );
+}
