@@ -310,12 +310,7 @@ pub async fn full(
             fetch::deleted_users(client),
         )
         .await?;
-        links.extend(
-            found_links
-                .into_iter()
-                .enumerate()
-                .map(|(i, link)| (format!("groups:{}", first + i), link)),
-        );
+        links.extend(named_group_links(found_links, first));
         Ok(Refreshed {
             mode: RunMode::Full,
             snapshot: Some(snapshot),
@@ -344,12 +339,19 @@ async fn latest_group_links(
     groups: &BTreeSet<ObjectId>,
     first: usize,
 ) -> Result<BTreeMap<String, String>, GraphError> {
-    Ok(delta::latest_group_links(client, groups)
-        .await?
+    Ok(named_group_links(
+        delta::latest_group_links(client, groups).await?,
+        first,
+    ))
+}
+
+/// Delta links named `groups:{first}`, `groups:{first+1}`… in the stored cursors.
+fn named_group_links(links: Vec<String>, first: usize) -> BTreeMap<String, String> {
+    links
         .into_iter()
         .enumerate()
         .map(|(i, link)| (format!("groups:{}", first + i), link))
-        .collect())
+        .collect()
 }
 
 /// The delta rounds since `cursors`. `Ok(None)` when only a full read can be trusted (the

@@ -67,6 +67,7 @@ impl Chain {
 
 /// At most `slots` holders of a [`Slot`] at once.
 pub struct Gate {
+    slots: usize,
     state: Mutex<State>,
 }
 
@@ -86,12 +87,18 @@ struct Waiter {
 impl Gate {
     pub fn new(slots: usize) -> Gate {
         Gate {
+            slots: slots.max(1),
             state: Mutex::new(State {
                 free: slots.max(1),
                 next: 0,
                 waiting: Vec::new(),
             }),
         }
+    }
+
+    /// How many may hold a slot at once.
+    pub fn slots(&self) -> usize {
+        self.slots
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

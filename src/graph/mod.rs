@@ -178,7 +178,6 @@ pub struct GraphClient {
     retry_base: Duration,
     /// At most `max_concurrency` requests in flight; the longest member reads go first.
     in_flight: gate::Gate,
-    max_concurrency: usize,
     /// Keeps requests under the tenant's resource-unit budget once Graph has shown it.
     pacer: pace::Pacer,
     /// The same for the app's budget across tenants, shared by the clients of its tenants.
@@ -215,7 +214,6 @@ impl GraphClient {
             max_retry_wait: Duration::from_secs(sync.max_retry_wait_seconds),
             retry_base: Duration::from_millis(sync.retry_base_ms),
             in_flight: gate::Gate::new(sync.max_concurrency),
-            max_concurrency: sync.max_concurrency,
             pacer: pace::Pacer::default(),
             app_pacer: Arc::new(pace::Pacer::app()),
             stats: Arc::new(GraphStats::default()),
@@ -231,7 +229,7 @@ impl GraphClient {
 
     /// Requests this client has in flight at most.
     pub fn max_concurrency(&self) -> usize {
-        self.max_concurrency
+        self.in_flight.slots()
     }
 
     pub fn tenant(&self) -> &str {
